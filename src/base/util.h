@@ -1,0 +1,35 @@
+/* nb_util: small helpers shared by every module: clocks, ids, hashing, files.
+ * All functions are thread-safe and allocate nothing unless they say so. */
+#ifndef NB_UTIL_H
+#define NB_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define NB_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+int64_t nb_now_ms(void);   /* wall clock, Unix epoch milliseconds */
+int64_t nb_mono_us(void);  /* monotonic microseconds, for durations */
+/* "2026-11-23T10:00:00.123Z"; buf needs 25 bytes. */
+void nb_time_iso8601(int64_t epoch_ms, char *buf, size_t size);
+
+/* Random UUID v4 text (36 chars + NUL) from the kernel's CSPRNG. */
+void nb_uuid4(char out[37]);
+/* Fills out with n random bytes encoded as 2n hex chars + NUL. Returns 0 or -1. */
+int nb_random_hex(char *out, size_t nbytes);
+/* sha256 of data as 64 hex chars + NUL. */
+void nb_sha256_hex(const void *data, size_t len, char out[65]);
+/* Constant-time comparison of two strings of possibly different length. */
+int nb_secure_streq(const char *a, const char *b);
+
+/* mkdir -p with mode for the created dirs; 0 or -1 with errno. */
+int nb_mkdir_p(const char *path, unsigned mode);
+/* Removes a tree (no symlink following). 0 or -1 with errno. */
+int nb_rm_rf(const char *path);
+/* Writes data to path atomically (tmp file + fsync + rename). 0 or -1 with errno. */
+int nb_write_file(const char *path, const void *data, size_t len, unsigned mode);
+/* Reads a whole file up to max bytes into a malloc'd NUL-terminated buffer. NULL + errno
+ * (EFBIG when over max). */
+char *nb_read_file(const char *path, size_t max, size_t *len_out);
+
+#endif
