@@ -38,7 +38,17 @@ int nb_err_prefix(nb_err *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    /* Truncation is fine: the innermost detail is the least important part to keep. */
+    size_t n = strnlen(prefix, sizeof prefix - 1);
+    memcpy(err->msg, prefix, n);
+    if (n + 2 < sizeof err->msg) {
+        memcpy(err->msg + n, ": ", 2);
+        size_t room = sizeof err->msg - n - 3;
+        size_t olen = strnlen(old, room);
+        memcpy(err->msg + n + 2, old, olen);
+        n += 2 + olen;
+    }
+    err->msg[n < sizeof err->msg ? n : sizeof err->msg - 1] = 0;
     return -1;
 }
 

@@ -1,0 +1,208 @@
+/* nb_cli: the `nimbus` command line, a client of the admin API (docs/api.md).
+ *
+ * Each nb_cli_<command>() runs one subcommand. argv[0] is the command's name and the rest its
+ * arguments; `g` holds the connection flags given before the command (`nimbus --url U ls`),
+ * which the same flags after the command override. A command returns the process exit status:
+ *
+ *   0  success
+ *   1  the operation failed: the daemon answered an error, could not be reached, or the
+ *      invoked function raised (its error body still goes to stdout)
+ *   2  bad command-line input; nothing was sent to the daemon
+ *
+ * Results go to stdout; every diagnostic is one line "nimbus: ..." on stderr. Commands are
+ * meant to run once per process on the main thread: they use stdio and libcurl's global state.
+ *
+ * The helpers after the commands hold the logic the unit test (tests/unit/test_cli.c) checks:
+ * option parsing, numbers and durations, K=V, URL building, formatting, locating the daemon,
+ * packing a directory. They never print. Strings they return live in the caller's nb_buf (or
+ * a struct the caller frees with the matching _free); strings taken from argv are borrowed and
+ * must outlive the struct that points at them. Design notes: docs/internals/cli.md. */
+#ifndef NB_CLI_H
+#define NB_CLI_H
+
+#include "base/buf.h"
+#include "base/err.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef NIMBUS_VERSION
+#define NIMBUS_VERSION "0.0.0-dev"
+#endif
+
+/* Exit statuses, see above. */
+#define NB_CLI_OK     0
+#define NB_CLI_FAILED 1
+#define NB_CLI_USAGE  2
+
+/* Limits from docs/api.md, checked before anything is uploaded so a deploy that cannot
+ * succeed fails fast. The daemon stays the authority; keep these in step with the doc. */
+#define NB_CLI_MEMORY_MIN   128
+#define NB_CLI_MEMORY_MAX   10240
+#define NB_CLI_TIMEOUT_MIN  1
+#define NB_CLI_TIMEOUT_MAX  900
+#define NB_CLI_CODE_MAX     (64u << 20) /* POST /v1/code body */
+#define NB_CLI_EVENT_MAX    (6u << 20)  /* invoke body */
+#define NB_CLI_LOG_LINE_MAX (1u << 20)  /* one NDJSON log line while streaming */
+
+/* Connection flags given before the command; NULL/0 when absent. */
+typedef struct nb_cli_globals {
+    const char *url;
+    const char *token;
+    const char *data;
+    int verbose;
+} nb_cli_globals;
+
+/* ---- commands (one exit status each, see above) ---- */
+
+int nb_cli_deploy(const nb_cli_globals *g, int argc, char **argv);
+int nb_cli_invoke(const nb_cli_globals *g, int argc, char **argv);
+int nb_cli_ls(const nb_cli_globals *g, int argc, char **argv);
+int nb_cli_get(const nb_cli_globals *g, int argc, char **argv);
+int nb_cli_rm(const nb_cli_globals *g, int argc, char **argv);
+int nb_cli_versions(const nb_cli_globals *g, int argc, char **argv);
+int nb_cli_logs(const nb_cli_globals *g, int argc, char **argv);
+int nb_cli_version(const nb_cli_globals *g, int argc, char **argv);
+
+/* ---- option parsing ---- */
+
+/* One option of a command. Options are long (`--name value`, `--name=value`), optionally with
+ * a one-letter short form (`-x value`); `-h`/`--help` is always known and needs no entry. */
+typedef struct nb_cli_opt {
+    const char *name;    /* without the leading "--" */
+    char short_name;     /* 0: none */
+    const char *metavar; /* NULL: a flag that takes no value; else the value's name in help */
+    const char *help;    /* one line */
+} nb_cli_opt;
+
+/* The flags every client command accepts; put at the end of each command's table. */
+#define NB_CLI_COMMON_OPTS                                                                         \
+    {"url", 0, "URL", "daemon URL (env NIMBUS_URL; default from DATA/listen)"},                    \
+        {"token", 0, "TOKEN", "admin token (env NIMBUS_TOKEN; default DATA/admin.token)"},         \
+        {"data", 0, "DIR", "data dir of the daemon (env NIMBUS_DATA; default ./nimbus-data)"},     \
+    {                                                                                              \
+        "verbose", 'v', NULL, "print request ids and other details on stderr"                      \
+    }
+
+/* Stop at the first positional argument and leave the rest unparsed (main() uses this for the
+ * flags before the command name). */
+#define NB_CLI_ARGS_STOP_AT_POSITIONAL 1
+
+typedef struct nb_cli_optval {
+    size_t opt;        /* index into the table */
+    const char *value; /* borrowed from argv; "" for flags */
+} nb_cli_optval;
+
+typedef struct nb_cli_args {
+    const nb_cli_opt *opts;
+    size_t nopts;
+    int help;         /* -h or --help was seen (parsing stopped there) */
+    int next;         /* index in argv of the first argument not consumed */
+    const char **pos; /* positional arguments in order; array owned, strings borrowed */
+    int npos;
+    nb_cli_optval *items; /* every option occurrence in order (owned array) */
+    int nitems;
+} nb_cli_args;
+
+/* Parses argv[1..argc) (argv[0], the command name, is skipped). "--" ends the options and a
+ * lone "-" is a positional. Stops early at -h/--help with a->help set, so help wins over
+ * anything after it. Returns 0, or -1 with err's message naming the bad flag (unknown flag,
+ * missing value, value given to a flag). Free with nb_cli_args_free() either way. */
+int nb_cli_args_parse(nb_cli_args *a, const nb_cli_opt *opts, size_t nopts, int argc, char **argv,
+                      int flags, nb_err *err);
+void nb_cli_args_free(nb_cli_args *a);
+/* The value of the last occurrence of option `name` ("" for a flag), or NULL if not given.
+ * `name` must be in the table (abort() otherwise: a programming error). */
+const char *nb_cli_args_get(const nb_cli_args *a, const char *name);
+int nb_cli_args_has(const nb_cli_args *a, const char *name);
+/* Prints "usage: nimbus <command> <synopsis>", the description and the option table. */
+void nb_cli_args_help(const nb_cli_opt *opts, size_t nopts, const char *command,
+                      const char *synopsis, const char *description, nb_buf *out);
+
+/* ---- values ---- */
+
+/* A decimal integer in [min, max], digits only (no sign, spaces or suffix). 0 or -1. */
+int nb_cli_parse_int(const char *s, int64_t min, int64_t max, int64_t *out);
+/* A duration as one or more <digits><unit> with unit ms, s, m, h or d ("10m", "1h30m") into
+ * milliseconds. 0, or -1 when malformed or over ~292 million years. */
+int nb_cli_parse_duration_ms(const char *s, int64_t *out);
+/* A --since value: digits only are Unix epoch milliseconds; a duration means that long before
+ * now_ms (clamped at 0). 0 or -1. */
+int nb_cli_parse_since(const char *s, int64_t now_ms, int64_t *out);
+/* "KEY=VALUE" for --env: KEY matches [A-Za-z_][A-Za-z0-9_]*, VALUE may be empty. Sets
+ * *key_len (the value starts at s + *key_len + 1). 0 or -1. */
+int nb_cli_parse_env(const char *s, size_t *key_len);
+
+/* ---- URLs ---- */
+
+/* Appends s percent-encoded for one path segment or query value: everything but
+ * [A-Za-z0-9._~-] becomes %XX. -1 if the buffer's cap is hit. */
+int nb_cli_escape(nb_buf *out, const char *s);
+/* "/v1/functions/<escaped name><suffix>" into out (reset first). suffix may be "" or NULL. */
+int nb_cli_fn_path(nb_buf *out, const char *name, const char *suffix);
+/* The logs route with its query: since < 0 and limit <= 0 are left out. */
+int nb_cli_logs_path(nb_buf *out, const char *name, int64_t since_ms, int follow, int64_t limit);
+/* A daemon listen address as written to DATA/listen or NIMBUS_LISTEN ("host:port",
+ * "[v6]:port", ":port", "port", or a full http(s):// URL) into a base URL without a trailing
+ * slash. Wildcard hosts (empty, 0.0.0.0, ::) become the loopback address. 0 or -1. */
+int nb_cli_listen_url(const char *listen, nb_buf *out);
+
+/* ---- where the daemon is ---- */
+
+typedef struct nb_cli_conn {
+    char *url;                /* base URL, no trailing slash (malloc'd) */
+    char *token;              /* NULL when none was found (malloc'd) */
+    char *data;               /* the data dir consulted (malloc'd) */
+    const char *url_source;   /* static text for messages: "--url", "NIMBUS_URL", ... */
+    const char *token_source; /* same, or NULL */
+} nb_cli_conn;
+
+/* Finds the daemon's URL and token. URL: url_flag, env NIMBUS_URL, DATA/listen, env
+ * NIMBUS_LISTEN, http://127.0.0.1:8080. Token: token_flag, env NIMBUS_TOKEN, DATA/admin.token
+ * (whitespace trimmed), else none. DATA: data_flag, env NIMBUS_DATA, ./nimbus-data. Missing
+ * or unreadable files just fall through. -1 only when out of memory. Free with
+ * nb_cli_conn_free(). */
+int nb_cli_conn_resolve(nb_cli_conn *c, const char *url_flag, const char *token_flag,
+                        const char *data_flag);
+void nb_cli_conn_free(nb_cli_conn *c);
+
+/* ---- formatting ---- */
+
+/* One NDJSON log record (docs/api.md, logs route) as a human line, newline included:
+ *   2026-11-23T10:00:00.123Z [v2 i-3 <request_id>] line
+ * stderr lines carry " stderr" inside the brackets; missing fields print as "-". Appends to
+ * out. -1 if the text is not a JSON object (the caller then prints it raw). */
+int nb_cli_format_log(nb_buf *out, const char *json, size_t len);
+
+/* A text table: columns padded to their widest cell, two spaces apart, no trailing blanks. */
+typedef struct nb_cli_table {
+    size_t ncols;
+    size_t nrows;   /* including the header */
+    char **cells;   /* nrows * ncols, owned */
+    size_t *widths; /* ncols */
+} nb_cli_table;
+
+int nb_cli_table_init(nb_cli_table *t, size_t ncols, const char *const *header);
+/* Copies ncols cells (NULL prints as ""). 0 or -1 (out of memory). */
+int nb_cli_table_add(nb_cli_table *t, const char *const *cells);
+int nb_cli_table_render(const nb_cli_table *t, nb_buf *out);
+void nb_cli_table_free(nb_cli_table *t);
+
+/* "key: value" lines for a JSON object, keys aligned. Keys in `order` (NULL-terminated; may
+ * be NULL) come first when present, then the rest in object order. Strings print raw, null as
+ * "", anything else as compact JSON. -1 if obj is not an object or the buffer is full. The
+ * json_t is jansson's; declared opaque here so this header does not pull jansson in. */
+struct json_t;
+int nb_cli_format_object(nb_buf *out, const struct json_t *obj, const char *const *order);
+
+/* ---- code bundles ---- */
+
+/* Packs the tree at dir into a gzip-compressed pax tar in out (whose cap bounds the size).
+ * Entries are relative to dir, sorted by name, directories before their contents; symlinks are
+ * stored as links (never followed); regular files keep whether they are executable (mode 0755
+ * or 0644; dirs 0755); owner, group and times are zeroed so the same tree always packs to the
+ * same bytes and redeploying it is a no-op. Anything else (fifo, socket, device) is an error.
+ * 0, or -1 with err filled. */
+int nb_cli_pack_dir(const char *dir, nb_buf *out, nb_err *err);
+
+#endif

@@ -1,0 +1,91 @@
+/* nb_cli__: plumbing shared by the command files of src/cli (not used outside it).
+ *
+ * A command goes: nb_cli__begin() (parse flags, answer --help, check the positional count),
+ * nb_cli__client_open() (locate the daemon, one curl handle reused for every request), then
+ * requests through nb_cli__call_json() or nb_cli__request(), and nb_cli__fail() to print the
+ * one-line error. A client is single-threaded and owns its curl handle. */
+#ifndef NB_CLI_INTERNAL_H
+#define NB_CLI_INTERNAL_H
+
+#include "cli/cli.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+/* What a command is, for its --help and its argument checks. */
+typedef struct nb_cli__cmd {
+    const char *name;
+    const char *synopsis;    /* after "usage: nimbus NAME " */
+    const char *description; /* a few lines, may be NULL */
+    const nb_cli_opt *opts;
+    size_t nopts;
+    int min_pos, max_pos; /* positional argument count bounds */
+} nb_cli__cmd;
+
+#define NB_CLI__CONTINUE (-1)
+
+/* Parses argv for cmd. Returns NB_CLI__CONTINUE to go on, or the exit status to return at
+ * once: 0 after printing --help, 2 after printing a usage error. `a` must be freed with
+ * nb_cli_args_free() in every case. */
+int nb_cli__begin(const nb_cli__cmd *cmd, int argc, char **argv, nb_cli_args *a);
+
+/* Prints "nimbus: <cmd>: <message> (see 'nimbus <cmd> --help')" and returns 2. */
+int nb_cli__usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints "nimbus: <err message>" and returns 1. */
+int nb_cli__fail(const nb_err *err);
+
+typedef struct nb_cli__client {
+    CURL *curl;
+    nb_cli_conn conn;
+    int verbose;
+    char errbuf[CURL_ERROR_SIZE];
+} nb_cli__client;
+
+/* Resolves the connection from the command's flags, then g's, then the environment. 0 or -1. */
+int nb_cli__client_open(nb_cli__client *c, const nb_cli_globals *g, const nb_cli_args *a,
+                        nb_err *err);
+void nb_cli__client_close(nb_cli__client *c);
+
+/* Called once per complete body line (newline stripped) of a streamed 2xx response.
+ * Return 0 to go on, -1 to stop the transfer. */
+typedef int (*nb_cli__line_cb)(void *ud, const char *line, size_t len);
+
+typedef struct nb_cli__resp {
+    long status;
+    nb_buf body; /* whole body (error bodies always land here, even when streaming) */
+    char request_id[128];
+    char function_error[64];
+    char executed_version[32];
+    /* Streaming: set on_line before the request to get 2xx bodies line by line. */
+    nb_cli__line_cb on_line;
+    void *ud;
+    nb_buf line;       /* the partial line, capped at NB_CLI_LOG_LINE_MAX */
+    int line_too_long; /* dropping the rest of an over-long line */
+    int stopped;       /* on_line asked to stop */
+} nb_cli__resp;
+
+/* body_max caps the buffered body; 0 means the default (64 MiB). */
+void nb_cli__resp_init(nb_cli__resp *r, size_t body_max);
+void nb_cli__resp_free(nb_cli__resp *r);
+
+/* One HTTP request to base URL + path. body may be NULL for none. Returns 0 once a response
+ * arrived, whatever its status; -1 with err filled when the daemon could not be reached or the
+ * transfer broke. */
+int nb_cli__request(nb_cli__client *c, const char *method, const char *path, const void *body,
+                    size_t len, const char *content_type, nb_cli__resp *r, nb_err *err);
+/* For a response with status >= 400: fills err with "<message> (<code>)" from the API's error
+ * object (or the bare status when the body is not one) and returns -1; else 0. */
+int nb_cli__check(const nb_cli__client *c, const nb_cli__resp *r, nb_err *err);
+/* Request + check + parse the body as JSON into *out (caller decrefs). 0 or -1. */
+int nb_cli__call_json(nb_cli__client *c, const char *method, const char *path, const void *body,
+                      size_t len, const char *content_type, json_t **out, nb_err *err);
+
+/* Output helpers for stdout. */
+void nb_cli__print_json(const json_t *j);
+void nb_cli__write(const char *s, size_t len);
+/* Integer field or -1. */
+int64_t nb_cli__int(const json_t *obj, const char *key);
+/* String field or "" (never NULL). */
+const char *nb_cli__str(const json_t *obj, const char *key);
+
+#endif

@@ -1,0 +1,71 @@
+/* nb_fn: what a function is. Config validation, (de)serialisation and the runtime table.
+ *
+ * A function version is immutable once published: nb_fn_version values are built once (from
+ * the store or from a validated request) and then shared read-only, refcounted, by the
+ * scheduler and every instance and invocation that uses them, so a redeploy never changes a
+ * config under a running invocation. Refcounting is not atomic: versions are only touched on
+ * the loop thread. */
+#ifndef NB_FUNCTION_H
+#define NB_FUNCTION_H
+
+#include "base/err.h"
+
+#include <jansson.h>
+#include <stdint.h>
+
+#define NB_NAME_MAX 64
+#define NB_HANDLER_MAX 128
+#define NB_DESC_MAX 256
+#define NB_ENV_MAX_BYTES 4096
+#define NB_MEMORY_MIN 128
+#define NB_MEMORY_MAX 10240
+#define NB_TIMEOUT_MAX 900
+
+enum nb_runtime_kind { NB_RT_PYTHON, NB_RT_NODE, NB_RT_PROVIDED };
+
+typedef struct nb_fn_config {
+    char runtime[32]; /* as given: "python3.12", "nodejs20.x", "provided.al2023", ... */
+    enum nb_runtime_kind kind;
+    char handler[NB_HANDLER_MAX + 1];
+    char code_sha256[65];
+    int memory_mb;
+    int timeout_s;
+    char description[NB_DESC_MAX + 1];
+    json_t *environment; /* object of strings; owned */
+} nb_fn_config;
+
+typedef struct nb_fn_version {
+    int refs;
+    char ns[NB_NAME_MAX + 1];
+    char name[NB_NAME_MAX + 1];
+    int64_t version;
+    int64_t created_at; /* epoch ms of this version */
+    int64_t fn_created_at;
+    nb_fn_config cfg;
+} nb_fn_version;
+
+int nb_fn_valid_name(const char *name);
+/* Maps a runtime string to its kind; -1 if unsupported. */
+int nb_fn_runtime_kind(const char *runtime);
+
+void nb_fn_config_init(nb_fn_config *cfg);
+void nb_fn_config_release(nb_fn_config *cfg);
+void nb_fn_config_copy(nb_fn_config *dst, const nb_fn_config *src);
+/* Applies a request body (PUT /v1/functions/NAME) on top of cfg. For a create, cfg holds the
+ * defaults and runtime/handler/code_sha256 are required. On error cfg is unchanged. */
+int nb_fn_config_apply(nb_fn_config *cfg, json_t *body, int creating, nb_err *err);
+int nb_fn_config_equal(const nb_fn_config *a, const nb_fn_config *b);
+/* The stored form: a JSON object with every field. Caller owns the result. */
+json_t *nb_fn_config_to_json(const nb_fn_config *cfg);
+int nb_fn_config_from_json(nb_fn_config *cfg, json_t *obj, nb_err *err);
+/* Relative path of the file the handler needs in the bundle ("app.py", "bootstrap", ...);
+ * for node, every candidate extension is written, separated by NUL, ending with an empty one. */
+int nb_fn_handler_files(const nb_fn_config *cfg, char *out, size_t size);
+
+nb_fn_version *nb_fn_version_new(void);
+nb_fn_version *nb_fn_version_ref(nb_fn_version *v);
+void nb_fn_version_unref(nb_fn_version *v);
+/* The API's function object for a version (see docs/api.md). Caller owns the result. */
+json_t *nb_fn_version_to_json(const nb_fn_version *v, int64_t updated_at);
+
+#endif

@@ -1,0 +1,582 @@
+#include "gateway/api.h"
+
+#include "base/log.h"
+#include "base/util.h"
+#include "code/bundle.h"
+#include "gateway/http.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NB_INVOKE_MAX_BODY (6u << 20)
+#define NB_JSON_MAX_BODY (256u << 10)
+#define DEFAULT_NS "default"
+
+typedef struct route_args {
+    nb_api *api;
+    h2o_req_t *req;
+    const char *request_id;
+    char ns[NB_NAME_MAX + 1];
+    char name[NB_NAME_MAX + 1];
+    const char *query; /* after '?', NUL-terminated copy, or "" */
+} route_args;
+
+typedef void (*route_fn)(route_args *a);
+
+typedef struct route {
+    const char *method;
+    const char *pattern; /* segments; "{name}" captures a function name */
+    route_fn fn;
+    int public;          /* no token needed */
+} route;
+
+static void r_health(route_args *a);
+static void r_version(route_args *a);
+static void r_code(route_args *a);
+static void r_put(route_args *a);
+static void r_list(route_args *a);
+static void r_get(route_args *a);
+static void r_delete(route_args *a);
+static void r_versions(route_args *a);
+static void r_invoke(route_args *a);
+static void r_logs(route_args *a);
+
+/* Namespaced routes exist twice: short (namespace "default") and under
+ * /v1/namespaces/{ns}; the long form is derived in match_route(). */
+static const route routes[] = {
+    {"GET", "/healthz", r_health, 1},
+    {"GET", "/v1/version", r_version, 0},
+    {"POST", "/v1/code", r_code, 0},
+    {"PUT", "/v1/functions/{name}", r_put, 0},
+    {"GET", "/v1/functions", r_list, 0},
+    {"GET", "/v1/functions/{name}", r_get, 0},
+    {"DELETE", "/v1/functions/{name}", r_delete, 0},
+    {"GET", "/v1/functions/{name}/versions", r_versions, 0},
+    {"POST", "/v1/functions/{name}/invoke", r_invoke, 0},
+    {"GET", "/v1/functions/{name}/logs", r_logs, 0},
+};
+
+void nb_api_print_routes(FILE *f)
+{
+    for (size_t i = 0; i < NB_ARRAY_LEN(routes); i++) fprintf(f, "%s %s\n", routes[i].method, routes[i].pattern);
+}
+
+/* ---------- routing ---------- */
+
+/* Matches path against pattern, capturing {name}. 1 match, 0 no match. A {name} segment that
+ * is not a valid function name still matches (the handler answers 400/404 with a reason). */
+static int match_pattern(const char *pattern, const char *path, size_t plen, char *name, size_t nsize)
+{
+    const char *p = pattern, *s = path, *end = path + plen;
+    while (*p && s < end) {
+        if (strncmp(p, "{name}", 6) == 0) {
+            const char *seg_end = memchr(s, '/', (size_t)(end - s));
+            if (!seg_end) seg_end = end;
+            size_t n = (size_t)(seg_end - s);
+            if (n == 0) return 0;
+            snprintf(name, nsize, "%.*s", (int)(n < nsize ? n : nsize - 1), s);
+            if (n >= nsize) name[0] = '\x01'; /* too long: never a valid name */
+            s = seg_end;
+            p += 6;
+            continue;
+        }
+        if (*p != *s) return 0;
+        p++;
+        s++;
+    }
+    return *p == 0 && s == end;
+}
+
+static int auth_ok(nb_api *api, h2o_req_t *req)
+{
+    char value[256];
+    const char *v = nb_http_req_header(req, "authorization", value, sizeof value);
+    if (!v || strncasecmp(v, "Bearer ", 7) != 0) return 0;
+    return nb_secure_streq(v + 7, api->token);
+}
+
+int nb_api_handle(void *ud, h2o_req_t *req, const char *request_id)
+{
+    nb_api *api = ud;
+    route_args a = {.api = api, .req = req, .request_id = request_id, .query = ""};
+    snprintf(a.ns, sizeof a.ns, "%s", DEFAULT_NS);
+    size_t plen = req->path_normalized.len;
+    const char *path = req->path_normalized.base;
+    if (req->query_at != SIZE_MAX) {
+        size_t qlen = req->path.len - req->query_at - 1;
+        char *q = h2o_mem_alloc_pool(&req->pool, qlen + 1);
+        memcpy(q, req->path.base + req->query_at + 1, qlen);
+        q[qlen] = 0;
+        a.query = q;
+    }
+    /* /v1/namespaces/{ns}/rest -> namespace ns, path /v1/rest */
+    char rewritten[1024];
+    static const char nsprefix[] = "/v1/namespaces/";
+    if (plen > sizeof nsprefix - 1 && strncmp(path, nsprefix, sizeof nsprefix - 1) == 0) {
+        const char *ns = path + sizeof nsprefix - 1;
+        const char *slash = memchr(ns, '/', plen - (size_t)(ns - path));
+        size_t nslen = slash ? (size_t)(slash - ns) : plen - (size_t)(ns - path);
+        if (nslen == 0 || nslen > NB_NAME_MAX || !slash) {
+            nb_http_error(req, 404, NB_E_NOT_FOUND, "no route for %.*s", (int)plen, path);
+            return 0;
+        }
+        snprintf(a.ns, sizeof a.ns, "%.*s", (int)nslen, ns);
+        if (!nb_fn_valid_name(a.ns)) {
+            nb_http_error(req, 400, NB_E_INVALID_NAME, "invalid namespace '%s'", a.ns);
+            return 0;
+        }
+        int n = snprintf(rewritten, sizeof rewritten, "/v1%.*s", (int)(plen - (size_t)(slash - path)), slash);
+        if (n < 0 || (size_t)n >= sizeof rewritten) {
+            nb_http_error(req, 404, NB_E_NOT_FOUND, "no route");
+            return 0;
+        }
+        path = rewritten;
+        plen = (size_t)n;
+    }
+    /* Only the default namespace exists until tenants land; others are simply empty. */
+    int path_matched = 0;
+    for (size_t i = 0; i < NB_ARRAY_LEN(routes); i++) {
+        const route *r = &routes[i];
+        if (!match_pattern(r->pattern, path, plen, a.name, sizeof a.name)) continue;
+        path_matched = 1;
+        if (!h2o_memis(req->method.base, req->method.len, r->method, strlen(r->method))) continue;
+        if (!r->public && !auth_ok(api, req)) {
+            nb_http_error(req, 401, NB_E_UNAUTHORIZED, "missing or wrong admin token (Authorization: Bearer ...)");
+            return 0;
+        }
+        if (strstr(r->pattern, "{name}") && !nb_fn_valid_name(a.name)) {
+            nb_http_error(req, 400, NB_E_INVALID_NAME, "invalid function name: names match [A-Za-z0-9_-]{1,64}");
+            return 0;
+        }
+        r->fn(&a);
+        return 0;
+    }
+    if (path_matched)
+        nb_http_error(req, 405, NB_E_METHOD, "method %.*s not allowed on %.*s", (int)req->method.len,
+                      req->method.base, (int)plen, path);
+    else
+        nb_http_error(req, 404, NB_E_NOT_FOUND, "no route for %.*s", (int)plen, path);
+    return 0;
+}
+
+/* Query parameter value (URL-decoding not needed: every value we take is numeric). */
+static const char *query_param(const char *q, const char *key, char *buf, size_t size)
+{
+    size_t klen = strlen(key);
+    for (const char *p = q; p && *p;) {
+        const char *amp = strchr(p, '&');
+        size_t n = amp ? (size_t)(amp - p) : strlen(p);
+        if (n > klen && p[klen] == '=' && strncmp(p, key, klen) == 0) {
+            snprintf(buf, size, "%.*s", (int)(n - klen - 1), p + klen + 1);
+            return buf;
+        }
+        if (n == klen && strncmp(p, key, klen) == 0) {
+            snprintf(buf, size, "1");
+            return buf;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return NULL;
+}
+
+static int parse_int_param(route_args *a, const char *key, long long lo, long long hi, long long *out)
+{
+    char buf[32];
+    if (!query_param(a->query, key, buf, sizeof buf)) return 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(buf, &end, 10);
+    if (errno || end == buf || *end || v < lo || v > hi) {
+        nb_http_error(a->req, 400, NB_E_INVALID_VALUE, "query parameter %s must be an integer in %lld..%lld", key, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 1;
+}
+
+static int body_too_big(route_args *a, size_t max)
+{
+    if (a->req->entity.len <= max) return 0;
+    nb_http_error(a->req, 413, NB_E_TOO_LARGE, "request body is %zu bytes; the limit is %zu", a->req->entity.len, max);
+    return 1;
+}
+
+/* ---------- simple routes ---------- */
+
+static void r_health(route_args *a)
+{
+    nb_http_send_json(a->req, 200, json_pack("{s:s}", "status", a->api->draining ? "draining" : "ok"));
+}
+
+static void r_version(route_args *a)
+{
+    nb_http_send_json(a->req, 200, json_pack("{s:s, s:s}", "version", NIMBUS_VERSION, "store", a->api->store->ops->name));
+}
+
+static void r_code(route_args *a)
+{
+    nb_api *api = a->api;
+    if (body_too_big(a, NB_BUNDLE_MAX_UPLOAD)) return;
+    if (a->req->entity.len == 0) {
+        nb_http_error(a->req, 400, NB_E_INVALID_ARCHIVE, "empty body: send a zip or tar.gz archive");
+        return;
+    }
+    nb_err err = {0};
+    nb_code_blob blob;
+    int existed = 0;
+    if (nb_bundle_ingest(api->blob_root, api->code_root, a->req->entity.base, a->req->entity.len, NULL,
+                         &blob, &existed, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    if (existed) {
+        nb_code_blob known;
+        if (api->store->ops->blob_get(api->store, blob.sha256, &known, &err) == 1) blob = known;
+    } else if (api->store->ops->blob_put(api->store, &blob, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_http_send_json(a->req, existed ? 200 : 201,
+                      json_pack("{s:s, s:I, s:I, s:I}", "sha256", blob.sha256, "size", (json_int_t)blob.size,
+                                "unpacked_size", (json_int_t)blob.unpacked_size, "files", (json_int_t)blob.files));
+}
+
+/* Checks that the bundle holds what the handler needs. */
+static int check_handler(nb_api *api, const nb_fn_config *cfg, nb_err *err)
+{
+    nb_code_blob blob;
+    int found = api->store->ops->blob_get(api->store, cfg->code_sha256, &blob, err);
+    if (found < 0) return -1;
+    if (!found)
+        return nb_err_set(err, 400, NB_E_INVALID_VALUE,
+                          "code %.12s... was never uploaded (POST /v1/code first)", cfg->code_sha256);
+    char dir[PATH_MAX], files[1024];
+    snprintf(dir, sizeof dir, "%s/%s", api->code_root, cfg->code_sha256);
+    if (nb_fn_handler_files(cfg, files, sizeof files) < 0)
+        return nb_err_set(err, 400, NB_E_INVALID_VALUE, "handler '%s' is too long", cfg->handler);
+    for (const char *f = files; *f; f += strlen(f) + 1)
+        if (nb_bundle_has_file(dir, f)) return 0;
+    return nb_err_set(err, 400, NB_E_HANDLER_NOT_FOUND,
+                      cfg->kind == NB_RT_PROVIDED
+                          ? "the bundle has no 'bootstrap' file at its root (runtime %s needs one)"
+                          : "handler '%s': file '%s' is not in the bundle",
+                      cfg->kind == NB_RT_PROVIDED ? cfg->runtime : cfg->handler, files);
+}
+
+static void r_put(route_args *a)
+{
+    nb_api *api = a->api;
+    if (body_too_big(a, NB_JSON_MAX_BODY)) return;
+    json_error_t je;
+    json_t *body = json_loadb(a->req->entity.base ? a->req->entity.base : "", a->req->entity.len,
+                              JSON_REJECT_DUPLICATES, &je);
+    if (!body || !json_is_object(body)) {
+        json_decref(body);
+        nb_http_error(a->req, 400, NB_E_INVALID_JSON, "body must be a JSON object%s%s", body ? "" : ": ", body ? "" : je.text);
+        return;
+    }
+    nb_err err = {0};
+    nb_fn_version *cur = api->store->ops->fn_get(api->store, a->ns, a->name, 0, NULL, &err);
+    if (!cur && err.status != 404) {
+        json_decref(body);
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_fn_config cfg;
+    if (cur)
+        nb_fn_config_copy(&cfg, &cur->cfg);
+    else
+        nb_fn_config_init(&cfg);
+    nb_put_result res = {0};
+    int rc = nb_fn_config_apply(&cfg, body, cur == NULL, &err);
+    if (rc == 0) rc = check_handler(api, &cfg, &err);
+    if (rc == 0) rc = api->store->ops->fn_put(api->store, a->ns, a->name, &cfg, &res, &err);
+    json_decref(body);
+    nb_fn_config_release(&cfg);
+    nb_fn_version_unref(cur);
+    if (rc < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    if (res.changed) {
+        nb_invoker_publish(api->invoker, res.version);
+        nb_info("api", "published %s/%s version %lld", a->ns, a->name, (long long)res.version->version);
+    }
+    json_t *o = nb_fn_version_to_json(res.version, res.updated_at);
+    json_object_set_new(o, "changed", json_boolean(res.changed));
+    nb_fn_version_unref(res.version);
+    nb_http_send_json(a->req, res.created ? 201 : 200, o);
+}
+
+static void r_list(route_args *a)
+{
+    nb_api *api = a->api;
+    nb_err err = {0};
+    nb_fn_version **vs;
+    int64_t *upd;
+    size_t n;
+    if (api->store->ops->fn_list(api->store, a->ns, &vs, &upd, &n, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(arr, nb_fn_version_to_json(vs[i], upd[i]));
+    nb_store_free_versions(vs, n);
+    free(upd);
+    nb_http_send_json(a->req, 200, json_pack("{s:o}", "functions", arr));
+}
+
+static void r_get(route_args *a)
+{
+    nb_err err = {0};
+    int64_t updated = 0;
+    nb_fn_version *v = a->api->store->ops->fn_get(a->api->store, a->ns, a->name, 0, &updated, &err);
+    if (!v) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_http_send_json(a->req, 200, nb_fn_version_to_json(v, updated));
+    nb_fn_version_unref(v);
+}
+
+static void r_delete(route_args *a)
+{
+    nb_api *api = a->api;
+    nb_err err = {0};
+    if (api->store->ops->fn_delete(api->store, a->ns, a->name, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_invoker_remove(api->invoker, a->ns, a->name);
+    nb_logs_remove(api->logs, a->ns, a->name);
+    nb_info("api", "deleted %s/%s", a->ns, a->name);
+    nb_http_send_json(a->req, 200, json_pack("{s:s}", "deleted", a->name));
+}
+
+static void r_versions(route_args *a)
+{
+    nb_err err = {0};
+    nb_fn_version **vs;
+    size_t n;
+    if (a->api->store->ops->fn_versions(a->api->store, a->ns, a->name, &vs, &n, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        char created[32];
+        nb_time_iso8601(vs[i]->created_at, created, sizeof created);
+        json_t *o = nb_fn_config_to_json(&vs[i]->cfg);
+        json_object_set_new(o, "version", json_integer(vs[i]->version));
+        json_object_set_new(o, "created_at", json_string(created));
+        json_array_append_new(arr, o);
+    }
+    nb_store_free_versions(vs, n);
+    nb_http_send_json(a->req, 200, json_pack("{s:o}", "versions", arr));
+}
+
+/* ---------- invoke ---------- */
+
+/* Lives in the request's memory pool; the pool's disposal (client gone) detaches the
+ * invocation so its result is dropped instead of written to a freed request. */
+typedef struct pending_invoke {
+    h2o_req_t *req;
+    nb_inv *inv;
+} pending_invoke;
+
+static void pending_dispose(void *p)
+{
+    pending_invoke *pi = p;
+    if (pi->inv) nb_inv_detach(pi->inv);
+}
+
+static void invoke_done(nb_inv *inv, void *ud)
+{
+    pending_invoke *pi = ud;
+    pi->inv = NULL;
+    h2o_req_t *req = pi->req;
+    char v[24];
+    snprintf(v, sizeof v, "%lld", (long long)inv->ver->version);
+    nb_http_header(req, "x-nimbus-executed-version", v);
+    if (inv->outcome != NB_OUTCOME_OK) {
+        nb_http_header(req, "x-nimbus-function-error", inv->outcome == NB_OUTCOME_HANDLED ? "Handled" : "Unhandled");
+        nb_http_send(req, 200, "application/json", inv->body, inv->body_len);
+        return;
+    }
+    nb_http_send(req, 200, inv->content_type[0] ? inv->content_type : "application/json", inv->body, inv->body_len);
+}
+
+static void r_invoke(route_args *a)
+{
+    nb_api *api = a->api;
+    long long version = 0;
+    if (parse_int_param(a, "version", 1, INT64_MAX, &version) < 0) return;
+    if (body_too_big(a, NB_INVOKE_MAX_BODY)) return;
+    if (api->draining) {
+        nb_http_error(a->req, 503, NB_E_UNAVAILABLE, "nimbus is shutting down");
+        return;
+    }
+    nb_fn_version *ver = NULL;
+    nb_err err = {0};
+    nb_fn_version *latest = nb_invoker_latest(api->invoker, a->ns, a->name);
+    if (!latest) {
+        nb_http_error(a->req, 404, NB_E_NOT_FOUND, "function '%s' not found", a->name);
+        return;
+    }
+    if (version == 0 || version == latest->version) {
+        ver = nb_fn_version_ref(latest);
+    } else if (!(ver = api->store->ops->fn_get(api->store, a->ns, a->name, version, NULL, &err))) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    pending_invoke *pi = h2o_mem_alloc_shared(&a->req->pool, sizeof *pi, pending_dispose);
+    pi->req = a->req;
+    pi->inv = NULL;
+    const char *event = a->req->entity.base ? a->req->entity.base : "";
+    nb_invoke(api->invoker, ver, event, a->req->entity.len, a->request_id, invoke_done, pi, &pi->inv);
+    nb_fn_version_unref(ver);
+}
+
+/* ---------- logs ---------- */
+
+struct nb_api_follower {
+    h2o_generator_t gen; /* first: h2o hands it back to proceed/stop */
+    h2o_req_t *req;
+    nb_api *api;
+    nb_logs_sub *sub;
+    nb_buf pending;  /* records not yet handed to h2o */
+    nb_buf inflight; /* handed to h2o, valid until proceed */
+    int sending, stopped;
+    nb_api_follower *next;
+};
+
+static void follower_unlink(nb_api_follower *f)
+{
+    for (nb_api_follower **p = &f->api->followers; *p; p = &(*p)->next) {
+        if (*p == f) {
+            *p = f->next;
+            return;
+        }
+    }
+}
+
+static void follower_flush(nb_api_follower *f, int final)
+{
+    if (f->stopped || f->sending) return;
+    if (!f->pending.len && !final) return;
+    nb_buf tmp = f->inflight;
+    f->inflight = f->pending;
+    f->pending = tmp;
+    nb_buf_reset(&f->pending);
+    h2o_iovec_t buf = h2o_iovec_init(f->inflight.data ? f->inflight.data : "", f->inflight.len);
+    f->sending = 1;
+    if (final) {
+        f->stopped = 1;
+        nb_logs_unsubscribe(f->api->logs, f->sub);
+        f->sub = NULL;
+        follower_unlink(f);
+    }
+    h2o_send(f->req, &buf, 1, final ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void follower_proceed(h2o_generator_t *g, h2o_req_t *req)
+{
+    (void)req;
+    nb_api_follower *f = (nb_api_follower *)g;
+    f->sending = 0;
+    nb_buf_reset(&f->inflight);
+    follower_flush(f, 0);
+}
+
+static void follower_stop(h2o_generator_t *g, h2o_req_t *req)
+{
+    (void)req;
+    nb_api_follower *f = (nb_api_follower *)g;
+    if (f->stopped) return;
+    f->stopped = 1;
+    nb_logs_unsubscribe(f->api->logs, f->sub);
+    f->sub = NULL;
+    follower_unlink(f);
+}
+
+static void follower_dispose(void *p)
+{
+    nb_api_follower *f = p;
+    follower_stop(&f->gen, f->req);
+    nb_buf_free(&f->pending);
+    nb_buf_free(&f->inflight);
+}
+
+static void follower_record(void *ud, const char *rec, size_t len)
+{
+    nb_api_follower *f = ud;
+    /* A follower that cannot keep up loses the oldest unsent records, never the daemon's
+     * memory: the pending buffer is capped. */
+    if (nb_buf_append(&f->pending, rec, len) < 0) {
+        nb_buf_reset(&f->pending);
+        nb_buf_append(&f->pending, rec, len);
+    }
+    follower_flush(f, 0);
+}
+
+void nb_api_end_streams(nb_api *api)
+{
+    while (api->followers) follower_flush(api->followers, 1);
+}
+
+static void r_logs(route_args *a)
+{
+    nb_api *api = a->api;
+    long long since = 0, limit = 1000, follow = 0;
+    if (parse_int_param(a, "since", 0, INT64_MAX, &since) < 0 ||
+        parse_int_param(a, "limit", 0, 100000, &limit) < 0 ||
+        parse_int_param(a, "follow", 0, 1, &follow) < 0)
+        return;
+    nb_err err = {0};
+    nb_fn_version *v = api->store->ops->fn_get(api->store, a->ns, a->name, 0, NULL, &err);
+    if (!v) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_fn_version_unref(v);
+    nb_buf out;
+    nb_buf_init(&out, 64u << 20);
+    if (nb_logs_read(api->logs, a->ns, a->name, since, (size_t)limit, &out, &err) < 0) {
+        nb_buf_free(&out);
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    if (!follow) {
+        nb_http_send(a->req, 200, "application/x-ndjson", out.data ? out.data : "", out.len);
+        nb_buf_free(&out);
+        return;
+    }
+    nb_api_follower *f = h2o_mem_alloc_shared(&a->req->pool, sizeof *f, follower_dispose);
+    memset(f, 0, sizeof *f);
+    f->gen.proceed = follower_proceed;
+    f->gen.stop = follower_stop;
+    f->req = a->req;
+    f->api = api;
+    nb_buf_init(&f->pending, 4u << 20);
+    nb_buf_init(&f->inflight, 4u << 20);
+    f->next = api->followers;
+    api->followers = f;
+    f->sub = nb_logs_subscribe(api->logs, a->ns, a->name, follower_record, f);
+    a->req->res.status = 200;
+    a->req->res.reason = "OK";
+    nb_http_header(a->req, "content-type", "application/x-ndjson");
+    h2o_start_response(a->req, &f->gen);
+    if (out.len) nb_buf_append(&f->pending, out.data, out.len);
+    nb_buf_free(&out);
+    /* h2o needs a first send to put the headers on the wire, even when there is no backlog. */
+    f->sending = 0;
+    {
+        nb_buf tmp = f->inflight;
+        f->inflight = f->pending;
+        f->pending = tmp;
+        h2o_iovec_t buf = h2o_iovec_init(f->inflight.data ? f->inflight.data : "", f->inflight.len);
+        f->sending = 1;
+        h2o_send(f->req, &buf, 1, H2O_SEND_STATE_IN_PROGRESS);
+    }
+}

@@ -1,0 +1,39 @@
+/* nb_api: the admin API (docs/api.md): routes, authentication and the handlers that turn
+ * requests into store, bundle, invoker and logs calls.
+ *
+ * The route table in api.c is the single declaration of what the server serves; `nimbus serve
+ * --routes` prints it and a test checks it against docs/api.md.
+ *
+ * Thread: loop thread only. The context is owned by the daemon and outlives every request. */
+#ifndef NB_API_H
+#define NB_API_H
+
+#include "invoke/invoke.h"
+#include "logs/logs.h"
+#include "store/store.h"
+
+#include <h2o.h>
+#include <limits.h>
+#include <stdio.h>
+
+typedef struct nb_api_follower nb_api_follower;
+
+typedef struct nb_api {
+    const char *data_dir;
+    char token[80];
+    char blob_root[PATH_MAX];
+    char code_root[PATH_MAX];
+    nb_store *store;
+    nb_invoker *invoker;
+    nb_logs *logs;
+    nb_api_follower *followers;
+    int draining;
+} nb_api;
+
+/* The nb_http handler. */
+int nb_api_handle(void *api, h2o_req_t *req, const char *request_id);
+/* Ends every open log stream (shutdown). */
+void nb_api_end_streams(nb_api *api);
+void nb_api_print_routes(FILE *f);
+
+#endif

@@ -1,0 +1,188 @@
+#include "gateway/http.h"
+
+#include "base/log.h"
+#include "base/util.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct route_handler {
+    h2o_handler_t super;
+    nb_http *http;
+} route_handler;
+
+struct nb_http {
+    uv_loop_t *loop;
+    h2o_globalconf_t config;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    uv_tcp_t listener;
+    int listening;
+    nb_http_handler handler;
+    void *ud;
+};
+
+static const char *reason_of(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    default: return status < 500 ? "Error" : "Internal Server Error";
+    }
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    nb_http *h = ((route_handler *)self)->http;
+    char *rid = h2o_mem_alloc_pool(&req->pool, 37);
+    nb_uuid4(rid);
+    nb_http_header(req, "x-nimbus-request-id", rid);
+    if (h->handler(h->ud, req, rid) != 0)
+        nb_http_error(req, 500, NB_E_INTERNAL, "request not handled");
+    return 0;
+}
+
+static void on_accept(uv_stream_t *listener, int status)
+{
+    nb_http *h = listener->data;
+    if (status != 0) return;
+    uv_tcp_t *conn = h2o_mem_alloc(sizeof *conn);
+    uv_tcp_init(listener->loop, conn);
+    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
+        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+        return;
+    }
+    uv_tcp_nodelay(conn, 1);
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free);
+    h2o_accept(&h->accept_ctx, sock);
+}
+
+nb_http *nb_http_new(uv_loop_t *loop, nb_http_handler handler, void *ud)
+{
+    nb_http *h = calloc(1, sizeof *h);
+    if (!h) abort();
+    h->loop = loop;
+    h->handler = handler;
+    h->ud = ud;
+    h2o_config_init(&h->config);
+    h->config.max_request_entity_size = NB_HTTP_MAX_BODY;
+    h->config.server_name = h2o_iovec_init(H2O_STRLIT("nimbus"));
+    h2o_hostconf_t *host = h2o_config_register_host(&h->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    route_handler *rh = (route_handler *)h2o_create_handler(path, sizeof *rh);
+    rh->super.on_req = on_req;
+    rh->http = h;
+    h2o_context_init(&h->ctx, loop, &h->config);
+    h->accept_ctx.ctx = &h->ctx;
+    h->accept_ctx.hosts = h->config.hosts;
+    return h;
+}
+
+int nb_http_listen(nb_http *h, const char *host, int port, int *bound_port, nb_err *err)
+{
+    struct sockaddr_storage addr;
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr) != 0)
+        return nb_err_set(err, 400, NB_E_INVALID_VALUE, "invalid listen address '%s'", host);
+    uv_tcp_init(h->loop, &h->listener);
+    h->listener.data = h;
+    h->listening = 1;
+    int rc = uv_tcp_bind(&h->listener, (struct sockaddr *)&addr, 0);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&h->listener, 1024, on_accept);
+    if (rc != 0)
+        return nb_err_set(err, 500, NB_E_INTERNAL, "listen on %s:%d: %s", host, port, uv_strerror(rc));
+    struct sockaddr_storage bound;
+    int len = sizeof bound;
+    uv_tcp_getsockname(&h->listener, (struct sockaddr *)&bound, &len);
+    *bound_port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                   : ((struct sockaddr_in *)&bound)->sin_port);
+    return 0;
+}
+
+void nb_http_stop_accepting(nb_http *h)
+{
+    if (!h->listening) return;
+    h->listening = 0;
+    uv_close((uv_handle_t *)&h->listener, NULL);
+}
+
+void nb_http_free(nb_http *h)
+{
+    if (!h) return;
+    nb_http_stop_accepting(h);
+    h2o_context_dispose(&h->ctx);
+    h2o_config_dispose(&h->config);
+    free(h);
+}
+
+void nb_http_header(h2o_req_t *req, const char *name, const char *value)
+{
+    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 1, NULL,
+                          h2o_strdup(&req->pool, value, SIZE_MAX).base, strlen(value));
+}
+
+void nb_http_send(h2o_req_t *req, int status, const char *ctype, const char *body, size_t len)
+{
+    req->res.status = status;
+    req->res.reason = reason_of(status);
+    if (ctype) nb_http_header(req, "content-type", ctype);
+    h2o_send_inline(req, body, len);
+}
+
+void nb_http_send_json(h2o_req_t *req, int status, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    size_t n = strlen(s);
+    s = realloc(s, n + 2);
+    s[n++] = '\n';
+    nb_http_send(req, status, "application/json", s, n);
+    free(s);
+}
+
+void nb_http_send_error(h2o_req_t *req, const nb_err *err)
+{
+    int status = err->status ? err->status : 500;
+    if (status >= 500) nb_error("http", "%d %s: %s", status, err->code, err->msg);
+    if (status == 401) nb_http_header(req, "www-authenticate", "Bearer realm=\"nimbus\"");
+    nb_http_send_json(req, status,
+                      json_pack("{s:{s:s, s:s}}", "error", "code", err->code ? err->code : NB_E_INTERNAL,
+                                "message", err->msg));
+}
+
+void nb_http_error(h2o_req_t *req, int status, const char *code, const char *fmt, ...)
+{
+    nb_err e = {status, code, ""};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.msg, sizeof e.msg, fmt, ap);
+    va_end(ap);
+    nb_http_send_error(req, &e);
+}
+
+const char *nb_http_req_header(h2o_req_t *req, const char *name, char *buf, size_t size)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, name, strlen(name), -1);
+    if (i < 0) return NULL;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    size_t n = v.len < size - 1 ? v.len : size - 1;
+    memcpy(buf, v.base, n);
+    buf[n] = 0;
+    return buf;
+}

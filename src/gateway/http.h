@@ -1,0 +1,40 @@
+/* nb_http: the daemon's HTTP front door, libh2o on the daemon's libuv loop.
+ *
+ * Owns the listener and the h2o context; every request goes to one handler function (the
+ * admin API router today; the API gateway's router later). Also the response helpers that
+ * keep every answer in one shape: JSON bodies, {"error":{"code","message"}} errors and an
+ * X-Nimbus-Request-Id header on everything.
+ *
+ * Thread: loop thread only. */
+#ifndef NB_HTTP_H
+#define NB_HTTP_H
+
+#include "base/err.h"
+
+#include <h2o.h>
+#include <jansson.h>
+
+#define NB_HTTP_MAX_BODY ((64u << 20) + (1u << 20))
+
+typedef struct nb_http nb_http;
+/* Returns 0 when it answered (now or later). */
+typedef int (*nb_http_handler)(void *ud, h2o_req_t *req, const char *request_id);
+
+nb_http *nb_http_new(uv_loop_t *loop, nb_http_handler handler, void *ud);
+/* Binds host:port (port 0 = any); *bound_port receives the port in use. */
+int nb_http_listen(nb_http *h, const char *host, int port, int *bound_port, nb_err *err);
+/* Stops accepting new connections; existing ones finish. */
+void nb_http_stop_accepting(nb_http *h);
+void nb_http_free(nb_http *h);
+
+void nb_http_header(h2o_req_t *req, const char *name, const char *value);
+void nb_http_send(h2o_req_t *req, int status, const char *ctype, const char *body, size_t len);
+/* Sends j (steals the reference). */
+void nb_http_send_json(h2o_req_t *req, int status, json_t *j);
+void nb_http_send_error(h2o_req_t *req, const nb_err *err);
+void nb_http_error(h2o_req_t *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Value of a request header or NULL (copied into buf, NUL-terminated). */
+const char *nb_http_req_header(h2o_req_t *req, const char *name, char *buf, size_t size);
+
+#endif

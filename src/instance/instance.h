@@ -1,0 +1,107 @@
+/* nb_inst: one function instance: a sandboxed runtime process serving one invocation at a time.
+ *
+ * Lifecycle (changed only through inst_set_state(), which logs every transition):
+ *
+ *   STARTING --ready--> IDLE --dispatch--> BUSY --answer--> IDLE ...
+ *      |                  |                  |
+ *      +--init failure----+--stop------------+--timeout/crash--> STOPPING --exit--> STOPPED
+ *
+ * The instance talks to its runtime over the native channel (docs/internals/channel.md) or,
+ * for custom runtimes, over the Lambda Runtime API served on a listener inside the instance's
+ * own network namespace (docs/internals/rapi.md); the first one the runtime uses wins.
+ * stdout/stderr are captured line by line into nb_logs, tagged with the request id.
+ *
+ * The owner (the scheduler's pool) gets every event through nb_inst_hooks and never sees the
+ * transport. Memory: the owner creates instances with nb_inst_start(); the instance frees
+ * itself after STOPPED once its process is reaped and its pipes are drained, calling
+ * hooks->freed last. Thread: loop thread only. */
+#ifndef NB_INSTANCE_H
+#define NB_INSTANCE_H
+
+#include "base/err.h"
+#include "function/function.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+typedef struct nb_inst nb_inst;
+typedef struct nb_logs nb_logs;
+
+typedef enum nb_inst_state {
+    NB_INST_STARTING,
+    NB_INST_IDLE,
+    NB_INST_BUSY,
+    NB_INST_STOPPING,
+    NB_INST_STOPPED,
+} nb_inst_state;
+
+const char *nb_inst_state_name(nb_inst_state s);
+
+/* What an invocation hands to an instance. Strings are copied as needed. */
+typedef struct nb_inst_job {
+    const char *request_id;
+    const char *function_arn;
+    const char *trace_id;
+    const char *client_context;
+    const char *event;
+    size_t event_len;
+    int64_t deadline_ms; /* epoch ms */
+    int64_t timeout_ms;
+} nb_inst_job;
+
+enum nb_inst_outcome { NB_OUTCOME_OK, NB_OUTCOME_HANDLED, NB_OUTCOME_UNHANDLED };
+
+typedef struct nb_inst_result {
+    enum nb_inst_outcome outcome;
+    const char *error_type; /* "" when ok */
+    const char *body;       /* result or error JSON; valid during the hook call */
+    size_t len;
+    const char *content_type;
+} nb_inst_result;
+
+typedef struct nb_inst_hooks {
+    void (*ready)(nb_inst *inst);                 /* STARTING -> IDLE */
+    void (*result)(nb_inst *inst, void *tag, const nb_inst_result *res); /* job answered */
+    void (*idle)(nb_inst *inst);                  /* BUSY -> IDLE after a result */
+    /* -> STOPPED. When it never became ready, init_error says why. */
+    void (*stopped)(nb_inst *inst, const nb_inst_result *init_error);
+    void (*freed)(nb_inst *inst);                 /* memory is about to go */
+} nb_inst_hooks;
+
+typedef struct nb_inst_env {
+    uv_loop_t *loop;
+    const char *runtimes_dir; /* DATA/runtimes */
+    const char *code_root;    /* DATA/code */
+    nb_logs *logs;
+    int64_t init_timeout_ms;
+} nb_inst_env;
+
+struct nb_inst {
+    int id;
+    char name[24]; /* "i-<id>" */
+    nb_inst_state state;
+    nb_fn_version *ver; /* ref held for the instance's life */
+    void *owner;        /* the pool */
+    void *owner_link[2];
+    int64_t started_us, ready_us, idle_since_us;
+    int64_t invocations;
+};
+
+/* Spawns an instance of ver. On failure (spawn impossible, bootstrap not executable) returns
+ * NULL and fills res_out with the error to give the waiting invocation. */
+nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst_hooks *hooks,
+                       void *owner, nb_inst_result *res_out, char *errbuf, size_t errsize);
+/* IDLE -> BUSY. tag is passed back to hooks->result exactly once. */
+int nb_inst_dispatch(nb_inst *inst, const nb_inst_job *job, void *tag);
+/* Stops the instance (killing it if busy: the owner must not do that to a busy instance
+ * unless it is shutting down). */
+void nb_inst_stop(nb_inst *inst, const char *why);
+/* Stops every instance of the process (shutdown). */
+void nb_inst_stop_all(void);
+/* Called by the daemon's SIGCHLD handler; 1 if pid belonged to an instance. */
+int nb_inst_reaped(pid_t pid, int status);
+int64_t nb_inst_init_ms(const nb_inst *inst);
+
+#endif

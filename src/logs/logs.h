@@ -1,0 +1,50 @@
+/* nb_logs: captured function output, kept per function with a size cap, readable and
+ * followable.
+ *
+ * Each function has DATA/logs/<ns>/<name>.log (NDJSON, one record per line, the shape the API
+ * returns) and one rotated predecessor <name>.log.1. When the current file passes half the cap
+ * it replaces the predecessor, so a function never holds more than its cap on disk and the
+ * oldest lines go first. Records are written with one write(2) each to an O_APPEND fd kept
+ * open per function (at most NB_LOGS_OPEN_FDS open, least recently used closed first).
+ * Followers (GET .../logs?follow=1) get each new record through a callback.
+ *
+ * Thread: loop thread only. */
+#ifndef NB_LOGS_H
+#define NB_LOGS_H
+
+#include "base/buf.h"
+#include "base/err.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define NB_LOGS_DEFAULT_CAP (8u << 20)
+#define NB_LOGS_LINE_MAX (16u << 10)
+#define NB_LOGS_OPEN_FDS 64
+
+typedef struct nb_logs nb_logs;
+typedef struct nb_logs_sub nb_logs_sub;
+typedef void (*nb_logs_cb)(void *ud, const char *record, size_t len);
+
+typedef struct nb_log_line {
+    const char *ns, *fn;
+    int64_t version;
+    const char *instance;   /* may be NULL */
+    const char *request_id; /* may be NULL */
+    const char *stream;     /* "stdout", "stderr", "platform" */
+    const char *text;
+    size_t len;
+} nb_log_line;
+
+nb_logs *nb_logs_new(const char *dir, size_t cap_per_function);
+void nb_logs_free(nb_logs *l);
+void nb_logs_append(nb_logs *l, const nb_log_line *line);
+/* Appends to out the newest `limit` records at or after since_ms (0 = all), oldest first. */
+int nb_logs_read(nb_logs *l, const char *ns, const char *fn, int64_t since_ms, size_t limit,
+                 nb_buf *out, nb_err *err);
+nb_logs_sub *nb_logs_subscribe(nb_logs *l, const char *ns, const char *fn, nb_logs_cb cb, void *ud);
+void nb_logs_unsubscribe(nb_logs *l, nb_logs_sub *s);
+/* Deletes a function's logs (on function delete). Followers stay subscribed. */
+void nb_logs_remove(nb_logs *l, const char *ns, const char *fn);
+
+#endif

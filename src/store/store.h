@@ -1,0 +1,68 @@
+/* nb_store: durable state of the platform behind a narrow ops table.
+ *
+ * The embedded SQLite backend (store_sqlite.c) is the default; a NATS JetStream KV backend can
+ * implement the same ops for multi-node. Callers never see SQL. Every resource is keyed by
+ * namespace first.
+ *
+ * Threading: a store handle is used by one thread at a time (today: the loop thread). Calls
+ * are synchronous and short (single-row writes in WAL mode).
+ * Ownership: versions returned are new references the caller unrefs; arrays are malloc'd and
+ * freed with nb_store_free_versions(). */
+#ifndef NB_STORE_H
+#define NB_STORE_H
+
+#include "base/err.h"
+#include "function/function.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct nb_store nb_store;
+
+typedef struct nb_code_blob {
+    char sha256[65];
+    int64_t size;
+    int64_t unpacked_size;
+    int64_t files;
+} nb_code_blob;
+
+/* Result of publishing a config. */
+typedef struct nb_put_result {
+    nb_fn_version *version; /* the latest version after the call (new ref) */
+    int created;            /* the function did not exist */
+    int changed;            /* a new version was published */
+    int64_t updated_at;
+} nb_put_result;
+
+typedef struct nb_store_ops {
+    const char *name;
+    /* Publishes cfg as a new version of ns/name unless it equals the latest one. */
+    int (*fn_put)(nb_store *s, const char *ns, const char *name, const nb_fn_config *cfg,
+                  nb_put_result *out, nb_err *err);
+    /* version 0 = latest. 404 when absent. updated_at may be NULL. */
+    nb_fn_version *(*fn_get)(nb_store *s, const char *ns, const char *name, int64_t version,
+                             int64_t *updated_at, nb_err *err);
+    /* Latest version of every function in ns, sorted by name (ns NULL: every namespace). */
+    int (*fn_list)(nb_store *s, const char *ns, nb_fn_version ***out, int64_t **updated_at,
+                   size_t *n, nb_err *err);
+    int (*fn_versions)(nb_store *s, const char *ns, const char *name, nb_fn_version ***out,
+                       size_t *n, nb_err *err);
+    int (*fn_delete)(nb_store *s, const char *ns, const char *name, nb_err *err);
+    int (*blob_put)(nb_store *s, const nb_code_blob *b, nb_err *err);
+    /* 1 found, 0 absent, -1 error */
+    int (*blob_get)(nb_store *s, const char *sha256, nb_code_blob *out, nb_err *err);
+    void (*close)(nb_store *s);
+} nb_store_ops;
+
+struct nb_store {
+    const nb_store_ops *ops;
+};
+
+/* Opens (creating and migrating) the SQLite store at path. */
+nb_store *nb_store_sqlite_open(const char *path, nb_err *err);
+/* The schema version the SQLite backend migrates to; for tests. */
+int nb_store_sqlite_schema_version(void);
+
+void nb_store_free_versions(nb_fn_version **v, size_t n);
+
+#endif
