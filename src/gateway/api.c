@@ -447,7 +447,7 @@ struct nb_api_follower {
     nb_logs_sub *sub;
     nb_buf pending;  /* records not yet handed to h2o */
     nb_buf inflight; /* handed to h2o, valid until proceed */
-    int sending, stopped;
+    int sending, stopped, end_when_sent;
     nb_api_follower *next;
 };
 
@@ -461,23 +461,28 @@ static void follower_unlink(nb_api_follower *f)
     }
 }
 
-static void follower_flush(nb_api_follower *f, int final)
+enum flush_mode { FLUSH_IF_PENDING, FLUSH_ALWAYS, FLUSH_FINAL };
+
+/* Hands pending records to h2o unless a send is still in flight (h2o allows one at a time;
+ * proceed() calls back here). FLUSH_ALWAYS sends even nothing, which puts the headers on the
+ * wire; FLUSH_FINAL ends the stream. */
+static void follower_flush(nb_api_follower *f, enum flush_mode mode)
 {
     if (f->stopped || f->sending) return;
-    if (!f->pending.len && !final) return;
+    if (!f->pending.len && mode == FLUSH_IF_PENDING) return;
     nb_buf tmp = f->inflight;
     f->inflight = f->pending;
     f->pending = tmp;
     nb_buf_reset(&f->pending);
     h2o_iovec_t buf = h2o_iovec_init(f->inflight.data ? f->inflight.data : "", f->inflight.len);
     f->sending = 1;
-    if (final) {
+    if (mode == FLUSH_FINAL) {
         f->stopped = 1;
         nb_logs_unsubscribe(f->api->logs, f->sub);
         f->sub = NULL;
         follower_unlink(f);
     }
-    h2o_send(f->req, &buf, 1, final ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+    h2o_send(f->req, &buf, 1, mode == FLUSH_FINAL ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
 }
 
 static void follower_proceed(h2o_generator_t *g, h2o_req_t *req)
@@ -486,7 +491,7 @@ static void follower_proceed(h2o_generator_t *g, h2o_req_t *req)
     nb_api_follower *f = (nb_api_follower *)g;
     f->sending = 0;
     nb_buf_reset(&f->inflight);
-    follower_flush(f, 0);
+    follower_flush(f, f->end_when_sent ? FLUSH_FINAL : FLUSH_IF_PENDING);
 }
 
 static void follower_stop(h2o_generator_t *g, h2o_req_t *req)
@@ -517,12 +522,20 @@ static void follower_record(void *ud, const char *rec, size_t len)
         nb_buf_reset(&f->pending);
         nb_buf_append(&f->pending, rec, len);
     }
-    follower_flush(f, 0);
+    follower_flush(f, FLUSH_IF_PENDING);
 }
 
 void nb_api_end_streams(nb_api *api)
 {
-    while (api->followers) follower_flush(api->followers, 1);
+    while (api->followers) {
+        nb_api_follower *f = api->followers;
+        if (f->sending) { /* one send at a time: proceed() ends it */
+            f->end_when_sent = 1;
+            follower_unlink(f);
+            continue;
+        }
+        follower_flush(f, FLUSH_FINAL);
+    }
 }
 
 static void r_logs(route_args *a)
@@ -569,14 +582,5 @@ static void r_logs(route_args *a)
     h2o_start_response(a->req, &f->gen);
     if (out.len) nb_buf_append(&f->pending, out.data, out.len);
     nb_buf_free(&out);
-    /* h2o needs a first send to put the headers on the wire, even when there is no backlog. */
-    f->sending = 0;
-    {
-        nb_buf tmp = f->inflight;
-        f->inflight = f->pending;
-        f->pending = tmp;
-        h2o_iovec_t buf = h2o_iovec_init(f->inflight.data ? f->inflight.data : "", f->inflight.len);
-        f->sending = 1;
-        h2o_send(f->req, &buf, 1, H2O_SEND_STATE_IN_PROGRESS);
-    }
+    follower_flush(f, FLUSH_ALWAYS);
 }
