@@ -44,6 +44,7 @@ typedef struct daemon {
     nb_api api;
     uv_signal_t sigterm, sigint, sigchld;
     uv_timer_t drain_timer;
+    uv_prepare_t log_flush;
     int64_t drain_deadline_us;
     int shutting_down;
 } daemon_t;
@@ -158,6 +159,12 @@ static void on_sigchld(uv_signal_t *s, int signum)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) nb_inst_reaped(pid, status);
+}
+
+/* Runs before the loop blocks: whatever this turn logged goes to disk in one write per file. */
+static void on_prepare(uv_prepare_t *p)
+{
+    nb_logs_flush(((daemon_t *)p->data)->logs);
 }
 
 static void finish_shutdown(daemon_t *d)
@@ -305,6 +312,10 @@ int nb_daemon_main(int argc, char **argv)
     uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
     uv_timer_init(d.loop, &d.drain_timer);
     d.drain_timer.data = &d;
+    uv_prepare_init(d.loop, &d.log_flush);
+    d.log_flush.data = &d;
+    uv_prepare_start(&d.log_flush, on_prepare);
+    uv_unref((uv_handle_t *)&d.log_flush);
     nb_info("daemon", "nimbus %s serving on http://%s:%d data=%s store=%s isolation=%s", NIMBUS_VERSION,
             d.listen_host, port, d.data_dir, d.store->ops->name, nb_spawn_isolated() ? "namespaces" : "none");
 

@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,10 +12,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define NB_LOGS_PENDING_MAX (1u << 20)
+
 typedef struct log_file {
     char key[2 * 65 + 2]; /* "ns/fn" */
     int fd;
-    size_t size;
+    size_t size;  /* on disk plus pending */
+    nb_buf pending; /* records not yet written: one write(2) per loop turn, not per line */
     int64_t used; /* LRU clock */
 } log_file;
 
@@ -41,15 +43,42 @@ nb_logs *nb_logs_new(const char *dir, size_t cap)
     if (!l) abort();
     snprintf(l->dir, sizeof l->dir, "%s", dir);
     l->cap = cap ? cap : NB_LOGS_DEFAULT_CAP;
-    for (int i = 0; i < NB_LOGS_OPEN_FDS; i++) l->files[i].fd = -1;
+    for (int i = 0; i < NB_LOGS_OPEN_FDS; i++) {
+        l->files[i].fd = -1;
+        nb_buf_init(&l->files[i].pending, NB_LOGS_PENDING_MAX);
+    }
     return l;
+}
+
+static void flush_file(log_file *f)
+{
+    size_t off = 0;
+    while (f->fd >= 0 && off < f->pending.len) {
+        ssize_t w = write(f->fd, f->pending.data + off, f->pending.len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            nb_warn("logs", "write %s: %s", f->key, strerror(errno));
+            break;
+        }
+        off += (size_t)w;
+    }
+    nb_buf_reset(&f->pending);
+}
+
+void nb_logs_flush(nb_logs *l)
+{
+    for (int i = 0; i < NB_LOGS_OPEN_FDS; i++)
+        if (l->files[i].pending.len) flush_file(&l->files[i]);
 }
 
 void nb_logs_free(nb_logs *l)
 {
     if (!l) return;
-    for (int i = 0; i < NB_LOGS_OPEN_FDS; i++)
+    nb_logs_flush(l);
+    for (int i = 0; i < NB_LOGS_OPEN_FDS; i++) {
         if (l->files[i].fd >= 0) close(l->files[i].fd);
+        nb_buf_free(&l->files[i].pending);
+    }
     while (l->subs) {
         nb_logs_sub *n = l->subs->next;
         free(l->subs);
@@ -74,6 +103,7 @@ static log_file *open_file(nb_logs *l, const char *ns, const char *key)
         }
         if (f->fd < 0 || f->used < victim->used) victim = f;
     }
+    flush_file(victim);
     if (victim->fd >= 0) close(victim->fd);
     victim->fd = -1;
     char path[PATH_MAX];
@@ -95,6 +125,7 @@ static void rotate(nb_logs *l, log_file *f)
     char cur[PATH_MAX], old[PATH_MAX];
     path_of(l, f->key, "", cur, sizeof cur);
     path_of(l, f->key, ".1", old, sizeof old);
+    flush_file(f);
     if (rename(cur, old) < 0) nb_warn("logs", "rotate %s: %s", cur, strerror(errno));
     close(f->fd);
     int fd = open(cur, O_WRONLY | O_CREAT | O_APPEND | O_TRUNC | O_CLOEXEC, 0600);
@@ -102,45 +133,100 @@ static void rotate(nb_logs *l, log_file *f)
     f->size = 0;
 }
 
+/* JSON string body of text: escapes, and bytes that are not UTF-8 become '?' (function output
+ * need not be UTF-8, the API's JSON must be). Hand-written because this runs for every line a
+ * function prints and for every START/END/REPORT; jansson's object building cost several
+ * microseconds per record. */
+static void append_json_string(nb_buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            size_t run = i;
+            while (run < n && (unsigned char)s[run] >= 0x20 && (unsigned char)s[run] < 0x80 &&
+                   s[run] != '"' && s[run] != '\\')
+                run++;
+            nb_buf_append(b, s + i, run - i);
+            i = run;
+            continue;
+        }
+        if (c < 0x80) {
+            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            if (c == '"' || c == '\\') {
+                esc[1] = (char)c;
+                nb_buf_append(b, esc, 2);
+            } else if (c == '\n') {
+                nb_buf_append(b, "\\n", 2);
+            } else if (c == '\t') {
+                nb_buf_append(b, "\\t", 2);
+            } else {
+                nb_buf_append(b, esc, 6);
+            }
+            i++;
+            continue;
+        }
+        /* Validate one UTF-8 sequence (no overlongs, no surrogates, <= U+10FFFF). */
+        size_t len = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
+        if (c > 0xf4) len = 0;
+        int ok = len > 0 && i + len <= n;
+        for (size_t k = 1; ok && k < len; k++)
+            if (((unsigned char)s[i + k] & 0xc0) != 0x80) ok = 0;
+        if (ok && len == 3) {
+            unsigned char c1 = (unsigned char)s[i + 1];
+            if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0)) ok = 0;
+        }
+        if (ok && len == 4) {
+            unsigned char c1 = (unsigned char)s[i + 1];
+            if ((c == 0xf0 && c1 < 0x90) || (c == 0xf4 && c1 >= 0x90)) ok = 0;
+        }
+        if (ok) {
+            nb_buf_append(b, s + i, len);
+            i += len;
+        } else {
+            nb_buf_append(b, "?", 1);
+            i++;
+        }
+    }
+}
+
+void nb_logs_format(nb_buf *b, const nb_log_line *line, int64_t ts)
+{
+    size_t len = line->len < NB_LOGS_LINE_MAX ? line->len : NB_LOGS_LINE_MAX;
+    nb_buf_appendf(b, "{\"ts\":%lld,\"version\":%lld", (long long)ts, (long long)line->version);
+    if (line->instance) {
+        nb_buf_append(b, ",\"instance\":\"", 13);
+        append_json_string(b, line->instance, strlen(line->instance));
+        nb_buf_append(b, "\"", 1);
+    }
+    if (line->request_id && line->request_id[0]) {
+        nb_buf_append(b, ",\"request_id\":\"", 15);
+        append_json_string(b, line->request_id, strlen(line->request_id));
+        nb_buf_append(b, "\"", 1);
+    }
+    nb_buf_appendf(b, ",\"stream\":\"%s\",\"line\":\"", line->stream);
+    append_json_string(b, line->text, len);
+    nb_buf_append(b, "\"}\n", 3);
+}
+
 void nb_logs_append(nb_logs *l, const nb_log_line *line)
 {
     char key[sizeof((nb_logs_sub *)0)->key];
     snprintf(key, sizeof key, "%s/%s", line->ns, line->fn);
-    size_t len = line->len < NB_LOGS_LINE_MAX ? line->len : NB_LOGS_LINE_MAX;
-    json_t *rec = json_object();
-    json_object_set_new(rec, "ts", json_integer(nb_now_ms()));
-    json_object_set_new(rec, "version", json_integer(line->version));
-    if (line->instance) json_object_set_new(rec, "instance", json_string(line->instance));
-    if (line->request_id && line->request_id[0])
-        json_object_set_new(rec, "request_id", json_string(line->request_id));
-    json_object_set_new(rec, "stream", json_string(line->stream));
-    /* Function output need not be UTF-8; jansson would refuse it, so map bad bytes to '?'. */
-    json_t *text = json_stringn(line->text, len);
-    if (!text) {
-        char *copy = malloc(len + 1);
-        if (!copy) abort();
-        for (size_t i = 0; i < len; i++)
-            copy[i] = (unsigned char)line->text[i] < 0x80 ? line->text[i] : '?';
-        text = json_stringn(copy, len);
-        free(copy);
-    }
-    json_object_set_new(rec, "line", text ? text : json_string(""));
-    char *s = json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(rec);
-    if (!s) return;
-    size_t n = strlen(s);
-    s[n] = '\n';
+    nb_buf rec;
+    nb_buf_init(&rec, 8 * NB_LOGS_LINE_MAX);
+    nb_logs_format(&rec, line, nb_now_ms());
+    if (!rec.len) return;
     log_file *f = open_file(l, line->ns, key);
     if (f && f->fd >= 0) {
-        if (f->size + n + 1 > l->cap / 2) rotate(l, f);
-        if (f->fd >= 0) {
-            ssize_t w = write(f->fd, s, n + 1);
-            if (w > 0) f->size += (size_t)w;
-        }
+        if (f->size + rec.len > l->cap / 2) rotate(l, f);
+        if (f->pending.len + rec.len > f->pending.max) flush_file(f);
+        if (nb_buf_append(&f->pending, rec.data, rec.len) == 0) f->size += rec.len;
     }
     for (nb_logs_sub *sub = l->subs; sub; sub = sub->next)
-        if (strcmp(sub->key, key) == 0) sub->cb(sub->ud, s, n + 1);
-    free(s);
+        if (strcmp(sub->key, key) == 0) sub->cb(sub->ud, rec.data, rec.len);
+    nb_buf_free(&rec);
 }
 
 /* Collects matching lines of one file into a ring of the newest `limit` records. */
@@ -184,6 +270,7 @@ int nb_logs_read(nb_logs *l, const char *ns, const char *fn, int64_t since_ms, s
     char key[sizeof((nb_logs_sub *)0)->key], path[PATH_MAX];
     snprintf(key, sizeof key, "%s/%s", ns, fn);
     if (limit == 0) return 0;
+    nb_logs_flush(l);
     ring r = {calloc(limit, sizeof(char *)), limit, 0, 0};
     if (!r.items) return nb_err_set(err, 500, NB_E_INTERNAL, "out of memory");
     path_of(l, key, ".1", path, sizeof path);
@@ -230,6 +317,7 @@ void nb_logs_remove(nb_logs *l, const char *ns, const char *fn)
     snprintf(key, sizeof key, "%s/%s", ns, fn);
     for (int i = 0; i < NB_LOGS_OPEN_FDS; i++) {
         if (l->files[i].fd >= 0 && strcmp(l->files[i].key, key) == 0) {
+            nb_buf_reset(&l->files[i].pending);
             close(l->files[i].fd);
             l->files[i].fd = -1;
         }

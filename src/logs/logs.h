@@ -4,8 +4,9 @@
  * Each function has DATA/logs/<ns>/<name>.log (NDJSON, one record per line, the shape the API
  * returns) and one rotated predecessor <name>.log.1. When the current file passes half the cap
  * it replaces the predecessor, so a function never holds more than its cap on disk and the
- * oldest lines go first. Records are written with one write(2) each to an O_APPEND fd kept
- * open per function (at most NB_LOGS_OPEN_FDS open, least recently used closed first).
+ * oldest lines go first. Records are batched per function and written with one write(2) per
+ * loop turn to an O_APPEND fd kept open per function (at most NB_LOGS_OPEN_FDS open, least
+ * recently used closed first).
  * Followers (GET .../logs?follow=1) get each new record through a callback.
  *
  * Thread: loop thread only. */
@@ -38,7 +39,12 @@ typedef struct nb_log_line {
 
 nb_logs *nb_logs_new(const char *dir, size_t cap_per_function);
 void nb_logs_free(nb_logs *l);
+/* Queues a record; it reaches the disk at the next nb_logs_flush() (the daemon calls it once
+ * per loop turn) or when a function's pending bytes pass 1 MiB. Followers get it at once. */
 void nb_logs_append(nb_logs *l, const nb_log_line *line);
+void nb_logs_flush(nb_logs *l);
+/* Appends the NDJSON record of line (newline included) to b. */
+void nb_logs_format(nb_buf *b, const nb_log_line *line, int64_t ts_ms);
 /* Appends to out the newest `limit` records at or after since_ms (0 = all), oldest first. */
 int nb_logs_read(nb_logs *l, const char *ns, const char *fn, int64_t since_ms, size_t limit,
                  nb_buf *out, nb_err *err);
