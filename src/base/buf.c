@@ -1,6 +1,7 @@
 #include "base/buf.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,12 +15,12 @@ void nb_buf_init(nb_buf *b, size_t max)
 
 int nb_buf_reserve(nb_buf *b, size_t extra)
 {
-    if (extra > b->max || b->len > b->max - extra) return -1;
+    if (extra > b->max || b->len > b->max - extra || b->len + extra == SIZE_MAX) return -1;
     size_t need = b->len + extra + 1;
     if (need <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 256;
-    while (cap < need) cap *= 2;
-    if (cap > b->max + 1) cap = b->max + 1;
+    while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    if (b->max < SIZE_MAX && cap > b->max + 1) cap = b->max + 1; /* "no cap" must not wrap */
     char *p = realloc(b->data, cap);
     if (!p) return -1;
     b->data = p;

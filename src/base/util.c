@@ -29,11 +29,14 @@ int64_t nb_mono_us(void)
 
 void nb_time_iso8601(int64_t epoch_ms, char *buf, size_t size)
 {
-    time_t secs = (time_t)(epoch_ms / 1000);
+    /* Floor division: before the epoch, -1 ms is 23:59:59.999 of the day before, not ".-01". */
+    int64_t ms = epoch_ms % 1000;
+    if (ms < 0) ms += 1000;
+    time_t secs = (time_t)((epoch_ms - ms) / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
     snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(epoch_ms % 1000));
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)ms);
 }
 
 static void random_bytes(unsigned char *p, size_t n)
@@ -116,7 +119,15 @@ int nb_mkdir_p(const char *path, unsigned mode)
         if (mkdir(tmp, mode) < 0 && errno != EEXIST) return -1;
         *p = '/';
     }
-    if (mkdir(tmp, mode) < 0 && errno != EEXIST) return -1;
+    if (mkdir(tmp, mode) < 0) {
+        struct stat st;
+        if (errno != EEXIST) return -1;
+        if (stat(tmp, &st) < 0) return -1;
+        if (!S_ISDIR(st.st_mode)) { /* an existing file is not the directory asked for */
+            errno = EEXIST;
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -174,29 +185,63 @@ char *nb_read_file(const char *path, size_t max, size_t *len_out)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return NULL;
     struct stat st;
-    if (fstat(fd, &st) < 0) {
-        close(fd);
-        return NULL;
+    if (fstat(fd, &st) < 0) goto fail;
+    if (S_ISDIR(st.st_mode)) {
+        errno = EISDIR;
+        goto fail;
     }
-    if ((size_t)st.st_size > max) {
-        close(fd);
+    /* st_size is only a hint: pipes and /proc files report 0 and files may grow, so read to
+     * EOF and enforce max on what was actually read. */
+    if (S_ISREG(st.st_mode) && (size_t)st.st_size > max) {
         errno = EFBIG;
-        return NULL;
+        goto fail;
     }
-    size_t cap = (size_t)st.st_size, len = 0;
+    size_t cap = S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size : 4096, len = 0;
+    if (cap > max) cap = max;
     char *buf = malloc(cap + 1);
-    if (!buf) {
-        close(fd);
-        return NULL;
-    }
-    while (len < cap) {
+    if (!buf) goto fail;
+    for (;;) {
+        if (len == cap) {
+            if (cap >= max) { /* full at the cap: one more byte means too big */
+                char c;
+                ssize_t r;
+                do
+                    r = read(fd, &c, 1);
+                while (r < 0 && errno == EINTR);
+                if (r < 0) goto fail_buf;
+                if (r > 0) {
+                    errno = EFBIG;
+                    goto fail_buf;
+                }
+                break;
+            }
+            size_t ncap = cap > max / 2 ? max : cap * 2;
+            char *p = realloc(buf, ncap + 1);
+            if (!p) goto fail_buf;
+            buf = p;
+            cap = ncap;
+        }
         ssize_t r = read(fd, buf + len, cap - len);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            goto fail_buf;
+        }
+        if (r == 0) break;
         len += (size_t)r;
     }
     close(fd);
     buf[len] = 0;
     if (len_out) *len_out = len;
     return buf;
+fail_buf: {
+    int e = errno;
+    free(buf);
+    errno = e;
+}
+fail: {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return NULL;
+}
 }

@@ -26,7 +26,7 @@ int nb_bundle_clean_path(const char *path, char *out, size_t size)
         size_t n = (size_t)(p - seg);
         if (n == 0 || (n == 1 && seg[0] == '.')) continue;
         if (n == 2 && seg[0] == '.' && seg[1] == '.') return -1;
-        if (o + n + 2 > size) return -1;
+        if (o + (o ? 1 : 0) + n + 1 > size) return -1; /* separator, segment, NUL */
         if (o) out[o++] = '/';
         memcpy(out + o, seg, n);
         o += n;
@@ -38,8 +38,12 @@ int nb_bundle_clean_path(const char *path, char *out, size_t size)
 int nb_bundle_link_inside(const char *at, const char *target)
 {
     if (!target[0] || target[0] == '/') return 0;
-    /* Depth of the directory holding the link, then walk the target's segments. */
-    int depth = 0;
+    /* Depth of the directory holding the link, then walk the target's segments. ".." may only
+     * lead the target: after a name, that name may itself be a symlink (to "." say), and then
+     * "r/r/r/../../.." climbs out of the bundle while lexically it stays inside. Leading ".."s
+     * walk up real directories (entries are never created through symlinks), and every later
+     * name resolves inside by the same rule. */
+    int depth = 0, named = 0;
     for (const char *p = at; *p; p++)
         if (*p == '/') depth++;
     const char *p = target;
@@ -50,17 +54,21 @@ int nb_bundle_link_inside(const char *at, const char *target)
         size_t n = (size_t)(p - seg);
         if (n == 0 || (n == 1 && seg[0] == '.')) continue;
         if (n == 2 && seg[0] == '.' && seg[1] == '.') {
-            if (--depth < 0) return 0;
+            if (named || --depth < 0) return 0;
         } else {
-            depth++;
+            named = 1;
         }
     }
     return 1;
 }
 
 /* Opens (creating when asked) each directory of rel below root without following symlinks.
- * Returns the fd of the parent of rel's last segment and points *last at that segment. */
-static int open_parent(int root, char *rel, const char **last, nb_err *err)
+ * Returns the fd of the parent of rel's last segment and points *last at that segment.
+ * Directories created here were never listed in the archive, so they are not entries; they
+ * come out of their own budget (*dirs_left), or one deep path per entry would make millions
+ * of inodes from a small upload. */
+static int open_parent(int root, char *rel, const char **last, long *dirs_left, long max_dirs,
+                       nb_err *err)
 {
     int fd = dup(root);
     if (fd < 0) return nb_err_sys(err, errno, "dup");
@@ -69,7 +77,14 @@ static int open_parent(int root, char *rel, const char **last, nb_err *err)
         char *slash = strchr(p, '/');
         if (!slash) break;
         *slash = 0;
-        if (mkdirat(fd, p, 0755) < 0 && errno != EEXIST) {
+        if (mkdirat(fd, p, 0755) == 0) {
+            if (--*dirs_left < 0) {
+                *slash = '/';
+                close(fd);
+                return nb_err_set(err, 400, NB_E_INVALID_ARCHIVE,
+                                  "archive makes more than %ld directories", max_dirs);
+            }
+        } else if (errno != EEXIST) {
             nb_err_sys(err, errno, "mkdir %s", rel);
             close(fd);
             return -1;
@@ -91,19 +106,47 @@ static int open_parent(int root, char *rel, const char **last, nb_err *err)
     return fd;
 }
 
-static int write_entry_data(struct archive *a, int fd, const char *name, unsigned long long *total,
-                            unsigned long long max, nb_err *err)
+static int write_entry_data(struct archive *a, struct archive_entry *e, int fd, const char *name,
+                            unsigned long long *total, unsigned long long max, nb_err *err)
 {
     const void *block;
     size_t size;
     la_int64_t offset;
+    unsigned long long end = 0; /* extent of the file so far */
     for (;;) {
         int r = archive_read_data_block(a, &block, &size, &offset);
-        if (r == ARCHIVE_EOF) return 0;
-        if (r < ARCHIVE_WARN)
+        if (r == ARCHIVE_EOF) {
+            /* A sparse file's trailing hole has no block: the entry's size says where it ends.
+             * It counts against the limit like data would. */
+            la_int64_t want = archive_entry_sparse_count(e) > 0 && archive_entry_size_is_set(e)
+                                  ? archive_entry_size(e)
+                                  : 0;
+            if (want > 0 && (unsigned long long)want > end) {
+                unsigned long long hole = (unsigned long long)want - end;
+                if ((unsigned long long)want > max || *total + hole > max)
+                    return nb_err_set(err, 400, NB_E_INVALID_ARCHIVE,
+                                      "archive unpacks to more than %llu bytes", max);
+                *total += hole;
+                if (ftruncate(fd, (off_t)want) < 0)
+                    return nb_err_sys(err, errno, "truncate %s", name);
+            }
+            return 0;
+        }
+        /* A warning here is a bad CRC or a size that does not match the header: the bytes are
+         * not what was packed, so the archive is refused rather than half-trusted. */
+        if (r != ARCHIVE_OK)
             return nb_err_set(err, 400, NB_E_INVALID_ARCHIVE, "corrupt archive at '%s': %s", name,
                               archive_error_string(a));
-        *total += size;
+        /* Count the file's extent, not only the bytes in blocks: a sparse entry's block at a
+         * huge offset makes a huge file (holes read back as zeros) from a few bytes. */
+        if (offset < 0 || (unsigned long long)offset > max || size > max)
+            return nb_err_set(err, 400, NB_E_INVALID_ARCHIVE,
+                              "archive unpacks to more than %llu bytes", max);
+        unsigned long long block_end = (unsigned long long)offset + size;
+        if (block_end > end) {
+            *total += block_end - end;
+            end = block_end;
+        }
         if (*total > max)
             return nb_err_set(err, 400, NB_E_INVALID_ARCHIVE,
                               "archive unpacks to more than %llu bytes", max);
@@ -135,7 +178,7 @@ int nb_bundle_unpack(const void *data, size_t len, const char *dir, const nb_bun
     archive_read_support_format_tar(a);
     int rc = 0;
     unsigned long long total = 0;
-    long files = 0;
+    long files = 0, dirs_left = limits->max_files; /* implicit directories: see open_parent */
     if (archive_read_open_memory(a, data, len) != ARCHIVE_OK) {
         rc = nb_err_set(err, 400, NB_E_INVALID_ARCHIVE, "not a zip or tar archive: %s",
                         archive_error_string(a));
@@ -164,7 +207,7 @@ int nb_bundle_unpack(const void *data, size_t len, const char *dir, const nb_bun
             goto done;
         }
         const char *last = NULL;
-        int pfd = open_parent(root, rel, &last, err);
+        int pfd = open_parent(root, rel, &last, &dirs_left, limits->max_files, err);
         if (pfd < 0) {
             rc = -1;
             goto done;
@@ -187,7 +230,7 @@ int nb_bundle_unpack(const void *data, size_t len, const char *dir, const nb_bun
                 rc = errno == EEXIST ? nb_err_set(err, 400, NB_E_INVALID_ARCHIVE, "duplicate archive entry '%s'", rel)
                                      : nb_err_sys(err, errno, "create %s", rel);
             } else {
-                rc = write_entry_data(a, fd, rel, &total, limits->max_unpacked, err);
+                rc = write_entry_data(a, e, fd, rel, &total, limits->max_unpacked, err);
                 if (close(fd) < 0 && rc == 0) rc = nb_err_sys(err, errno, "close %s", rel);
             }
         } else {

@@ -92,8 +92,10 @@ static int check_environment(json_t *env, nb_err *err)
                               "[A-Za-z][A-Za-z0-9_]+ and may not start with AWS_LAMBDA_, "
                               "LAMBDA_ or NIMBUS_)",
                               k);
-        if (!json_is_string(v))
-            return nb_err_set(err, 400, NB_E_INVALID_VALUE, "environment value of '%.64s' must be a string", k);
+        /* A NUL would silently cut the value when it becomes a C environment string. */
+        if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+            return nb_err_set(err, 400, NB_E_INVALID_VALUE,
+                              "environment value of '%.64s' must be a string without NUL bytes", k);
         total += strlen(k) + json_string_length(v);
     }
     if (total > NB_ENV_MAX_BYTES)
@@ -232,6 +234,7 @@ int nb_fn_handler_files(const nb_fn_config *c, char *out, size_t size)
     /* python: module is everything before the last dot, dots become directories;
      * node: the file is the part before the first dot (later dots name nested exports). */
     const char *end = c->kind == NB_RT_PYTHON ? strrchr(base, '.') : strchr(base, '.');
+    if (!end) return -1; /* not a validated handler */
     size_t modlen = (size_t)(end - c->handler);
     if (3 * (modlen + 14) + 1 > size) return -1;
     char mod[NB_HANDLER_MAX + 1];

@@ -75,7 +75,10 @@ static long parse_head(nb_rapi_req *r, const char *data, size_t len)
     struct phr_header h[MAX_HEADERS];
     int n = phr_parse_request(data, len, &method, &mlen, &path, &plen, &minor, h, &nh, 0);
     if (n == -2) return len > NB_RAPI_MAX_HEAD ? -1 : 0;
-    if (n < 0 || mlen >= sizeof r->method || plen >= sizeof r->path) return -1;
+    /* The cap holds however the head arrives, not only while it is incomplete. */
+    if (n < 0 || (size_t)n > NB_RAPI_MAX_HEAD || mlen >= sizeof r->method ||
+        plen >= sizeof r->path)
+        return -1;
     memcpy(r->method, method, mlen);
     r->method[mlen] = 0;
     memcpy(r->path, path, plen);
@@ -153,6 +156,7 @@ long nb_rapi_parse(nb_rapi_req *r, const char *data, size_t len)
             /* hex size, optional ";ext", CRLF */
             const char *eol = memchr(p, '\n', left);
             if (!eol) return left > 1024 ? -1 : (long)off;
+            if (eol - p > 1024) return -1; /* same verdict as when it arrives in pieces */
             size_t size = 0, i = 0, digits = 0;
             for (; p + i < eol; i++) {
                 char c = p[i];
@@ -163,6 +167,9 @@ long nb_rapi_parse(nb_rapi_req *r, const char *data, size_t len)
             }
             if (digits == 0) return -1;
             if (p + i < eol && p[i] != ';' && p[i] != '\r') return -1;
+            /* A CR only right before the LF: a bare CR is read as a line end by some peers. */
+            const char *cr = memchr(p + i, '\r', (size_t)(eol - p) - i);
+            if (cr && cr + 1 != eol) return -1;
             off += (size_t)(eol - p) + 1;
             if (size == 0) {
                 r->state = NB_RAPI_TRAILERS;
@@ -188,7 +195,7 @@ long nb_rapi_parse(nb_rapi_req *r, const char *data, size_t len)
             size_t nh = MAX_HEADERS;
             int n = phr_parse_headers(p, left, h, &nh, 0);
             if (n == -2) return left > NB_RAPI_MAX_HEAD ? -1 : (long)off;
-            if (n < 0) return -1;
+            if (n < 0 || (size_t)n > NB_RAPI_MAX_HEAD) return -1;
             for (size_t i = 0; i < nh; i++) {
                 if (!h[i].name) return -1;
                 take_error_fields(r, &h[i]);

@@ -95,6 +95,10 @@ static nb_fn_version *row_to_version(sqlite_store *s, sqlite3_stmt *st, nb_err *
     json_decref(cfg);
     if (rc < 0) {
         (void)s;
+        if (err) { /* a bad stored row is our fault, not the caller's: never a 4xx */
+            err->status = 500;
+            err->code = NB_E_INTERNAL;
+        }
         nb_fn_version_unref(v);
         return NULL;
     }
@@ -156,6 +160,25 @@ static int sq_fn_put(nb_store *base, const char *ns, const char *name, const nb_
         out->version = cur;
         out->updated_at = updated_at;
         return 0;
+    }
+    if (!cur) {
+        /* functions.ns references namespaces: say so instead of failing the foreign key. */
+        sqlite3_stmt *q = NULL;
+        int step = SQLITE_ERROR;
+        if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM namespaces WHERE name = ?1", -1, &q, NULL) ==
+            SQLITE_OK) {
+            sqlite3_bind_text(q, 1, ns, -1, SQLITE_STATIC);
+            step = sqlite3_step(q);
+        }
+        if (step == SQLITE_DONE)
+            nb_err_set(err, 404, NB_E_NOT_FOUND, "namespace '%s' not found", ns);
+        else if (step != SQLITE_ROW)
+            db_fail(s, err, "read namespace");
+        sqlite3_finalize(q);
+        if (step != SQLITE_ROW) {
+            exec(s, "ROLLBACK", NULL);
+            return -1;
+        }
     }
     int64_t now = nb_now_ms();
     int64_t next = cur ? cur->version + 1 : 1;
@@ -234,7 +257,7 @@ static int collect(sqlite_store *s, sqlite3_stmt *st, nb_fn_version ***out, int6
     size_t cap = 16, len = 0;
     nb_fn_version **arr = malloc(cap * sizeof *arr);
     int64_t *upd = updated ? malloc(cap * sizeof *upd) : NULL;
-    int rc;
+    int rc, row_failed = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (len == cap) {
             cap *= 2;
@@ -245,6 +268,7 @@ static int collect(sqlite_store *s, sqlite3_stmt *st, nb_fn_version ***out, int6
         nb_fn_version *v = row_to_version(s, st, err);
         if (!v) {
             rc = SQLITE_ERROR;
+            row_failed = 1; /* err already says which row */
             break;
         }
         if (updated) upd[len] = sqlite3_column_int64(st, 6);
@@ -252,7 +276,7 @@ static int collect(sqlite_store *s, sqlite3_stmt *st, nb_fn_version ***out, int6
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
-        if (!err || !err->status) db_fail(s, err, "list");
+        if (!row_failed) db_fail(s, err, "list");
         nb_store_free_versions(arr, len);
         free(upd);
         return -1;
