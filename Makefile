@@ -21,10 +21,12 @@ run: build
 
 # The full suite: a -Werror build and an ASan/UBSan build, each running every test.
 test: build asan
+	@scripts/deps.sh --test
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
 
 test-fast: build
+	@scripts/deps.sh --test
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 asan: deps

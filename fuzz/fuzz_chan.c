@@ -49,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         if (n < 0) break;
         CHECK((size_t)n <= left && n >= 5);
-        CHECK(m.type >= NB_CHAN_READY && m.type <= NB_CHAN_INIT_ERROR);
+        CHECK(m.type >= NB_CHAN_READY && m.type <= NB_CHAN_FATAL_ERROR);
         CHECK(inside(m.request_id, p, (size_t)n) && inside(m.function_arn, p, (size_t)n));
         CHECK(inside(m.trace_id, p, (size_t)n) && inside(m.client_context, p, (size_t)n));
         CHECK(inside(m.error_type, p, (size_t)n) && inside(m.body, p, (size_t)n));

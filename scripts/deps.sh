@@ -4,7 +4,11 @@
 set -eu
 PKGS="cmake make gcc clang pkg-config libuv1-dev libh2o-dev libssl-dev libsqlite3-dev \
 libjansson-dev libarchive-dev libcurl4-openssl-dev python3 nodejs curl ca-certificates"
-[ "${1:-}" = "--bench" ] && PKGS="$PKGS wrk npm"
+case "${1:-}" in
+--bench) PKGS="$PKGS wrk npm" ;;
+# The tests install the real aws-lambda-ric from npm; its native addon builds with autotools.
+--test) PKGS="$PKGS npm g++ autoconf automake libtool" ;;
+esac
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

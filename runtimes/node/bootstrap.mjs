@@ -19,6 +19,7 @@ const FRAME_READY = 1;
 const FRAME_INVOKE = 2;
 const FRAME_RESPONSE = 3;
 const FRAME_ERROR = 4;
+const FRAME_FATAL_ERROR = 6;
 const FRAME_INIT_ERROR = 5;
 
 // Largest frame body the daemon accepts (type byte included); anything bigger kills the instance.
@@ -266,10 +267,12 @@ function sendResult(requestId, result) {
   return writeFrame(FRAME_RESPONSE, rid, raw);
 }
 
-function sendError(requestId, err) {
+// fatal: the process exits after this answer, so the daemon must not hand it more work.
+function sendError(requestId, err, fatal = false) {
   const doc = errorDoc(err);
   console.error(`Invoke Error \t${JSON.stringify(doc)}`);
-  return writeFrame(FRAME_ERROR, packStr(requestId), packStr(doc.errorType, 1024), encodeErrorDoc(doc));
+  return writeFrame(fatal ? FRAME_FATAL_ERROR : FRAME_ERROR, packStr(requestId),
+    packStr(doc.errorType, 1024), encodeErrorDoc(doc));
 }
 
 function parseJsonField(raw, what) {
@@ -374,7 +377,7 @@ async function crash(err) {
   crashing = true;
   try {
     if (current) {
-      await sendError(current.requestId, err);
+      await sendError(current.requestId, err, true);
     } else if (!ready) {
       await sendInitError(new RuntimeFault('Runtime.ImportModuleError', errorDoc(err).errorMessage, err));
     } else {

@@ -249,7 +249,7 @@ static int check_handler(nb_api *api, const nb_fn_config *cfg, nb_err *err)
     int found = api->store->ops->blob_get(api->store, cfg->code_sha256, &blob, err);
     if (found < 0) return -1;
     if (!found)
-        return nb_err_set(err, 400, NB_E_INVALID_VALUE,
+        return nb_err_set(err, 404, NB_E_NOT_FOUND,
                           "code %.12s... was never uploaded (POST /v1/code first)", cfg->code_sha256);
     char dir[PATH_MAX], files[1024];
     snprintf(dir, sizeof dir, "%s/%s", api->code_root, cfg->code_sha256);

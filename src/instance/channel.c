@@ -61,6 +61,7 @@ long nb_chan_decode(const void *buf, size_t len, nb_chan_msg *msg)
         rd_rest(&r, &msg->body);
         break;
     case NB_CHAN_ERROR:
+    case NB_CHAN_FATAL_ERROR:
         if (rd_str(&r, &msg->request_id) < 0 || rd_str(&r, &msg->error_type) < 0) return -1;
         rd_rest(&r, &msg->body);
         break;
@@ -105,6 +106,7 @@ int nb_chan_encode(nb_buf *out, const nb_chan_msg *m)
         rc = put_str(out, m->request_id);
         break;
     case NB_CHAN_ERROR:
+    case NB_CHAN_FATAL_ERROR:
         rc = put_str(out, m->request_id);
         if (rc == 0) rc = put_str(out, m->error_type);
         break;

@@ -18,6 +18,7 @@ enum nb_chan_type {
     NB_CHAN_RESPONSE = 3,
     NB_CHAN_ERROR = 4,
     NB_CHAN_INIT_ERROR = 5,
+    NB_CHAN_FATAL_ERROR = 6, /* ERROR, and the runtime exits right after it */
 };
 
 typedef struct nb_chan_str {
@@ -28,7 +29,7 @@ typedef struct nb_chan_str {
 typedef struct nb_chan_msg {
     enum nb_chan_type type;
     uint64_t deadline_ms;     /* INVOKE */
-    nb_chan_str request_id;   /* INVOKE, RESPONSE, ERROR */
+    nb_chan_str request_id;   /* INVOKE, RESPONSE, ERROR, FATAL_ERROR */
     nb_chan_str function_arn; /* INVOKE */
     nb_chan_str trace_id;     /* INVOKE */
     nb_chan_str client_context;

@@ -217,10 +217,32 @@ static void platform_line(inst_impl *in, const char *fmt, ...)
 
 /* ---------- results ---------- */
 
+/* Reads what the runtime already wrote to its stdout/stderr pipes. The loop may see an answer
+ * before output written just ahead of it (different fds, one poll), and the answer makes the
+ * END/REPORT lines: draining first keeps a function's prints between its START and END. Bounded,
+ * and skipped while the output is throttled; EOF is left for the pipe's own read callback. */
+static void drain_output(inst_impl *in)
+{
+    static char buf[64 << 10]; /* loop thread only */
+    out_stream *streams[2] = {&in->out, &in->err};
+    for (int i = 0; i < 2; i++) {
+        out_stream *os = streams[i];
+        for (int round = 0; round < 4 && os->open && !in->out_paused; round++) {
+            uv_os_fd_t fd;
+            if (uv_fileno((uv_handle_t *)&os->pipe, &fd) != 0) break;
+            ssize_t n = read(fd, buf, sizeof buf);
+            if (n <= 0) break;
+            uv_buf_t b = uv_buf_init(buf, (unsigned)n);
+            out_read((uv_stream_t *)&os->pipe, n, &b);
+        }
+    }
+}
+
 static void deliver_result(inst_impl *in, enum nb_inst_outcome outcome, const char *type,
                            const char *body, size_t len, const char *ctype)
 {
     if (!in->tag) return;
+    drain_output(in);
     void *tag = in->tag;
     in->tag = NULL;
     in->job_undelivered = 0;
@@ -231,7 +253,17 @@ static void deliver_result(inst_impl *in, enum nb_inst_outcome outcome, const ch
     in->hooks->result(&in->pub, tag, &r);
 }
 
-/* Builds {"errorType","errorMessage"} for platform-side failures. */
+/* The Lambda error JSON {"errorType","errorMessage","stackTrace":[]} of a platform-side failure
+ * (malloc'd). */
+static char *error_json(const char *type, const char *msg)
+{
+    json_t *o = json_pack("{s:s, s:s, s:[]}", "errorType", type, "errorMessage", msg, "stackTrace");
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (!s) abort();
+    return s;
+}
+
 static void platform_error(inst_impl *in, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void platform_error(inst_impl *in, const char *type, const char *fmt, ...)
@@ -241,9 +273,7 @@ static void platform_error(inst_impl *in, const char *type, const char *fmt, ...
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    json_t *o = json_pack("{s:s, s:s}", "errorType", type, "errorMessage", msg);
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
+    char *s = error_json(type, msg);
     deliver_result(in, NB_OUTCOME_UNHANDLED, type, s, strlen(s), NULL);
     free(s);
 }
@@ -280,9 +310,7 @@ static void init_error_message(inst_impl *in, const char *type, const char *fmt,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    json_t *o = json_pack("{s:s, s:s}", "errorType", type, "errorMessage", msg);
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
+    char *s = error_json(type, msg);
     set_init_error(in, type, s, strlen(s));
     free(s);
 }
@@ -355,8 +383,15 @@ static void finalize(inst_impl *in)
     describe_exit(in, how, sizeof how);
     nb_inst_state was = in->pub.state;
     if (in->tag) {
-        platform_error(in, "Runtime.ExitError",
-                       "RequestId: %s Error: Runtime exited with error: %s", in->request_id, how);
+        char msg[400];
+        snprintf(msg, sizeof msg, "RequestId: %s Error: Runtime exited with error: %s", in->request_id, how);
+        char *s = error_json("Runtime.ExitError", msg);
+        /* A Runtime API job the runtime never fetched (it exited instead of calling /next, as
+         * runtimes do after reporting a crash) did not run: the owner may give it to the
+         * replacement instance instead of failing it. */
+        deliver_result(in, in->job_undelivered ? NB_OUTCOME_UNDELIVERED : NB_OUTCOME_UNHANDLED,
+                       "Runtime.ExitError", s, strlen(s), NULL);
+        free(s);
     }
     if (was == NB_INST_STARTING) {
         init_error_message(in, "Runtime.ExitError",
@@ -502,12 +537,19 @@ static void chan_frame(inst_impl *in, const nb_chan_msg *m)
         }
         finish_job(in, NB_OUTCOME_OK, NULL, m->body.p, m->body.len, NULL);
         break;
-    case NB_CHAN_ERROR: {
+    case NB_CHAN_ERROR:
+    case NB_CHAN_FATAL_ERROR: {
         if (!id_matches(in, m->request_id.p, m->request_id.len))
             return chan_protocol_error(in, "ERROR for a request not in flight");
         char type[96];
         snprintf(type, sizeof type, "%.*s", (int)(m->error_type.len < 95 ? m->error_type.len : 95), m->error_type.p);
-        finish_job(in, NB_OUTCOME_HANDLED, type, m->body.p, m->body.len, NULL);
+        if (m->type == NB_CHAN_FATAL_ERROR) {
+            /* Answer, then retire: the runtime is exiting and must not get the next job. */
+            deliver_result(in, NB_OUTCOME_HANDLED, type, m->body.p, m->body.len, NULL);
+            kill_process(in, "runtime crashed");
+        } else {
+            finish_job(in, NB_OUTCOME_HANDLED, type, m->body.p, m->body.len, NULL);
+        }
         break;
     }
     case NB_CHAN_INIT_ERROR: {

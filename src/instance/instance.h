@@ -51,7 +51,10 @@ typedef struct nb_inst_job {
     int64_t timeout_ms;
 } nb_inst_job;
 
-enum nb_inst_outcome { NB_OUTCOME_OK, NB_OUTCOME_HANDLED, NB_OUTCOME_UNHANDLED };
+/* NB_OUTCOME_UNDELIVERED: the runtime exited before it fetched the job (a Runtime API runtime
+ * that had not called /next again since its last answer), so the job never ran; the result
+ * still carries the Runtime.ExitError to report if the owner does not run it elsewhere. */
+enum nb_inst_outcome { NB_OUTCOME_OK, NB_OUTCOME_HANDLED, NB_OUTCOME_UNHANDLED, NB_OUTCOME_UNDELIVERED };
 
 typedef struct nb_inst_result {
     enum nb_inst_outcome outcome;

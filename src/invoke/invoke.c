@@ -46,6 +46,7 @@ struct inv_impl {
     void *ud;
     inv_impl *qnext;
     nb_inst *inst;
+    int requeued; /* handed back once by an instance that died before fetching it */
 };
 
 #define BUCKETS 1024
@@ -228,7 +229,7 @@ static void inv_fail(inv_impl *inv, const char *type, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    json_t *o = json_pack("{s:s, s:s}", "errorType", type, "errorMessage", msg);
+    json_t *o = json_pack("{s:s, s:s, s:[]}", "errorType", type, "errorMessage", msg, "stackTrace");
     char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     inv_finish(inv, NB_OUTCOME_UNHANDLED, type, s, strlen(s), NULL);
@@ -315,9 +316,23 @@ static void hook_ready(nb_inst *inst)
 
 static void hook_result(nb_inst *inst, void *tag, const nb_inst_result *res)
 {
-    (void)inst;
     inv_impl *inv = tag;
-    inv_finish(inv, res->outcome, res->error_type, res->body, res->len, res->content_type);
+    pool *p = inst->owner;
+    if (res->outcome == NB_OUTCOME_UNDELIVERED && !inv->requeued && !p->iv->stopping) {
+        /* It never ran: back to the head of the queue; the instance's stopped hook, which
+         * follows, starts the replacement that will serve it. Once only, so a runtime that
+         * keeps dying cannot bounce an invocation forever. */
+        inv->requeued = 1;
+        inv->inst = NULL;
+        inv_set_state(inv, NB_INV_QUEUED);
+        inv->qnext = p->q_head;
+        p->q_head = inv;
+        if (!p->q_tail) p->q_tail = inv;
+        p->q_len++;
+        return;
+    }
+    inv_finish(inv, res->outcome == NB_OUTCOME_UNDELIVERED ? NB_OUTCOME_UNHANDLED : res->outcome,
+               res->error_type, res->body, res->len, res->content_type);
 }
 
 static void hook_idle(nb_inst *inst)

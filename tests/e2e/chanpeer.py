@@ -27,7 +27,8 @@ FRAME_INVOKE = 2
 FRAME_RESPONSE = 3
 FRAME_ERROR = 4
 FRAME_INIT_ERROR = 5
-FRAME_NAMES = {1: "READY", 2: "INVOKE", 3: "RESPONSE", 4: "ERROR", 5: "INIT_ERROR"}
+FRAME_FATAL_ERROR = 6
+FRAME_NAMES = {1: "READY", 2: "INVOKE", 3: "RESPONSE", 4: "ERROR", 5: "INIT_ERROR", 6: "FATAL_ERROR"}
 MAX_FRAME = 6 * 1024 * 1024 + 64 * 1024
 
 PYTHON = "/usr/bin/python3"
@@ -80,7 +81,7 @@ def decode_reply(frame):
     if frame.type == FRAME_RESPONSE:
         rid, off = unpack_str(body, 0)
         return Reply(frame.type, rid, "", body[off:])
-    if frame.type == FRAME_ERROR:
+    if frame.type in (FRAME_ERROR, FRAME_FATAL_ERROR):
         rid, off = unpack_str(body, 0)
         etype, off = unpack_str(body, off)
         return Reply(frame.type, rid, etype, body[off:])
@@ -267,7 +268,7 @@ class RuntimePeer:
         """Sends an INVOKE and returns the RESPONSE or ERROR reply, checking its request id."""
         request_id = self.send_invoke(event, **kw)
         reply = decode_reply(self.read_frame())
-        if reply.type not in (FRAME_RESPONSE, FRAME_ERROR):
+        if reply.type not in (FRAME_RESPONSE, FRAME_ERROR, FRAME_FATAL_ERROR):
             raise AssertionError(f"expected RESPONSE or ERROR, got {reply}")
         if reply.request_id != request_id:
             raise AssertionError(f"reply for request {reply.request_id!r}, expected {request_id!r}")

@@ -13,7 +13,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from chanpeer import (  # noqa: E402
-    FRAME_ERROR, FRAME_RESPONSE, NODE, PYTHON, RuntimePeer, decode_reply, nimbus_src)
+    FRAME_ERROR, FRAME_FATAL_ERROR, FRAME_NAMES, FRAME_RESPONSE, NODE, PYTHON, RuntimePeer,
+    decode_reply, nimbus_src)
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 EXAMPLES = os.path.join(nimbus_src(), "examples")
@@ -66,8 +67,8 @@ class ShimTests:
         self.assertEqual(reply.type, FRAME_RESPONSE, f"expected RESPONSE, got {reply}")
         return reply.json()
 
-    def assert_error(self, reply, error_type):
-        self.assertEqual(reply.type, FRAME_ERROR, f"expected ERROR, got {reply}")
+    def assert_error(self, reply, error_type, frame_type=FRAME_ERROR):
+        self.assertEqual(reply.type, frame_type, f"expected {FRAME_NAMES[frame_type]}, got {reply}")
         self.assertEqual(reply.error_type, error_type)
         doc = reply.json()
         self.assertEqual(doc["errorType"], error_type)
@@ -388,13 +389,13 @@ class NodeShimTests(ShimTests, unittest.TestCase):
 
     def test_uncaught_exception_fails_invocation_then_exits(self):
         peer = self.ready(os.path.join(FIXTURES, "node-basic"), "index.uncaught")
-        doc = self.assert_error(peer.invoke({}), "Error")
+        doc = self.assert_error(peer.invoke({}), "Error", FRAME_FATAL_ERROR)
         self.assertEqual(doc["errorMessage"], "from a timer")
         self.assertEqual(peer.wait(), 1)
 
     def test_unhandled_rejection_fails_invocation_then_exits(self):
         peer = self.ready(os.path.join(FIXTURES, "node-basic"), "index.unhandledRejection")
-        doc = self.assert_error(peer.invoke({}), "Runtime.UnhandledPromiseRejection")
+        doc = self.assert_error(peer.invoke({}), "Runtime.UnhandledPromiseRejection", FRAME_FATAL_ERROR)
         self.assertIn("nobody catches me", doc["errorMessage"])
         self.assertEqual(peer.wait(), 1)
 

@@ -189,7 +189,7 @@ static void test_errors(void)
 
     /* Unknown types, including 0 and the ones just past the table. */
     expect_decode((const unsigned char[]){1, 0, 0, 0, 0}, 5, -1);
-    expect_decode((const unsigned char[]){1, 0, 0, 0, 6}, 5, -1);
+    expect_decode((const unsigned char[]){1, 0, 0, 0, 7}, 5, -1);
     expect_decode((const unsigned char[]){3, 0, 0, 0, 0xff, 0, 0}, 7, -1);
 
     /* READY carries no body. */

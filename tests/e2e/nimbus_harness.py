@@ -1,0 +1,581 @@
+"""Shared helpers of the end-to-end tests: a real `nimbus serve` on a free port and a temp dir.
+
+Environment (set by ctest, see tests/CMakeLists.txt; defaults work from a plain checkout):
+  NIMBUS_BIN    the nimbus binary            (default SRC/build/nimbus)
+  NIMBUS_BUILD  the build directory          (default SRC/build)
+  NIMBUS_SRC    the source directory         (default two levels up from this file)
+  NIMBUS_E2E_LOG_LEVEL  daemon log level     (default info)
+  NIMBUS_E2E_KEEP=1     keep temp dirs after the tests
+
+Everything is Python stdlib. A test class typically does
+
+    class T(NimbusTestCase):
+        @classmethod
+        def setUpClass(cls):
+            cls.d = cls.start_daemon()
+
+        def test_x(self):
+            fn = self.d.deploy("hello", dir_files(example("python-hello")), "python3", "app.handler")
+            r = self.d.invoke("hello", {"name": "Ann"})
+
+and when a test fails, the daemon's log lines written during that test are printed on stderr.
+"""
+
+import contextlib
+import ctypes
+import gzip
+import hashlib
+import http.client
+import io
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import unittest
+import urllib.parse
+import zipfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.environ.get("NIMBUS_SRC") or os.path.abspath(os.path.join(HERE, "..", ".."))
+BUILD = os.environ.get("NIMBUS_BUILD") or os.path.join(SRC, "build")
+BIN = os.environ.get("NIMBUS_BIN") or os.path.join(BUILD, "nimbus")
+EXAMPLES = os.path.join(SRC, "examples")
+FIXTURES = os.path.join(HERE, "fixtures")
+MIB = 1 << 20
+
+# Variables the CLI would otherwise pick up from the developer's shell.
+_CLIENT_ENV_DROP = ("NIMBUS_URL", "NIMBUS_TOKEN", "NIMBUS_DATA", "NIMBUS_LISTEN")
+
+_all_daemons = []
+
+
+def example(name):
+    return os.path.join(EXAMPLES, name)
+
+
+def fixture(name):
+    return os.path.join(FIXTURES, name)
+
+
+def client_env(extra=None):
+    env = {k: v for k, v in os.environ.items() if k not in _CLIENT_ENV_DROP}
+    env.update(extra or {})
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# archives, built in memory
+
+
+class File:
+    """Archive member content with an explicit mode (default 0644)."""
+
+    def __init__(self, data, mode=0o644):
+        self.data = data.encode() if isinstance(data, str) else data
+        self.mode = mode
+
+
+def _member(v):
+    return v if isinstance(v, File) else File(v)
+
+
+def dir_files(path):
+    """A directory's regular files as {relative name: File} with their exec bits."""
+    out = {}
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for f in sorted(files):
+            full = os.path.join(root, f)
+            rel = os.path.relpath(full, path)
+            st = os.lstat(full)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            with open(full, "rb") as fh:
+                out[rel] = File(fh.read(), 0o755 if st.st_mode & 0o100 else 0o644)
+    return out
+
+
+def zip_bytes(files, compression=zipfile.ZIP_DEFLATED):
+    """{name: bytes|str|File} -> zip bytes (unix modes kept)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as z:
+        for name, v in files.items():
+            m = _member(v)
+            zi = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            zi.create_system = 3
+            zi.external_attr = (stat.S_IFREG | m.mode) << 16
+            zi.compress_type = compression
+            z.writestr(zi, m.data)
+    return buf.getvalue()
+
+
+def tar_info(name, type=tarfile.REGTYPE, mode=0o644, size=0, linkname=""):
+    ti = tarfile.TarInfo(name)
+    ti.type = type
+    ti.mode = mode
+    ti.size = size
+    ti.linkname = linkname
+    ti.mtime = 1577836800
+    return ti
+
+
+def symlink(name, target):
+    return tar_info(name, tarfile.SYMTYPE, 0o777, linkname=target)
+
+
+def hardlink(name, target):
+    return tar_info(name, tarfile.LNKTYPE, 0o644, linkname=target)
+
+
+def tar_bytes(files=None, extra=(), gz=True):
+    """{name: bytes|str|File} plus extra TarInfo entries (links, devices, ...) -> tar(.gz)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
+        for name, v in (files or {}).items():
+            m = _member(v)
+            t.addfile(tar_info(name, mode=m.mode, size=len(m.data)), io.BytesIO(m.data))
+        for ti in extra:
+            t.addfile(ti)
+    data = buf.getvalue()
+    return gzip.compress(data, mtime=0) if gz else data
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP
+
+
+class Resp:
+    """An HTTP answer: unpacks as (status, headers, body); headers have lower-case names."""
+
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    def __iter__(self):
+        return iter((self.status, self.headers, self.body))
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def __repr__(self):
+        body = self.body[:600].decode("utf-8", "replace")
+        return f"<Resp {self.status} {body!r}>"
+
+
+def http_request(host, port, method, path, body=None, headers=None, timeout=30):
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the daemon
+
+
+class DaemonError(Exception):
+    pass
+
+
+def _die_with_parent():
+    """In the daemon's child before exec: SIGTERM it when the test process dies (a test killed
+    by ctest's timeout must not leave a daemon behind)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Daemon:
+    """One `nimbus serve` on 127.0.0.1:0 with its data dir under a temp dir."""
+
+    def __init__(self, tmp=None, data=None, args=(), env=None):
+        self.owns_tmp = tmp is None
+        self.tmp = tmp or tempfile.mkdtemp(prefix="nimbus-e2e-")
+        self.data = data or os.path.join(self.tmp, "data")
+        self.args = list(args)
+        self.env = env or {}
+        self.log_path = os.path.join(self.tmp, "daemon.log")
+        self.proc = None
+        self.host = self.port = self.token = None
+        _all_daemons.append(self)
+
+    # -- process ---------------------------------------------------------------------------
+
+    def spawn(self):
+        """Starts `serve` without waiting for it (see start())."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.data, "listen"))
+        env = client_env({"NIMBUS_LOG_LEVEL": os.environ.get("NIMBUS_E2E_LOG_LEVEL", "info")})
+        env.update(self.env)
+        with open(self.log_path, "ab") as log:
+            log.write(f"---- {time.strftime('%H:%M:%S')} start serve (test harness)\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [BIN, "serve", "--listen", "127.0.0.1:0", "--data", self.data, *self.args],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                preexec_fn=_die_with_parent)
+        return self.proc
+
+    def start(self, timeout=20):
+        self.spawn()
+        self.wait_listening(timeout)
+        return self
+
+    def wait_listening(self, timeout=20):
+        listen = os.path.join(self.data, "listen")
+        deadline = time.monotonic() + timeout
+        text = ""
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise DaemonError(f"nimbus serve exited with {rc} while starting:\n{self.log_text()}")
+            with contextlib.suppress(FileNotFoundError):
+                with open(listen) as f:
+                    text = f.read()
+            if text.endswith("\n"):
+                break
+            if time.monotonic() > deadline:
+                raise DaemonError(f"nimbus serve wrote no {listen} in {timeout}s:\n{self.log_text()}")
+            time.sleep(0.01)
+        self.host, port = text.strip().rsplit(":", 1)
+        self.host = self.host.strip("[]")
+        self.port = int(port)
+        with open(os.path.join(self.data, "admin.token")) as f:
+            self.token = f.read().strip()
+        r = self.api("GET", "/healthz", token=None, timeout=5)
+        if r.status != 200:
+            raise DaemonError(f"/healthz answered {r}")
+
+    @property
+    def url(self):
+        return f"http://{self.host}:{self.port}"
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        """Signals the daemon and waits for it; returns its exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise DaemonError(f"nimbus serve did not stop within {timeout}s of {sig!r}")
+        return self.proc.returncode
+
+    def close(self):
+        """Stops the daemon (forcefully if it will not stop) and removes the temp dir."""
+        try:
+            if self.running():
+                with contextlib.suppress(DaemonError):
+                    self.stop(timeout=20)
+        finally:
+            if self.proc and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            if self in _all_daemons:
+                _all_daemons.remove(self)
+            if self.owns_tmp and os.environ.get("NIMBUS_E2E_KEEP") != "1":
+                shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def log_text(self, offset=0):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except FileNotFoundError:
+            return 0
+
+    # -- admin API ---------------------------------------------------------------------------
+
+    def api(self, method, path, body=None, token=True, headers=None, timeout=30):
+        """Raw request. body: bytes/str sent as is, or a dict/list sent as JSON.
+        token: True = the admin token, None = no Authorization header, str = that token."""
+        hdrs = dict(headers or {})
+        if token is True:
+            hdrs["Authorization"] = "Bearer " + self.token
+        elif isinstance(token, str):
+            hdrs["Authorization"] = "Bearer " + token
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        elif isinstance(body, str):
+            body = body.encode()
+        return http_request(self.host, self.port, method, path, body, hdrs, timeout)
+
+    def upload(self, archive):
+        r = self.api("POST", "/v1/code", archive, headers={"Content-Type": "application/octet-stream"})
+        if r.status not in (200, 201):
+            raise AssertionError(f"POST /v1/code: {r}")
+        return r.json()
+
+    def put(self, name, cfg):
+        return self.api("PUT", "/v1/functions/" + urllib.parse.quote(name, safe=""), cfg)
+
+    def deploy(self, name, code, runtime=None, handler=None, **cfg):
+        """Uploads code ({name: File} -> tar.gz, or archive bytes) and PUTs the function;
+        returns the function object. Extra keyword args become config fields."""
+        archive = code if isinstance(code, (bytes, bytearray)) else tar_bytes(code)
+        sha = self.upload(bytes(archive))["sha256"]
+        body = {"code_sha256": sha}
+        if runtime is not None:
+            body["runtime"] = runtime
+        if handler is not None:
+            body["handler"] = handler
+        body.update(cfg)
+        r = self.put(name, body)
+        if r.status not in (200, 201):
+            raise AssertionError(f"PUT {name}: {r}")
+        return r.json()
+
+    def invoke(self, name, event=None, version=None, raw=None, timeout=30):
+        path = f"/v1/functions/{urllib.parse.quote(name, safe='')}/invoke"
+        if version is not None:
+            path += f"?version={version}"
+        body = raw if raw is not None else json.dumps({} if event is None else event).encode()
+        return self.api("POST", path, body, headers={"Content-Type": "application/json"}, timeout=timeout)
+
+    def functions(self):
+        r = self.api("GET", "/v1/functions")
+        assert r.status == 200, r
+        return r.json()["functions"]
+
+    def logs(self, name, query=""):
+        r = self.api("GET", f"/v1/functions/{name}/logs{('?' + query) if query else ''}")
+        assert r.status == 200, r
+        return [json.loads(line) for line in r.body.decode().splitlines() if line.strip()]
+
+    # -- CLI -------------------------------------------------------------------------------
+
+    def cli_args(self, cmd, *args):
+        return [BIN, cmd, "--data", self.data, *args]
+
+    def cli(self, cmd, *args, input=None, timeout=60, env=None):
+        """Runs `nimbus CMD --data DATA ARGS...`; returns CompletedProcess (text)."""
+        return subprocess.run(self.cli_args(cmd, *args), input=input, capture_output=True,
+                              text=True, timeout=timeout, env=client_env(env))
+
+    def cli_popen(self, cmd, *args, env=None):
+        return subprocess.Popen(self.cli_args(cmd, *args), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=client_env(env))
+
+
+def stop_process(proc, timeout=10):
+    """Kills a helper process started by a test and closes its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout)
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        if f:
+            f.close()
+
+
+def shutdown_socket(sock):
+    """Shuts a socket down (waking a thread blocked reading it); errors ignored."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def run_cli(*args, input=None, timeout=60, env=None):
+    """Runs the nimbus binary with exactly these arguments (no --data added)."""
+    return subprocess.run([BIN, *args], input=input, capture_output=True, text=True,
+                          timeout=timeout, env=client_env(env))
+
+
+# ---------------------------------------------------------------------------------------------
+# odds and ends
+
+
+class SilentServer:
+    """A listening TCP socket nobody answers on: after a CLI run, connected() tells whether the
+    CLI opened a connection (i.e. sent a request) at all."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def connected(self):
+        r, _, _ = select.select([self.sock], [], [], 0.05)
+        if not r:
+            return False
+        with contextlib.suppress(BlockingIOError):
+            c, _ = self.sock.accept()
+            c.close()
+            return True
+        return False
+
+    def close(self):
+        self.sock.close()
+
+
+def processes_matching(needle):
+    """[(pid, cmdline)] of live processes whose command line contains needle (zombies have
+    an empty cmdline and so never match)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except OSError:
+            continue
+        if needle in cmd:
+            out.append((int(pid), cmd))
+    return out
+
+
+def wait_until(pred, timeout=5.0, interval=0.02):
+    """Polls pred() until it is truthy or the timeout passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+class LineReader:
+    """Reads lines of a pipe on a thread so a test can wait for one with a timeout."""
+
+    def __init__(self, stream):
+        self.lines = []
+        self.cond = threading.Condition()
+        self.done = False
+        self.t = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self.t.start()
+
+    def _run(self, stream):
+        try:
+            for raw in iter(stream.readline, b""):
+                with self.cond:
+                    self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                    self.cond.notify_all()
+        except (OSError, ValueError, AttributeError):
+            pass  # the test closed the stream under us: that is the end of it
+        finally:
+            with self.cond:
+                self.done = True
+                self.cond.notify_all()
+
+    def wait_for(self, pred, timeout):
+        """The first line satisfying pred, or None after timeout."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for line in self.lines:
+                    if pred(line):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or self.done:
+                    return None
+                self.cond.wait(left)
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+class NimbusTestCase(unittest.TestCase):
+    """Prints the log of every daemon of this process written during a failed test."""
+
+    maxDiff = 4000
+
+    @classmethod
+    def start_daemon(cls, **kw):
+        d = Daemon(**kw)
+        cls.addClassCleanup(d.close)
+        try:
+            d.start()
+        except Exception:
+            sys.stderr.write(d.log_text())
+            raise
+        return d
+
+    def new_daemon(self, **kw):
+        """A daemon owned by this test (stopped and removed at its end), not started."""
+        d = Daemon(**kw)
+        self.addCleanup(d.close)
+        return d
+
+    def run(self, result=None):
+        if result is None:
+            return super().run(result)
+        offsets = {id(d): d.log_size() for d in _all_daemons}
+        before = len(result.failures) + len(result.errors)
+        daemons = list(_all_daemons)
+        out = super().run(result)
+        if len(result.failures) + len(result.errors) > before:
+            for d in daemons + [d for d in _all_daemons if d not in daemons]:
+                text = d.log_text(offsets.get(id(d), 0))
+                lines = text.splitlines()[-200:]
+                sys.stderr.write(f"\n==== daemon log ({d.log_path}) during {self.id()} ====\n")
+                sys.stderr.write("\n".join(lines) + "\n==== end of daemon log ====\n")
+        return out
+
+    # -- assertions shared by the files --------------------------------------------------------
+
+    def assert_api_error(self, r, status, code):
+        """r is an error answer with this status and {"error":{"code","message"}}."""
+        self.assertEqual(r.status, status, r)
+        doc = r.json()
+        self.assertEqual(set(doc), {"error"}, doc)
+        self.assertEqual(doc["error"]["code"], code, doc)
+        self.assertIsInstance(doc["error"]["message"], str)
+        self.assertTrue(doc["error"]["message"], doc)
+        self.assertTrue(r.headers.get("x-nimbus-request-id"), r.headers)
+        return doc["error"]["message"]
+
+    def assert_ok(self, r, status=200):
+        self.assertEqual(r.status, status, r)
+        self.assertNotIn("x-nimbus-function-error", r.headers, r)
+        return r.json()
+
+    def assert_fn_error(self, r, error_type, kind=None):
+        """An invocation answered 200 with X-Nimbus-Function-Error and the Lambda error JSON."""
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("x-nimbus-function-error", r.headers, r)
+        if kind:
+            self.assertEqual(r.headers["x-nimbus-function-error"], kind, r)
+        else:
+            self.assertIn(r.headers["x-nimbus-function-error"], ("Handled", "Unhandled"))
+        doc = r.json()
+        self.assertEqual(doc.get("errorType"), error_type, doc)
+        self.assertIsInstance(doc.get("errorMessage"), str, doc)
+        return doc

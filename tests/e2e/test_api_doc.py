@@ -1,0 +1,217 @@
+"""docs/api.md against the real daemon: the routes table equals `nimbus serve --routes`, every
+route answers when called correctly (short and /v1/namespaces/default long form), the error
+codes table is what the daemon answers, and the documented JSON shapes match.
+Run: cd tests/e2e && python3 -m unittest -v test_api_doc
+"""
+
+import json
+import os
+import re
+import subprocess
+import unittest
+
+from nimbus_harness import BIN, MIB, SRC, NimbusTestCase, tar_bytes
+
+API_MD = os.path.join(SRC, "docs", "api.md")
+APP = "def handler(event, context):\n    print('doc check')\n    return {'echo': event}\n"
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def read_doc():
+    with open(API_MD, encoding="utf-8") as f:
+        return f.read()
+
+
+def doc_routes(text):
+    """(METHOD, path) rows of the table between <!-- routes and <!-- /routes -->."""
+    start = text.index("<!-- routes")
+    end = text.index("<!-- /routes -->", start)
+    rows = []
+    for line in text[start:end].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or not re.fullmatch(r"[A-Z]+", cells[0]) or cells[0] == "method":
+            continue
+        rows.append((cells[0], cells[1].strip("`")))
+    return rows
+
+
+def doc_error_codes(text):
+    """{code: status} from the errors table (rows like | `code` | 404 | when |)."""
+    out = {}
+    for m in re.finditer(r"^\|\s*`([a-z_]+)`\s*\|\s*(\d{3})\s*\|", text, re.M):
+        out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def doc_json_after(text, heading):
+    """The first ```json block after a heading line."""
+    i = text.index(heading)
+    m = re.search(r"```json\n(.*?)```", text[i:], re.S)
+    return json.loads(m.group(1))
+
+
+def server_routes():
+    p = subprocess.run([BIN, "serve", "--routes"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0, p
+    return [tuple(line.split(" ", 1)) for line in p.stdout.splitlines() if line.strip()]
+
+
+class RoutesTable(unittest.TestCase):
+    def test_doc_routes_equal_server_routes(self):
+        doc = doc_routes(read_doc())
+        srv = server_routes()
+        self.assertGreaterEqual(len(doc), 10, "the routes table was not found or is nearly empty")
+        self.assertEqual(len(doc), len(set(doc)), "duplicate rows in docs/api.md")
+        self.assertEqual(len(srv), len(set(srv)), "duplicate routes in the server")
+        self.assertEqual(set(doc) - set(srv), set(), "documented but not served")
+        self.assertEqual(set(srv) - set(doc), set(), "served but not documented in docs/api.md")
+
+    def test_routes_output_format(self):
+        for method, path in server_routes():
+            self.assertRegex(method, r"^(GET|PUT|POST|DELETE|PATCH)$")
+            self.assertTrue(path.startswith("/"), path)
+
+
+class RoutesAnswer(NimbusTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = cls.start_daemon()
+        cls.archive = tar_bytes({"app.py": APP})
+        cls.sha = cls.d.upload(cls.archive)["sha256"]
+        cls.text = read_doc()
+
+    def call(self, method, path, prefix=""):
+        """Calls one route correctly, on function `fn` (created here when needed)."""
+        d = self.d
+        p = path.replace("{name}", "fn")
+        if prefix and p.startswith("/v1/"):
+            p = prefix + p[3:]
+        body = None
+        if (method, path) == ("POST", "/v1/code"):
+            body = self.archive
+        elif (method, path) == ("PUT", "/v1/functions/{name}"):
+            body = {"runtime": "python3", "handler": "app.handler", "code_sha256": self.sha}
+        elif (method, path) == ("POST", "/v1/functions/{name}/invoke"):
+            body = b'{"x": 1}'
+        elif method in ("POST", "PUT"):
+            self.fail(f"no known correct body for {method} {path}: teach test_api_doc.py")
+        token = None if path == "/healthz" else True
+        return d.api(method, p, body, token=token)
+
+    def ensure_fn(self, prefix=""):
+        r = self.call("PUT", "/v1/functions/{name}", prefix)
+        self.assertIn(r.status, (200, 201), r)
+
+    def check_all_routes(self, prefix):
+        routes = server_routes()
+        # DELETE last: it removes the function the others use.
+        routes.sort(key=lambda mp: mp[0] == "DELETE")
+        self.ensure_fn(prefix)
+        for method, path in routes:
+            if prefix and not path.startswith("/v1/functions"):
+                continue
+            with self.subTest(route=f"{method} {path}", prefix=prefix):
+                r = self.call(method, path, prefix)
+                self.assertNotIn(b"no route", r.body)
+                self.assertLess(r.status, 300, r)
+                self.assertTrue(r.headers.get("x-nimbus-request-id"), r.headers)
+                if path.endswith("/logs"):
+                    self.assertEqual(r.headers.get("content-type"), "application/x-ndjson")
+                else:
+                    self.assertTrue(r.headers.get("content-type", "").startswith("application/json"), r.headers)
+                    json.loads(r.body)
+
+    def test_every_route_answers_short_form(self):
+        self.check_all_routes("")
+
+    def test_every_function_route_answers_long_form(self):
+        self.check_all_routes("/v1/namespaces/default")
+
+    def test_long_form_is_the_same_resource(self):
+        self.ensure_fn()
+        d = self.d
+        self.assertEqual(self.assert_ok(d.invoke("fn", {"a": 1})), {"echo": {"a": 1}})
+        for short in ("/v1/functions", "/v1/functions/fn", "/v1/functions/fn/versions"):
+            with self.subTest(short):
+                a = d.api("GET", short)
+                b = d.api("GET", "/v1/namespaces/default" + short[3:])
+                self.assertEqual((a.status, a.json()), (b.status, b.json()))
+        r = d.api("POST", "/v1/namespaces/default/functions/fn/invoke", b'{"b": 2}')
+        self.assertEqual(self.assert_ok(r), {"echo": {"b": 2}})
+        # Updating through the long form publishes on the same function.
+        before = d.api("GET", "/v1/functions/fn").json()["version"]
+        r = d.api("PUT", "/v1/namespaces/default/functions/fn", {"memory_mb": 512 if before % 2 else 256})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(d.api("GET", "/v1/functions/fn").json()["version"], before + 1)
+        # Other namespaces are separate (and empty).
+        self.assertEqual(d.api("GET", "/v1/namespaces/other/functions").json(), {"functions": []})
+        self.assert_api_error(d.api("GET", "/v1/namespaces/other/functions/fn"), 404, "not_found")
+        self.assert_api_error(d.api("GET", "/v1/namespaces/bad%20ns/functions"), 400, "invalid_name")
+
+    # -- documented shapes ---------------------------------------------------------------------
+
+    def test_function_object_shape(self):
+        documented = doc_json_after(self.text, "### PUT /v1/functions/{name}")
+        r = self.d.put("shape", {"runtime": "python3", "handler": "app.handler", "code_sha256": self.sha})
+        self.assertEqual(r.status, 201, r)
+        fn = r.json()
+        self.assertEqual(set(fn), set(documented))
+        self.assertEqual({k: fn[k] for k in ("namespace", "name", "memory_mb", "timeout_s", "environment",
+                                             "description", "version", "changed")},
+                         {"namespace": "default", "name": "shape", "memory_mb": 128, "timeout_s": 3,
+                          "environment": {}, "description": "", "version": 1, "changed": True})
+        self.assertRegex(fn["created_at"], ISO)
+        self.assertRegex(fn["updated_at"], ISO)
+        got = self.d.api("GET", "/v1/functions/shape").json()
+        self.assertEqual(set(got), set(documented) - {"changed"})
+        listed = self.d.api("GET", "/v1/functions").json()["functions"]
+        self.assertEqual([f["name"] for f in listed], sorted(f["name"] for f in listed))
+        self.assertIn(got, listed)
+        vs = self.d.api("GET", "/v1/functions/shape/versions").json()["versions"]
+        self.assertTrue({"version", "code_sha256", "runtime", "handler", "memory_mb", "timeout_s",
+                         "created_at"} <= set(vs[0]), vs)
+        self.assertEqual(self.d.api("GET", "/v1/version").json()["version"].count("."), 2)
+        self.assertEqual(self.d.api("DELETE", "/v1/functions/shape").json(), {"deleted": "shape"})
+
+    def test_code_and_log_record_shapes(self):
+        r = self.d.api("POST", "/v1/code", tar_bytes({"app.py": APP, "x.txt": "x"}))
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(set(r.json()), {"sha256", "size", "unpacked_size", "files"})
+        self.ensure_fn()
+        self.assert_ok(self.d.invoke("fn"))
+        recs = self.d.logs("fn")
+        documented = doc_json_after(self.text, "### GET /v1/functions/{name}/logs")
+        self.assertEqual(set(recs[-1]), set(documented))
+        self.assertEqual({x["stream"] for x in recs}, {"platform", "stdout"})
+
+    def test_error_codes_table(self):
+        """Each documented error code comes back with its documented status."""
+        codes = doc_error_codes(self.text)
+        self.assertIn("not_found", codes)
+        self.ensure_fn()
+        d = self.d
+        new = {"runtime": "python3", "handler": "app.handler", "code_sha256": self.sha}
+        triggers = {
+            "unauthorized": lambda: d.api("GET", "/v1/functions", token="nope"),
+            "not_found": lambda: d.api("GET", "/v1/functions/nosuch"),
+            "method_not_allowed": lambda: d.api("PATCH", "/v1/functions/fn", b"{}"),
+            "invalid_json": lambda: d.api("PUT", "/v1/functions/fn", b"{nope"),
+            "unknown_field": lambda: d.put("fn", {"colour": "red"}),
+            "invalid_value": lambda: d.put("fn", {"memory_mb": 1}),
+            "invalid_name": lambda: d.api("GET", "/v1/functions/bad%20name"),
+            "invalid_runtime": lambda: d.put("fn2", dict(new, runtime="cobol")),
+            "invalid_archive": lambda: d.api("POST", "/v1/code", b"not an archive"),
+            "handler_not_found": lambda: d.put("fn2", dict(new, handler="nosuch.handler")),
+            "payload_too_large": lambda: d.api("POST", "/v1/functions/fn/invoke", b"x" * (6 * MIB + 1)),
+        }
+        untriggerable = {"internal"}
+        for code, status in codes.items():
+            with self.subTest(code=code):
+                if code in untriggerable:
+                    continue
+                self.assertIn(code, triggers, f"docs/api.md lists {code}: teach test_api_doc.py to trigger it")
+                self.assert_api_error(triggers[code](), status, code)
+
+
+if __name__ == "__main__":
+    unittest.main()
