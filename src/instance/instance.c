@@ -69,6 +69,11 @@ typedef struct inst_impl {
     nb_inst_job job;
     char request_id[40];
     char last_request_id[40];
+    /* Copies of the job's strings: an HTTP runtime fetches the job later, after the caller's
+     * buffers are gone (the event itself is owned by the invocation until the result). */
+    char function_arn[256];
+    char trace_id[128];
+    char client_context[4096];
 
     nb_inst_result init_error;
     nb_buf init_error_body;
@@ -1145,6 +1150,13 @@ int nb_inst_dispatch(nb_inst *pub, const nb_inst_job *job, void *tag)
     in->tag = tag;
     in->job = *job;
     snprintf(in->request_id, sizeof in->request_id, "%s", job->request_id);
+    snprintf(in->function_arn, sizeof in->function_arn, "%s", job->function_arn);
+    snprintf(in->trace_id, sizeof in->trace_id, "%s", job->trace_id);
+    snprintf(in->client_context, sizeof in->client_context, "%s", job->client_context);
+    in->job.request_id = in->request_id;
+    in->job.function_arn = in->function_arn;
+    in->job.trace_id = in->trace_id;
+    in->job.client_context = in->client_context;
     set_state(in, NB_INST_BUSY, NULL);
     pub->invocations++;
     uv_timer_start(&in->timer, timer_fired, (uint64_t)job->timeout_ms, 0);

@@ -39,7 +39,8 @@ typedef enum nb_inst_state {
 
 const char *nb_inst_state_name(nb_inst_state s);
 
-/* What an invocation hands to an instance. Strings are copied as needed. */
+/* What an invocation hands to an instance. The strings are copied at dispatch; the event is
+ * not: it must stay valid until hooks->result. */
 typedef struct nb_inst_job {
     const char *request_id;
     const char *function_arn;
