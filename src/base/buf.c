@@ -19,7 +19,8 @@ int nb_buf_reserve(nb_buf *b, size_t extra)
     size_t need = b->len + extra + 1;
     if (need <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 256;
-    while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     if (b->max < SIZE_MAX && cap > b->max + 1) cap = b->max + 1; /* "no cap" must not wrap */
     char *p = realloc(b->data, cap);
     if (!p) return -1;

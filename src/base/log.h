@@ -18,7 +18,8 @@ int nb_log_enabled(enum nb_log_level level);
 void nb_log(enum nb_log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define nb_debug(mod, ...) (nb_log_enabled(NB_LOG_DEBUG) ? nb_log(NB_LOG_DEBUG, mod, __VA_ARGS__) : (void)0)
+#define nb_debug(mod, ...)                                                                         \
+    (nb_log_enabled(NB_LOG_DEBUG) ? nb_log(NB_LOG_DEBUG, mod, __VA_ARGS__) : (void)0)
 #define nb_info(mod, ...)  nb_log(NB_LOG_INFO, mod, __VA_ARGS__)
 #define nb_warn(mod, ...)  nb_log(NB_LOG_WARN, mod, __VA_ARGS__)
 #define nb_error(mod, ...) nb_log(NB_LOG_ERROR, mod, __VA_ARGS__)

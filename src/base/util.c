@@ -193,7 +193,7 @@ int nb_write_file(const char *path, const void *data, size_t len, unsigned mode)
         goto fail;
     }
     return 0;
-fail: {
+fail : {
     int e = errno;
     if (fd >= 0) close(fd);
     unlink(tmp);
@@ -255,12 +255,12 @@ char *nb_read_file(const char *path, size_t max, size_t *len_out)
     buf[len] = 0;
     if (len_out) *len_out = len;
     return buf;
-fail_buf: {
+fail_buf : {
     int e = errno;
     free(buf);
     errno = e;
 }
-fail: {
+fail : {
     int e = errno;
     close(fd);
     errno = e;

@@ -8,8 +8,8 @@
 
 #define NB_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-int64_t nb_now_ms(void);   /* wall clock, Unix epoch milliseconds */
-int64_t nb_mono_us(void);  /* monotonic microseconds, for durations */
+int64_t nb_now_ms(void);  /* wall clock, Unix epoch milliseconds */
+int64_t nb_mono_us(void); /* monotonic microseconds, for durations */
 /* "2026-11-23T10:00:00.123Z"; buf needs 25 bytes. */
 void nb_time_iso8601(int64_t epoch_ms, char *buf, size_t size);
 

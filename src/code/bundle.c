@@ -20,9 +20,11 @@ int nb_bundle_clean_path(const char *path, char *out, size_t size)
     size_t o = 0;
     const char *p = path;
     while (*p) {
-        while (*p == '/') p++;
+        while (*p == '/')
+            p++;
         const char *seg = p;
-        while (*p && *p != '/') p++;
+        while (*p && *p != '/')
+            p++;
         size_t n = (size_t)(p - seg);
         if (n == 0 || (n == 1 && seg[0] == '.')) continue;
         if (n == 2 && seg[0] == '.' && seg[1] == '.') return -1;
@@ -48,9 +50,11 @@ int nb_bundle_link_inside(const char *at, const char *target)
         if (*p == '/') depth++;
     const char *p = target;
     while (*p) {
-        while (*p == '/') p++;
+        while (*p == '/')
+            p++;
         const char *seg = p;
-        while (*p && *p != '/') p++;
+        while (*p && *p != '/')
+            p++;
         size_t n = (size_t)(p - seg);
         if (n == 0 || (n == 1 && seg[0] == '.')) continue;
         if (n == 2 && seg[0] == '.' && seg[1] == '.') {
@@ -203,7 +207,8 @@ int nb_bundle_unpack(const void *data, size_t len, const char *dir, const nb_bun
         }
         if (c == 1) continue; /* "./" itself */
         if (archive_entry_hardlink(e)) {
-            rc = nb_err_set(err, 400, NB_E_INVALID_ARCHIVE, "archive entry '%s' is a hard link", rel);
+            rc = nb_err_set(err, 400, NB_E_INVALID_ARCHIVE, "archive entry '%s' is a hard link",
+                            rel);
             goto done;
         }
         const char *last = NULL;
@@ -215,19 +220,22 @@ int nb_bundle_unpack(const void *data, size_t len, const char *dir, const nb_bun
         mode_t type = archive_entry_filetype(e);
         mode_t perm = (archive_entry_perm(e) & 0100) ? 0755 : 0644;
         if (type == AE_IFDIR) {
-            if (mkdirat(pfd, last, 0755) < 0 && errno != EEXIST) rc = nb_err_sys(err, errno, "mkdir %s", rel);
+            if (mkdirat(pfd, last, 0755) < 0 && errno != EEXIST)
+                rc = nb_err_sys(err, errno, "mkdir %s", rel);
         } else if (type == AE_IFLNK) {
             const char *target = archive_entry_symlink(e);
             if (!target || !nb_bundle_link_inside(rel, target))
                 rc = nb_err_set(err, 400, NB_E_INVALID_ARCHIVE,
                                 "archive symlink '%s' points outside the bundle", rel);
             else if (symlinkat(target, pfd, last) < 0)
-                rc = errno == EEXIST ? nb_err_set(err, 400, NB_E_INVALID_ARCHIVE, "duplicate archive entry '%s'", rel)
+                rc = errno == EEXIST ? nb_err_set(err, 400, NB_E_INVALID_ARCHIVE,
+                                                  "duplicate archive entry '%s'", rel)
                                      : nb_err_sys(err, errno, "symlink %s", rel);
         } else if (type == AE_IFREG) {
             int fd = openat(pfd, last, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, perm);
             if (fd < 0) {
-                rc = errno == EEXIST ? nb_err_set(err, 400, NB_E_INVALID_ARCHIVE, "duplicate archive entry '%s'", rel)
+                rc = errno == EEXIST ? nb_err_set(err, 400, NB_E_INVALID_ARCHIVE,
+                                                  "duplicate archive entry '%s'", rel)
                                      : nb_err_sys(err, errno, "create %s", rel);
             } else {
                 rc = write_entry_data(a, e, fd, rel, &total, limits->max_unpacked, err);
@@ -241,7 +249,8 @@ int nb_bundle_unpack(const void *data, size_t len, const char *dir, const nb_bun
         if (rc < 0) goto done;
     }
     if (r != ARCHIVE_EOF) {
-        rc = nb_err_set(err, 400, NB_E_INVALID_ARCHIVE, "corrupt archive: %s", archive_error_string(a));
+        rc = nb_err_set(err, 400, NB_E_INVALID_ARCHIVE, "corrupt archive: %s",
+                        archive_error_string(a));
         goto done;
     }
     if (out) {

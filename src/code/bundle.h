@@ -16,9 +16,9 @@
 
 #include <stddef.h>
 
-#define NB_BUNDLE_MAX_UPLOAD (64u << 20)
+#define NB_BUNDLE_MAX_UPLOAD   (64u << 20)
 #define NB_BUNDLE_MAX_UNPACKED (256ull << 20)
-#define NB_BUNDLE_MAX_FILES 20000
+#define NB_BUNDLE_MAX_FILES    20000
 
 typedef struct nb_bundle_limits {
     unsigned long long max_unpacked;

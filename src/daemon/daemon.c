@@ -51,18 +51,20 @@ typedef struct daemon {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: nimbus serve [--listen HOST:PORT] [--data DIR] [--drain-timeout S]\n\n"
-            "Runs the nimbus daemon: the admin API, the function instances and their logs.\n\n"
-            "Options:\n"
-            "  --listen HOST:PORT   address to serve on (env NIMBUS_LISTEN; default 127.0.0.1:8080;\n"
-            "                       port 0 picks a free port, written to DATA/listen)\n"
-            "  --data DIR           data directory (env NIMBUS_DATA; default ./nimbus-data)\n"
-            "  --drain-timeout S    on SIGTERM/SIGINT, how long in-flight invocations may run on\n"
-            "                       (default 30)\n"
-            "  --routes             print the admin API's routes and exit\n"
-            "  -h, --help           this help\n\n"
-            "Environment: NIMBUS_LOG_LEVEL=debug|info|warn|error, NIMBUS_IDLE_TIMEOUT_S (default 300).\n");
+    fprintf(
+        f,
+        "usage: nimbus serve [--listen HOST:PORT] [--data DIR] [--drain-timeout S]\n\n"
+        "Runs the nimbus daemon: the admin API, the function instances and their logs.\n\n"
+        "Options:\n"
+        "  --listen HOST:PORT   address to serve on (env NIMBUS_LISTEN; default 127.0.0.1:8080;\n"
+        "                       port 0 picks a free port, written to DATA/listen)\n"
+        "  --data DIR           data directory (env NIMBUS_DATA; default ./nimbus-data)\n"
+        "  --drain-timeout S    on SIGTERM/SIGINT, how long in-flight invocations may run on\n"
+        "                       (default 30)\n"
+        "  --routes             print the admin API's routes and exit\n"
+        "  -h, --help           this help\n\n"
+        "Environment: NIMBUS_LOG_LEVEL=debug|info|warn|error, NIMBUS_IDLE_TIMEOUT_S (default "
+        "300).\n");
 }
 
 static int parse_listen(const char *s, char *host, size_t hsize, int *port)
@@ -99,7 +101,8 @@ static int take_lock(daemon_t *d)
         ssize_t n = pread(d->lock_fd, pid, sizeof pid - 1, 0);
         if (n > 0) pid[n] = 0;
         pid[strcspn(pid, "\n")] = 0;
-        fprintf(stderr, "nimbus: another nimbus (pid %s) is already running on %s\n", pid, d->data_dir);
+        fprintf(stderr, "nimbus: another nimbus (pid %s) is already running on %s\n", pid,
+                d->data_dir);
         return -1;
     }
     char buf[32];
@@ -158,7 +161,8 @@ static void on_sigchld(uv_signal_t *s, int signum)
     (void)signum;
     int status;
     pid_t pid;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) nb_inst_reaped(pid, status);
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+        nb_inst_reaped(pid, status);
 }
 
 /* Runs before the loop blocks: whatever this turn logged goes to disk in one write per file. */
@@ -243,7 +247,10 @@ int nb_daemon_main(int argc, char **argv)
             d.drain_timeout_ms = s * 1000;
             i++;
         } else {
-            fprintf(stderr, "nimbus: serve: unknown or incomplete option '%s' (see 'nimbus serve --help')\n", a);
+            fprintf(
+                stderr,
+                "nimbus: serve: unknown or incomplete option '%s' (see 'nimbus serve --help')\n",
+                a);
             return 2;
         }
     }
@@ -297,7 +304,8 @@ int nb_daemon_main(int argc, char **argv)
         goto out;
     }
     char addr[300];
-    snprintf(addr, sizeof addr, "%s:%d\n", strchr(d.listen_host, ':') ? "[::1]" : d.listen_host, port);
+    snprintf(addr, sizeof addr, "%s:%d\n", strchr(d.listen_host, ':') ? "[::1]" : d.listen_host,
+             port);
     if (strchr(d.listen_host, ':')) snprintf(addr, sizeof addr, "[%s]:%d\n", d.listen_host, port);
     snprintf(path, sizeof path, "%s/listen", d.data_dir);
     nb_write_file(path, addr, strlen(addr), 0644);
@@ -316,8 +324,9 @@ int nb_daemon_main(int argc, char **argv)
     d.log_flush.data = &d;
     uv_prepare_start(&d.log_flush, on_prepare);
     uv_unref((uv_handle_t *)&d.log_flush);
-    nb_info("daemon", "nimbus %s serving on http://%s:%d data=%s store=%s isolation=%s", NIMBUS_VERSION,
-            d.listen_host, port, d.data_dir, d.store->ops->name, nb_spawn_isolated() ? "namespaces" : "none");
+    nb_info("daemon", "nimbus %s serving on http://%s:%d data=%s store=%s isolation=%s",
+            NIMBUS_VERSION, d.listen_host, port, d.data_dir, d.store->ops->name,
+            nb_spawn_isolated() ? "namespaces" : "none");
 
     while (!d.shutting_down || nb_invoker_instances(d.invoker) > 0) {
         uv_run(d.loop, UV_RUN_ONCE);

@@ -22,9 +22,9 @@ int nb_fn_runtime_kind(const char *rt)
         const char *name;
         enum nb_runtime_kind kind;
     } exact[] = {
-        {"python3", NB_RT_PYTHON},       {"nodejs", NB_RT_NODE},
-        {"nodejs18.x", NB_RT_NODE},      {"nodejs20.x", NB_RT_NODE},
-        {"nodejs22.x", NB_RT_NODE},      {"provided", NB_RT_PROVIDED},
+        {"python3", NB_RT_PYTHON},        {"nodejs", NB_RT_NODE},
+        {"nodejs18.x", NB_RT_NODE},       {"nodejs20.x", NB_RT_NODE},
+        {"nodejs22.x", NB_RT_NODE},       {"provided", NB_RT_PROVIDED},
         {"provided.al2", NB_RT_PROVIDED}, {"provided.al2023", NB_RT_PROVIDED},
     };
     for (size_t i = 0; i < NB_ARRAY_LEN(exact); i++)
@@ -61,8 +61,15 @@ void nb_fn_config_copy(nb_fn_config *dst, const nb_fn_config *src)
 static int valid_env_key(const char *k)
 {
     static const char *reserved[] = {
-        "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_EXECUTION_ENV",
-        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "TZ",
+        "_HANDLER",
+        "_X_AMZN_TRACE_ID",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_EXECUTION_ENV",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "TZ",
         "AWS_LAMBDA_RUNTIME_API",
     };
     size_t n = strlen(k);
@@ -99,8 +106,8 @@ static int check_environment(json_t *env, nb_err *err)
         total += strlen(k) + json_string_length(v);
     }
     if (total > NB_ENV_MAX_BYTES)
-        return nb_err_set(err, 400, NB_E_INVALID_VALUE,
-                          "environment is %zu bytes; the limit is %d", total, NB_ENV_MAX_BYTES);
+        return nb_err_set(err, 400, NB_E_INVALID_VALUE, "environment is %zu bytes; the limit is %d",
+                          total, NB_ENV_MAX_BYTES);
     return 0;
 }
 
@@ -133,13 +140,15 @@ static int valid_handler(const nb_fn_config *c)
     const char *slash = strrchr(c->handler, '/');
     const char *base = slash ? slash + 1 : c->handler;
     const char *dot = strchr(base, '.');
-    if (!dot || dot == base || !dot[1] || c->handler[0] == '/' || strstr(c->handler, "..")) return 0;
+    if (!dot || dot == base || !dot[1] || c->handler[0] == '/' || strstr(c->handler, ".."))
+        return 0;
     return 1;
 }
 
 int nb_fn_config_apply(nb_fn_config *cfg, json_t *body, int creating, nb_err *err)
 {
-    if (!json_is_object(body)) return nb_err_set(err, 400, NB_E_INVALID_JSON, "body must be a JSON object");
+    if (!json_is_object(body))
+        return nb_err_set(err, 400, NB_E_INVALID_JSON, "body must be a JSON object");
     nb_fn_config c;
     nb_fn_config_copy(&c, cfg);
     const char *k;
@@ -160,7 +169,8 @@ int nb_fn_config_apply(nb_fn_config *cfg, json_t *body, int creating, nb_err *er
         } else if (strcmp(k, "code_sha256") == 0) {
             rc = get_str(v, k, 64, c.code_sha256, err);
             if (rc == 0 && strspn(c.code_sha256, "0123456789abcdef") != 64)
-                rc = nb_err_set(err, 400, NB_E_INVALID_VALUE, "code_sha256 must be 64 lowercase hex digits");
+                rc = nb_err_set(err, 400, NB_E_INVALID_VALUE,
+                                "code_sha256 must be 64 lowercase hex digits");
         } else if (strcmp(k, "memory_mb") == 0) {
             rc = get_int(v, k, NB_MEMORY_MIN, NB_MEMORY_MAX, &c.memory_mb, err);
         } else if (strcmp(k, "timeout_s") == 0) {
@@ -179,8 +189,13 @@ int nb_fn_config_apply(nb_fn_config *cfg, json_t *body, int creating, nb_err *er
         if (rc < 0) break;
     }
     if (rc == 0 && creating) {
-        const char *missing = !c.runtime[0] ? "runtime" : !c.handler[0] ? "handler" : !c.code_sha256[0] ? "code_sha256" : NULL;
-        if (missing) rc = nb_err_set(err, 400, NB_E_INVALID_VALUE, "%s is required to create a function", missing);
+        const char *missing = !c.runtime[0]       ? "runtime"
+                              : !c.handler[0]     ? "handler"
+                              : !c.code_sha256[0] ? "code_sha256"
+                                                  : NULL;
+        if (missing)
+            rc = nb_err_set(err, 400, NB_E_INVALID_VALUE, "%s is required to create a function",
+                            missing);
     }
     if (rc == 0) {
         c.kind = (enum nb_runtime_kind)nb_fn_runtime_kind(c.runtime);
@@ -247,7 +262,8 @@ int nb_fn_handler_files(const nb_fn_config *c, char *out, size_t size)
     const char *exts_py[] = {".py", "/__init__.py", NULL};
     const char *exts_node[] = {".js", ".mjs", ".cjs", NULL};
     const char **exts = c->kind == NB_RT_PYTHON ? exts_py : exts_node;
-    for (int i = 0; exts[i]; i++) off += (size_t)snprintf(out + off, size - off, "%s%s", mod, exts[i]) + 1;
+    for (int i = 0; exts[i]; i++)
+        off += (size_t)snprintf(out + off, size - off, "%s%s", mod, exts[i]) + 1;
     out[off] = 0;
     return 0;
 }

@@ -13,13 +13,13 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#define NB_NAME_MAX 64
-#define NB_HANDLER_MAX 128
-#define NB_DESC_MAX 256
+#define NB_NAME_MAX      64
+#define NB_HANDLER_MAX   128
+#define NB_DESC_MAX      256
 #define NB_ENV_MAX_BYTES 4096
-#define NB_MEMORY_MIN 128
-#define NB_MEMORY_MAX 10240
-#define NB_TIMEOUT_MAX 900
+#define NB_MEMORY_MIN    128
+#define NB_MEMORY_MAX    10240
+#define NB_TIMEOUT_MAX   900
 
 enum nb_runtime_kind { NB_RT_PYTHON, NB_RT_NODE, NB_RT_PROVIDED };
 

@@ -10,8 +10,8 @@
 #include <string.h>
 
 #define NB_INVOKE_MAX_BODY (6u << 20)
-#define NB_JSON_MAX_BODY (256u << 10)
-#define DEFAULT_NS "default"
+#define NB_JSON_MAX_BODY   (256u << 10)
+#define DEFAULT_NS         "default"
 
 typedef struct route_args {
     nb_api *api;
@@ -28,7 +28,7 @@ typedef struct route {
     const char *method;
     const char *pattern; /* segments; "{name}" captures a function name */
     route_fn fn;
-    int public;          /* no token needed */
+    int public; /* no token needed */
 } route;
 
 static void r_health(route_args *a);
@@ -59,14 +59,16 @@ static const route routes[] = {
 
 void nb_api_print_routes(FILE *f)
 {
-    for (size_t i = 0; i < NB_ARRAY_LEN(routes); i++) fprintf(f, "%s %s\n", routes[i].method, routes[i].pattern);
+    for (size_t i = 0; i < NB_ARRAY_LEN(routes); i++)
+        fprintf(f, "%s %s\n", routes[i].method, routes[i].pattern);
 }
 
 /* ---------- routing ---------- */
 
 /* Matches path against pattern, capturing {name}. 1 match, 0 no match. A {name} segment that
  * is not a valid function name still matches (the handler answers 400/404 with a reason). */
-static int match_pattern(const char *pattern, const char *path, size_t plen, char *name, size_t nsize)
+static int match_pattern(const char *pattern, const char *path, size_t plen, char *name,
+                         size_t nsize)
 {
     const char *p = pattern, *s = path, *end = path + plen;
     while (*p && s < end) {
@@ -126,7 +128,8 @@ int nb_api_handle(void *ud, h2o_req_t *req, const char *request_id)
             nb_http_error(req, 400, NB_E_INVALID_NAME, "invalid namespace '%s'", a.ns);
             return 0;
         }
-        int n = snprintf(rewritten, sizeof rewritten, "/v1%.*s", (int)(plen - (size_t)(slash - path)), slash);
+        int n = snprintf(rewritten, sizeof rewritten, "/v1%.*s",
+                         (int)(plen - (size_t)(slash - path)), slash);
         if (n < 0 || (size_t)n >= sizeof rewritten) {
             nb_http_error(req, 404, NB_E_NOT_FOUND, "no route");
             return 0;
@@ -142,19 +145,21 @@ int nb_api_handle(void *ud, h2o_req_t *req, const char *request_id)
         path_matched = 1;
         if (!h2o_memis(req->method.base, req->method.len, r->method, strlen(r->method))) continue;
         if (!r->public && !auth_ok(api, req)) {
-            nb_http_error(req, 401, NB_E_UNAUTHORIZED, "missing or wrong admin token (Authorization: Bearer ...)");
+            nb_http_error(req, 401, NB_E_UNAUTHORIZED,
+                          "missing or wrong admin token (Authorization: Bearer ...)");
             return 0;
         }
         if (strstr(r->pattern, "{name}") && !nb_fn_valid_name(a.name)) {
-            nb_http_error(req, 400, NB_E_INVALID_NAME, "invalid function name: names match [A-Za-z0-9_-]{1,64}");
+            nb_http_error(req, 400, NB_E_INVALID_NAME,
+                          "invalid function name: names match [A-Za-z0-9_-]{1,64}");
             return 0;
         }
         r->fn(&a);
         return 0;
     }
     if (path_matched)
-        nb_http_error(req, 405, NB_E_METHOD, "method %.*s not allowed on %.*s", (int)req->method.len,
-                      req->method.base, (int)plen, path);
+        nb_http_error(req, 405, NB_E_METHOD, "method %.*s not allowed on %.*s",
+                      (int)req->method.len, req->method.base, (int)plen, path);
     else
         nb_http_error(req, 404, NB_E_NOT_FOUND, "no route for %.*s", (int)plen, path);
     return 0;
@@ -180,7 +185,8 @@ static const char *query_param(const char *q, const char *key, char *buf, size_t
     return NULL;
 }
 
-static int parse_int_param(route_args *a, const char *key, long long lo, long long hi, long long *out)
+static int parse_int_param(route_args *a, const char *key, long long lo, long long hi,
+                           long long *out)
 {
     char buf[32];
     if (!query_param(a->query, key, buf, sizeof buf)) return 0;
@@ -188,7 +194,8 @@ static int parse_int_param(route_args *a, const char *key, long long lo, long lo
     errno = 0;
     long long v = strtoll(buf, &end, 10);
     if (errno || end == buf || *end || v < lo || v > hi) {
-        nb_http_error(a->req, 400, NB_E_INVALID_VALUE, "query parameter %s must be an integer in %lld..%lld", key, lo, hi);
+        nb_http_error(a->req, 400, NB_E_INVALID_VALUE,
+                      "query parameter %s must be an integer in %lld..%lld", key, lo, hi);
         return -1;
     }
     *out = v;
@@ -198,7 +205,8 @@ static int parse_int_param(route_args *a, const char *key, long long lo, long lo
 static int body_too_big(route_args *a, size_t max)
 {
     if (a->req->entity.len <= max) return 0;
-    nb_http_error(a->req, 413, NB_E_TOO_LARGE, "request body is %zu bytes; the limit is %zu", a->req->entity.len, max);
+    nb_http_error(a->req, 413, NB_E_TOO_LARGE, "request body is %zu bytes; the limit is %zu",
+                  a->req->entity.len, max);
     return 1;
 }
 
@@ -206,12 +214,15 @@ static int body_too_big(route_args *a, size_t max)
 
 static void r_health(route_args *a)
 {
-    nb_http_send_json(a->req, 200, json_pack("{s:s}", "status", a->api->draining ? "draining" : "ok"));
+    nb_http_send_json(a->req, 200,
+                      json_pack("{s:s}", "status", a->api->draining ? "draining" : "ok"));
 }
 
 static void r_version(route_args *a)
 {
-    nb_http_send_json(a->req, 200, json_pack("{s:s, s:s}", "version", NIMBUS_VERSION, "store", a->api->store->ops->name));
+    nb_http_send_json(
+        a->req, 200,
+        json_pack("{s:s, s:s}", "version", NIMBUS_VERSION, "store", a->api->store->ops->name));
 }
 
 static void r_code(route_args *a)
@@ -219,14 +230,15 @@ static void r_code(route_args *a)
     nb_api *api = a->api;
     if (body_too_big(a, NB_BUNDLE_MAX_UPLOAD)) return;
     if (a->req->entity.len == 0) {
-        nb_http_error(a->req, 400, NB_E_INVALID_ARCHIVE, "empty body: send a zip or tar.gz archive");
+        nb_http_error(a->req, 400, NB_E_INVALID_ARCHIVE,
+                      "empty body: send a zip or tar.gz archive");
         return;
     }
     nb_err err = {0};
     nb_code_blob blob;
     int existed = 0;
-    if (nb_bundle_ingest(api->blob_root, api->code_root, a->req->entity.base, a->req->entity.len, NULL,
-                         &blob, &existed, &err) < 0) {
+    if (nb_bundle_ingest(api->blob_root, api->code_root, a->req->entity.base, a->req->entity.len,
+                         NULL, &blob, &existed, &err) < 0) {
         nb_http_send_error(a->req, &err);
         return;
     }
@@ -238,8 +250,9 @@ static void r_code(route_args *a)
         return;
     }
     nb_http_send_json(a->req, existed ? 200 : 201,
-                      json_pack("{s:s, s:I, s:I, s:I}", "sha256", blob.sha256, "size", (json_int_t)blob.size,
-                                "unpacked_size", (json_int_t)blob.unpacked_size, "files", (json_int_t)blob.files));
+                      json_pack("{s:s, s:I, s:I, s:I}", "sha256", blob.sha256, "size",
+                                (json_int_t)blob.size, "unpacked_size",
+                                (json_int_t)blob.unpacked_size, "files", (json_int_t)blob.files));
 }
 
 /* Checks that the bundle holds what the handler needs. */
@@ -250,7 +263,8 @@ static int check_handler(nb_api *api, const nb_fn_config *cfg, nb_err *err)
     if (found < 0) return -1;
     if (!found)
         return nb_err_set(err, 404, NB_E_NOT_FOUND,
-                          "code %.12s... was never uploaded (POST /v1/code first)", cfg->code_sha256);
+                          "code %.12s... was never uploaded (POST /v1/code first)",
+                          cfg->code_sha256);
     char dir[PATH_MAX], files[1024];
     snprintf(dir, sizeof dir, "%s/%s", api->code_root, cfg->code_sha256);
     if (nb_fn_handler_files(cfg, files, sizeof files) < 0)
@@ -273,7 +287,8 @@ static void r_put(route_args *a)
                               JSON_REJECT_DUPLICATES, &je);
     if (!body || !json_is_object(body)) {
         json_decref(body);
-        nb_http_error(a->req, 400, NB_E_INVALID_JSON, "body must be a JSON object%s%s", body ? "" : ": ", body ? "" : je.text);
+        nb_http_error(a->req, 400, NB_E_INVALID_JSON, "body must be a JSON object%s%s",
+                      body ? "" : ": ", body ? "" : je.text);
         return;
     }
     nb_err err = {0};
@@ -301,7 +316,8 @@ static void r_put(route_args *a)
     }
     if (res.changed) {
         nb_invoker_publish(api->invoker, res.version);
-        nb_info("api", "published %s/%s version %lld", a->ns, a->name, (long long)res.version->version);
+        nb_info("api", "published %s/%s version %lld", a->ns, a->name,
+                (long long)res.version->version);
     }
     json_t *o = nb_fn_version_to_json(res.version, res.updated_at);
     json_object_set_new(o, "changed", json_boolean(res.changed));
@@ -321,7 +337,8 @@ static void r_list(route_args *a)
         return;
     }
     json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++) json_array_append_new(arr, nb_fn_version_to_json(vs[i], upd[i]));
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, nb_fn_version_to_json(vs[i], upd[i]));
     nb_store_free_versions(vs, n);
     free(upd);
     nb_http_send_json(a->req, 200, json_pack("{s:o}", "functions", arr));
@@ -400,11 +417,13 @@ static void invoke_done(nb_inv *inv, void *ud)
     snprintf(v, sizeof v, "%lld", (long long)inv->ver->version);
     nb_http_header(req, "x-nimbus-executed-version", v);
     if (inv->outcome != NB_OUTCOME_OK) {
-        nb_http_header(req, "x-nimbus-function-error", inv->outcome == NB_OUTCOME_HANDLED ? "Handled" : "Unhandled");
+        nb_http_header(req, "x-nimbus-function-error",
+                       inv->outcome == NB_OUTCOME_HANDLED ? "Handled" : "Unhandled");
         nb_http_send(req, 200, "application/json", inv->body, inv->body_len);
         return;
     }
-    nb_http_send(req, 200, inv->content_type[0] ? inv->content_type : "application/json", inv->body, inv->body_len);
+    nb_http_send(req, 200, inv->content_type[0] ? inv->content_type : "application/json", inv->body,
+                 inv->body_len);
 }
 
 static void r_invoke(route_args *a)
@@ -434,7 +453,8 @@ static void r_invoke(route_args *a)
     pi->req = a->req;
     pi->inv = NULL;
     const char *event = a->req->entity.base ? a->req->entity.base : "";
-    nb_invoke(api->invoker, ver, event, a->req->entity.len, a->request_id, invoke_done, pi, &pi->inv);
+    nb_invoke(api->invoker, ver, event, a->req->entity.len, a->request_id, invoke_done, pi,
+              &pi->inv);
     nb_fn_version_unref(ver);
 }
 
@@ -482,7 +502,8 @@ static void follower_flush(nb_api_follower *f, enum flush_mode mode)
         f->sub = NULL;
         follower_unlink(f);
     }
-    h2o_send(f->req, &buf, 1, mode == FLUSH_FINAL ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+    h2o_send(f->req, &buf, 1,
+             mode == FLUSH_FINAL ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
 }
 
 static void follower_proceed(h2o_generator_t *g, h2o_req_t *req)

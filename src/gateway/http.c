@@ -28,22 +28,38 @@ struct nb_http {
 static const char *reason_of(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 429: return "Too Many Requests";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    default: return status < 500 ? "Error" : "Internal Server Error";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return status < 500 ? "Error" : "Internal Server Error";
     }
 }
 
@@ -83,7 +99,8 @@ nb_http *nb_http_new(uv_loop_t *loop, nb_http_handler handler, void *ud)
     h2o_config_init(&h->config);
     h->config.max_request_entity_size = NB_HTTP_MAX_BODY;
     h->config.server_name = h2o_iovec_init(H2O_STRLIT("nimbus"));
-    h2o_hostconf_t *host = h2o_config_register_host(&h->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_hostconf_t *host =
+        h2o_config_register_host(&h->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     route_handler *rh = (route_handler *)h2o_create_handler(path, sizeof *rh);
     rh->super.on_req = on_req;
@@ -106,12 +123,13 @@ int nb_http_listen(nb_http *h, const char *host, int port, int *bound_port, nb_e
     int rc = uv_tcp_bind(&h->listener, (struct sockaddr *)&addr, 0);
     if (rc == 0) rc = uv_listen((uv_stream_t *)&h->listener, 1024, on_accept);
     if (rc != 0)
-        return nb_err_set(err, 500, NB_E_INTERNAL, "listen on %s:%d: %s", host, port, uv_strerror(rc));
+        return nb_err_set(err, 500, NB_E_INTERNAL, "listen on %s:%d: %s", host, port,
+                          uv_strerror(rc));
     struct sockaddr_storage bound;
     int len = sizeof bound;
     uv_tcp_getsockname(&h->listener, (struct sockaddr *)&bound, &len);
     *bound_port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                   : ((struct sockaddr_in *)&bound)->sin_port);
+                                                    : ((struct sockaddr_in *)&bound)->sin_port);
     return 0;
 }
 
@@ -162,8 +180,8 @@ void nb_http_send_error(h2o_req_t *req, const nb_err *err)
     if (status >= 500) nb_error("http", "%d %s: %s", status, err->code, err->msg);
     if (status == 401) nb_http_header(req, "www-authenticate", "Bearer realm=\"nimbus\"");
     nb_http_send_json(req, status,
-                      json_pack("{s:{s:s, s:s}}", "error", "code", err->code ? err->code : NB_E_INTERNAL,
-                                "message", err->msg));
+                      json_pack("{s:{s:s, s:s}}", "error", "code",
+                                err->code ? err->code : NB_E_INTERNAL, "message", err->msg));
 }
 
 void nb_http_error(h2o_req_t *req, int status, const char *code, const char *fmt, ...)

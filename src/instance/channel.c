@@ -48,7 +48,8 @@ long nb_chan_decode(const void *buf, size_t len, nb_chan_msg *msg)
         break;
     case NB_CHAN_INVOKE:
         if (r.left < 8) return -1;
-        for (int i = 7; i >= 0; i--) msg->deadline_ms = msg->deadline_ms << 8 | r.p[i];
+        for (int i = 7; i >= 0; i--)
+            msg->deadline_ms = msg->deadline_ms << 8 | r.p[i];
         r.p += 8;
         r.left -= 8;
         if (rd_str(&r, &msg->request_id) < 0 || rd_str(&r, &msg->function_arn) < 0 ||
@@ -94,7 +95,8 @@ int nb_chan_encode(nb_buf *out, const nb_chan_msg *m)
         break;
     case NB_CHAN_INVOKE: {
         unsigned char d[8];
-        for (int i = 0; i < 8; i++) d[i] = (unsigned char)(m->deadline_ms >> (8 * i));
+        for (int i = 0; i < 8; i++)
+            d[i] = (unsigned char)(m->deadline_ms >> (8 * i));
         rc = nb_buf_append(out, d, 8);
         if (rc == 0) rc = put_str(out, m->request_id);
         if (rc == 0) rc = put_str(out, m->function_arn);
@@ -123,6 +125,7 @@ int nb_chan_encode(nb_buf *out, const nb_chan_msg *m)
         return -1;
     }
     unsigned char *h = (unsigned char *)out->data + start;
-    for (int i = 0; i < 4; i++) h[i] = (unsigned char)(flen >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        h[i] = (unsigned char)(flen >> (8 * i));
     return 0;
 }

@@ -33,8 +33,8 @@ typedef struct nb_chan_msg {
     nb_chan_str function_arn; /* INVOKE */
     nb_chan_str trace_id;     /* INVOKE */
     nb_chan_str client_context;
-    nb_chan_str error_type;   /* ERROR, INIT_ERROR */
-    nb_chan_str body;         /* INVOKE event, RESPONSE result, ERROR/INIT_ERROR error JSON */
+    nb_chan_str error_type; /* ERROR, INIT_ERROR */
+    nb_chan_str body;       /* INVOKE event, RESPONSE result, ERROR/INIT_ERROR error JSON */
 } nb_chan_msg;
 
 /* Parses one frame at the start of buf. Returns the frame's total size (> 0), 0 when more

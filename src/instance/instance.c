@@ -22,7 +22,7 @@
 /* Output a single instance may push per second before its pipes stop being read; the
  * runtime then blocks in write(2) instead of the daemon drowning in its output. */
 #define OUTPUT_BYTES_PER_SEC (4u << 20)
-#define REAP_GRACE_MS 1000
+#define REAP_GRACE_MS        1000
 
 typedef enum transport { TRANSPORT_NONE, TRANSPORT_CHANNEL, TRANSPORT_HTTP } transport;
 
@@ -54,8 +54,8 @@ typedef struct inst_impl {
     int64_t out_window_start;
     int out_paused;
 
-    uv_timer_t timer;    /* init deadline, then invocation deadline */
-    uv_timer_t aux;      /* output throttle resume, reap grace */
+    uv_timer_t timer; /* init deadline, then invocation deadline */
+    uv_timer_t aux;   /* output throttle resume, reap grace */
     int timer_is_init;
 
     uv_tcp_t rapi_listener;
@@ -208,7 +208,8 @@ static void throttle_resume(uv_timer_t *t)
     if (in->err.open) uv_read_start((uv_stream_t *)&in->err.pipe, out_alloc, out_read);
 }
 
-static void platform_line(inst_impl *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void platform_line(inst_impl *in, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void platform_line(inst_impl *in, const char *fmt, ...)
 {
     char line[512];
@@ -389,7 +390,8 @@ static void finalize(inst_impl *in)
     nb_inst_state was = in->pub.state;
     if (in->tag) {
         char msg[400];
-        snprintf(msg, sizeof msg, "RequestId: %s Error: Runtime exited with error: %s", in->request_id, how);
+        snprintf(msg, sizeof msg, "RequestId: %s Error: Runtime exited with error: %s",
+                 in->request_id, how);
         char *s = error_json("Runtime.ExitError", msg);
         /* A Runtime API job the runtime never fetched (it exited instead of calling /next, as
          * runtimes do after reporting a crash) did not run: the owner may give it to the
@@ -399,8 +401,8 @@ static void finalize(inst_impl *in)
         free(s);
     }
     if (was == NB_INST_STARTING) {
-        init_error_message(in, "Runtime.ExitError",
-                           "Runtime exited without providing a reason: %s", how);
+        init_error_message(in, "Runtime.ExitError", "Runtime exited without providing a reason: %s",
+                           how);
     }
     if (was != NB_INST_STOPPING) platform_line(in, "instance %s exited: %s", in->pub.name, how);
     set_state(in, NB_INST_STOPPED, was == NB_INST_STOPPING ? in->stop_reason : how);
@@ -492,10 +494,11 @@ static void timer_fired(uv_timer_t *t)
         kill_process(in, "init timeout");
     } else if (in->pub.state == NB_INST_BUSY && in->tag) {
         double secs = (double)in->job.timeout_ms / 1000.0;
-        platform_line(in, "RequestId: %s Error: Task timed out after %.2f seconds",
-                      in->request_id, secs);
-        platform_error(in, "Sandbox.Timedout", "RequestId: %s Error: Task timed out after %.2f seconds",
-                       in->request_id, secs);
+        platform_line(in, "RequestId: %s Error: Task timed out after %.2f seconds", in->request_id,
+                      secs);
+        platform_error(in, "Sandbox.Timedout",
+                       "RequestId: %s Error: Task timed out after %.2f seconds", in->request_id,
+                       secs);
         kill_process(in, "invocation timeout");
     }
 }
@@ -508,8 +511,8 @@ static void chan_protocol_error(inst_impl *in, const char *what)
     if (in->pub.state == NB_INST_STARTING)
         init_error_message(in, "Runtime.InvalidProtocol", "channel protocol error: %s", what);
     else if (in->tag)
-        platform_error(in, "Runtime.InvalidProtocol", "RequestId: %s Error: channel protocol error: %s",
-                       in->request_id, what);
+        platform_error(in, "Runtime.InvalidProtocol",
+                       "RequestId: %s Error: channel protocol error: %s", in->request_id, what);
     kill_process(in, "protocol error");
 }
 
@@ -535,7 +538,8 @@ static void chan_frame(inst_impl *in, const nb_chan_msg *m)
             return chan_protocol_error(in, "RESPONSE for a request not in flight");
         if (m->body.len > (6u << 20)) {
             platform_error(in, "Function.ResponseSizeTooLarge",
-                           "Response payload size (%zu bytes) exceeded maximum allowed payload size (6291456 bytes).",
+                           "Response payload size (%zu bytes) exceeded maximum allowed payload "
+                           "size (6291456 bytes).",
                            m->body.len);
             become_idle(in);
             break;
@@ -547,7 +551,8 @@ static void chan_frame(inst_impl *in, const nb_chan_msg *m)
         if (!id_matches(in, m->request_id.p, m->request_id.len))
             return chan_protocol_error(in, "ERROR for a request not in flight");
         char type[96];
-        snprintf(type, sizeof type, "%.*s", (int)(m->error_type.len < 95 ? m->error_type.len : 95), m->error_type.p);
+        snprintf(type, sizeof type, "%.*s", (int)(m->error_type.len < 95 ? m->error_type.len : 95),
+                 m->error_type.p);
         if (m->type == NB_CHAN_FATAL_ERROR) {
             /* Answer, then retire: the runtime is exiting and must not get the next job. */
             deliver_result(in, NB_OUTCOME_HANDLED, type, m->body.p, m->body.len, NULL);
@@ -558,9 +563,11 @@ static void chan_frame(inst_impl *in, const nb_chan_msg *m)
         break;
     }
     case NB_CHAN_INIT_ERROR: {
-        if (in->pub.state != NB_INST_STARTING) return chan_protocol_error(in, "INIT_ERROR after init");
+        if (in->pub.state != NB_INST_STARTING)
+            return chan_protocol_error(in, "INIT_ERROR after init");
         char type[96];
-        snprintf(type, sizeof type, "%.*s", (int)(m->error_type.len < 95 ? m->error_type.len : 95), m->error_type.p);
+        snprintf(type, sizeof type, "%.*s", (int)(m->error_type.len < 95 ? m->error_type.len : 95),
+                 m->error_type.p);
         set_init_error(in, type, m->body.p, m->body.len);
         break;
     }
@@ -671,8 +678,7 @@ static void rapi_send(rapi_conn *c, int status, const char *reason, const char *
 {
     nb_buf out;
     nb_buf_init(&out, NB_RAPI_MAX_BODY + 8192);
-    nb_buf_appendf(&out,
-                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
+    nb_buf_appendf(&out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
                    status, reason, ctype, len, extra_headers ? extra_headers : "",
                    c->req.keep_alive ? "" : "Connection: close\r\n");
     if (nb_buf_append(&out, body, len) < 0) {
@@ -725,7 +731,8 @@ static void normalize_error_type(const char *raw, char *out, size_t size)
     if (ok)
         snprintf(out, size, "%s", raw);
     else
-        snprintf(out, size, "%s", strncmp(raw, "Function.", 9) == 0 ? "Function.Unknown" : "Runtime.Unknown");
+        snprintf(out, size, "%s",
+                 strncmp(raw, "Function.", 9) == 0 ? "Function.Unknown" : "Runtime.Unknown");
 }
 
 static size_t base64_decode(const char *in, size_t len, char *out)
@@ -758,21 +765,24 @@ static void rapi_handle(rapi_conn *c)
     }
     const char *rest = r->path + strlen(prefix);
     if (in->transport == TRANSPORT_CHANNEL) {
-        rapi_error(c, 403, "Forbidden", "InvalidStateTransition", "runtime uses the native channel");
+        rapi_error(c, 403, "Forbidden", "InvalidStateTransition",
+                   "runtime uses the native channel");
         return;
     }
     in->transport = TRANSPORT_HTTP;
     if (strcmp(rest, "invocation/next") == 0 && strcmp(r->method, "GET") == 0) {
         if (in->next_waiter) {
-            rapi_error(c, 403, "Forbidden", "InvalidStateTransition", "a /next call is already waiting");
+            rapi_error(c, 403, "Forbidden", "InvalidStateTransition",
+                       "a /next call is already waiting");
             return;
         }
         if (in->tag && !in->job_undelivered) {
             /* /next while an invocation is open and no response came: Lambda treats it as a
              * runtime bug; the invocation fails and the instance continues. */
-            platform_error(in, "Runtime.InvalidResponse",
-                           "RequestId: %s Error: runtime asked for the next invocation without answering",
-                           in->request_id);
+            platform_error(
+                in, "Runtime.InvalidResponse",
+                "RequestId: %s Error: runtime asked for the next invocation without answering",
+                in->request_id);
             become_idle(in);
         }
         if (in->pub.state == NB_INST_STARTING) became_ready(in);
@@ -788,7 +798,8 @@ static void rapi_handle(rapi_conn *c)
             return;
         }
         char type[96];
-        normalize_error_type(r->error_type[0] ? r->error_type : "Runtime.Unknown", type, sizeof type);
+        normalize_error_type(r->error_type[0] ? r->error_type : "Runtime.Unknown", type,
+                             sizeof type);
         set_init_error(in, type, r->body.data, r->body.len);
         rapi_json(c, 202, "Accepted", "{\"status\":\"OK\"}");
         return;
@@ -816,17 +827,20 @@ static void rapi_handle(rapi_conn *c)
             return;
         }
         if (is_resp && r->response_mode[0] && strcasecmp(r->response_mode, "streaming") != 0) {
-            rapi_error(c, 400, "Bad Request", "InvalidFunctionResponseMode", "Invalid function response mode");
+            rapi_error(c, 400, "Bad Request", "InvalidFunctionResponseMode",
+                       "Invalid function response mode");
             platform_error(in, "Runtime.InvalidResponseModeHeader",
-                           "RequestId: %s Error: invalid response mode '%s'", in->request_id, r->response_mode);
+                           "RequestId: %s Error: invalid response mode '%s'", in->request_id,
+                           r->response_mode);
             become_idle(in);
             return;
         }
         if (r->too_large) {
             rapi_error(c, 413, "Payload Too Large", "RequestEntityTooLarge",
                        "Exceeded maximum allowed payload size (6291556 bytes).");
-            platform_error(in, "Function.ResponseSizeTooLarge",
-                           "Response payload size exceeded maximum allowed payload size (6291556 bytes).");
+            platform_error(
+                in, "Function.ResponseSizeTooLarge",
+                "Response payload size exceeded maximum allowed payload size (6291556 bytes).");
             become_idle(in);
             return;
         }
@@ -837,7 +851,8 @@ static void rapi_handle(rapi_conn *c)
             return;
         }
         char type[96];
-        normalize_error_type(r->error_type[0] ? r->error_type : "Runtime.Unknown", type, sizeof type);
+        normalize_error_type(r->error_type[0] ? r->error_type : "Runtime.Unknown", type,
+                             sizeof type);
         if (is_resp && r->has_error_body_trailer) {
             /* A streamed response that failed midway: the error is in the trailer. */
             char *dec = malloc(r->error_body.len + 1);
@@ -847,7 +862,9 @@ static void rapi_handle(rapi_conn *c)
             return;
         }
         if (r->body.len == 0) {
-            platform_error(in, type, "RequestId: %s Error: runtime reported an error without details", in->request_id);
+            platform_error(in, type,
+                           "RequestId: %s Error: runtime reported an error without details",
+                           in->request_id);
             become_idle(in);
             return;
         }
@@ -960,7 +977,8 @@ static void rapi_accept(uv_stream_t *server, int status)
 
 /* ---------- start ---------- */
 
-static void env_add(char **envp, int *n, int max, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void env_add(char **envp, int *n, int max, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static void env_add(char **envp, int *n, int max, const char *fmt, ...)
 {
     if (*n >= max - 1) return;
@@ -1055,7 +1073,8 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
     }
     const char *k;
     json_t *v;
-    json_object_foreach(cfg->environment, k, v) env_add(envp, &ne, max, "%s=%s", k, json_string_value(v));
+    json_object_foreach(cfg->environment, k, v)
+        env_add(envp, &ne, max, "%s=%s", k, json_string_value(v));
 
     int outp[2] = {-1, -1}, errp[2] = {-1, -1}, chan[2] = {-1, -1};
     int ok = pipe2(outp, O_CLOEXEC) == 0 && pipe2(errp, O_CLOEXEC) == 0 &&
@@ -1086,7 +1105,8 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
     } else {
         nb_err_sys(&err, errno, "instance pipes");
     }
-    for (int i = 0; i < ne; i++) free(envp[i]);
+    for (int i = 0; i < ne; i++)
+        free(envp[i]);
     if (outp[1] >= 0) close(outp[1]);
     if (errp[1] >= 0) close(errp[1]);
     if (chan[1] >= 0) close(chan[1]);
@@ -1097,7 +1117,8 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
         snprintf(errbuf, errsize, "%s", err.msg);
         res_out->outcome = NB_OUTCOME_UNHANDLED;
         res_out->error_type = exec_errno ? "Runtime.InvalidEntrypoint" : "Sandbox.Failure";
-        nb_warn("instance", "start %s v%lld failed: %s", ver->name, (long long)ver->version, err.msg);
+        nb_warn("instance", "start %s v%lld failed: %s", ver->name, (long long)ver->version,
+                err.msg);
         nb_fn_version_unref(in->pub.ver);
         nb_buf_free(&in->chan_in);
         nb_buf_free(&in->out.line);
@@ -1162,7 +1183,8 @@ int nb_inst_dispatch(nb_inst *pub, const nb_inst_job *job, void *tag)
     uv_timer_start(&in->timer, timer_fired, (uint64_t)job->timeout_ms, 0);
     if (in->transport == TRANSPORT_CHANNEL) {
         if (chan_send_job(in) < 0) {
-            platform_error(in, "Sandbox.Failure", "RequestId: %s Error: could not write to the instance", in->request_id);
+            platform_error(in, "Sandbox.Failure",
+                           "RequestId: %s Error: could not write to the instance", in->request_id);
             kill_process(in, "channel write failed");
         }
     } else {

@@ -55,7 +55,12 @@ typedef struct nb_inst_job {
 /* NB_OUTCOME_UNDELIVERED: the runtime exited before it fetched the job (a Runtime API runtime
  * that had not called /next again since its last answer), so the job never ran; the result
  * still carries the Runtime.ExitError to report if the owner does not run it elsewhere. */
-enum nb_inst_outcome { NB_OUTCOME_OK, NB_OUTCOME_HANDLED, NB_OUTCOME_UNHANDLED, NB_OUTCOME_UNDELIVERED };
+enum nb_inst_outcome {
+    NB_OUTCOME_OK,
+    NB_OUTCOME_HANDLED,
+    NB_OUTCOME_UNHANDLED,
+    NB_OUTCOME_UNDELIVERED
+};
 
 typedef struct nb_inst_result {
     enum nb_inst_outcome outcome;
@@ -66,12 +71,12 @@ typedef struct nb_inst_result {
 } nb_inst_result;
 
 typedef struct nb_inst_hooks {
-    void (*ready)(nb_inst *inst);                 /* STARTING -> IDLE */
+    void (*ready)(nb_inst *inst);                                        /* STARTING -> IDLE */
     void (*result)(nb_inst *inst, void *tag, const nb_inst_result *res); /* job answered */
-    void (*idle)(nb_inst *inst);                  /* BUSY -> IDLE after a result */
+    void (*idle)(nb_inst *inst); /* BUSY -> IDLE after a result */
     /* -> STOPPED. When it never became ready, init_error says why. */
     void (*stopped)(nb_inst *inst, const nb_inst_result *init_error);
-    void (*freed)(nb_inst *inst);                 /* memory is about to go */
+    void (*freed)(nb_inst *inst); /* memory is about to go */
 } nb_inst_hooks;
 
 typedef struct nb_inst_env {

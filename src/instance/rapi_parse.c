@@ -15,8 +15,8 @@ struct phr_header {
 int phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len,
                       const char **path, size_t *path_len, int *minor_version,
                       struct phr_header *headers, size_t *num_headers, size_t last_len);
-int phr_parse_headers(const char *buf, size_t len, struct phr_header *headers,
-                      size_t *num_headers, size_t last_len);
+int phr_parse_headers(const char *buf, size_t len, struct phr_header *headers, size_t *num_headers,
+                      size_t last_len);
 
 #define MAX_HEADERS 64
 
@@ -76,8 +76,7 @@ static long parse_head(nb_rapi_req *r, const char *data, size_t len)
     int n = phr_parse_request(data, len, &method, &mlen, &path, &plen, &minor, h, &nh, 0);
     if (n == -2) return len > NB_RAPI_MAX_HEAD ? -1 : 0;
     /* The cap holds however the head arrives, not only while it is incomplete. */
-    if (n < 0 || (size_t)n > NB_RAPI_MAX_HEAD || mlen >= sizeof r->method ||
-        plen >= sizeof r->path)
+    if (n < 0 || (size_t)n > NB_RAPI_MAX_HEAD || mlen >= sizeof r->method || plen >= sizeof r->path)
         return -1;
     memcpy(r->method, method, mlen);
     r->method[mlen] = 0;
@@ -100,7 +99,8 @@ static long parse_head(nb_rapi_req *r, const char *data, size_t len)
             chunked = 1;
         } else if (name_is(&h[i], "connection")) {
             if (h[i].value_len == 5 && strncasecmp(h[i].value, "close", 5) == 0) r->keep_alive = 0;
-            if (h[i].value_len == 10 && strncasecmp(h[i].value, "keep-alive", 10) == 0) r->keep_alive = 1;
+            if (h[i].value_len == 10 && strncasecmp(h[i].value, "keep-alive", 10) == 0)
+                r->keep_alive = 1;
         } else if (name_is(&h[i], "lambda-runtime-function-response-mode")) {
             copy_value(r->response_mode, sizeof r->response_mode, &h[i]);
         } else if (name_is(&h[i], "content-type")) {
@@ -149,7 +149,8 @@ long nb_rapi_parse(nb_rapi_req *r, const char *data, size_t len)
             take_body(r, p, n);
             off += n;
             r->remaining -= n;
-            if (r->remaining == 0) r->state = r->state == NB_RAPI_BODY ? NB_RAPI_DONE : NB_RAPI_CHUNK_CRLF;
+            if (r->remaining == 0)
+                r->state = r->state == NB_RAPI_BODY ? NB_RAPI_DONE : NB_RAPI_CHUNK_CRLF;
             break;
         }
         case NB_RAPI_CHUNK_SIZE: {
@@ -160,7 +161,10 @@ long nb_rapi_parse(nb_rapi_req *r, const char *data, size_t len)
             size_t size = 0, i = 0, digits = 0;
             for (; p + i < eol; i++) {
                 char c = p[i];
-                int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+                int v = c >= '0' && c <= '9'   ? c - '0'
+                        : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                               : -1;
                 if (v < 0) break;
                 if (++digits > 8) return -1;
                 size = size * 16 + (size_t)v;

@@ -17,8 +17,15 @@
 #define NB_RAPI_MAX_HEAD (1536u << 10) /* X-Ray error-cause headers reach 1 MiB */
 #define NB_RAPI_MAX_BODY ((6u << 20) + 100u)
 
-enum nb_rapi_state { NB_RAPI_HEAD, NB_RAPI_BODY, NB_RAPI_CHUNK_SIZE, NB_RAPI_CHUNK_DATA,
-                     NB_RAPI_CHUNK_CRLF, NB_RAPI_TRAILERS, NB_RAPI_DONE };
+enum nb_rapi_state {
+    NB_RAPI_HEAD,
+    NB_RAPI_BODY,
+    NB_RAPI_CHUNK_SIZE,
+    NB_RAPI_CHUNK_DATA,
+    NB_RAPI_CHUNK_CRLF,
+    NB_RAPI_TRAILERS,
+    NB_RAPI_DONE
+};
 
 typedef struct nb_rapi_req {
     enum nb_rapi_state state;
@@ -31,7 +38,7 @@ typedef struct nb_rapi_req {
     char response_mode[32]; /* Lambda-Runtime-Function-Response-Mode */
     char content_type[128];
     int has_error_body_trailer; /* Lambda-Runtime-Function-Error-Body trailer present */
-    nb_buf error_body;      /* that trailer's value (base64), capped */
+    nb_buf error_body;          /* that trailer's value (base64), capped */
     nb_buf body;
 } nb_rapi_req;
 

@@ -17,7 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define NS_FLAGS (CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC)
+#define NS_FLAGS         (CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC)
 #define RUNTIME_API_PORT 9001
 
 static int isolated = -1;
@@ -39,8 +39,9 @@ int nb_spawn_init(void)
         isolated = 1;
     } else {
         isolated = 0;
-        nb_warn("spawn", "namespaces unavailable (%s): instances run without isolation and the "
-                         "Runtime API listens on an ephemeral loopback port; run as root",
+        nb_warn("spawn",
+                "namespaces unavailable (%s): instances run without isolation and the "
+                "Runtime API listens on an ephemeral loopback port; run as root",
                 strerror(errno));
     }
     return isolated;
@@ -52,10 +53,19 @@ int nb_spawn_isolated(void)
 }
 
 /* Child-side report: which step failed and errno. Only async-signal-safe calls below. */
-enum step { STEP_OK, STEP_MOUNT, STEP_HOSTNAME, STEP_LOOPBACK, STEP_LISTEN, STEP_CLONE, STEP_FDS,
-            STEP_CWD, STEP_EXEC };
-static const char *step_names[] = {"ok", "mount", "hostname", "loopback", "listen", "clone",
-                                   "fds", "chdir", "exec"};
+enum step {
+    STEP_OK,
+    STEP_MOUNT,
+    STEP_HOSTNAME,
+    STEP_LOOPBACK,
+    STEP_LISTEN,
+    STEP_CLONE,
+    STEP_FDS,
+    STEP_CWD,
+    STEP_EXEC
+};
+static const char *step_names[] = {"ok",    "mount", "hostname", "loopback", "listen",
+                                   "clone", "fds",   "chdir",    "exec"};
 
 struct report {
     int step;
@@ -115,14 +125,16 @@ static void set_api_env(const nb_spawn_spec *spec, int port)
     char *p = spec->runtime_api_env + strlen(spec->runtime_api_env);
     char *end = spec->runtime_api_env + spec->runtime_api_env_size - 1;
     const char *host = "127.0.0.1:";
-    while (*host && p < end) *p++ = *host++;
+    while (*host && p < end)
+        *p++ = *host++;
     char digits[8];
     int n = 0;
     do {
         digits[n++] = (char)('0' + port % 10);
         port /= 10;
     } while (port && n < 7);
-    while (n > 0 && p < end) *p++ = digits[--n];
+    while (n > 0 && p < end)
+        *p++ = digits[--n];
     *p = 0;
 }
 
@@ -132,8 +144,8 @@ static int send_fd(int sock, int fd, int port)
     struct iovec iov = {&r, sizeof r};
     char ctrl[CMSG_SPACE(sizeof(int))];
     memset(ctrl, 0, sizeof ctrl);
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl,
-                       .msg_controllen = sizeof ctrl};
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl, .msg_controllen = sizeof ctrl};
     struct cmsghdr *c = CMSG_FIRSTHDR(&m);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
@@ -145,7 +157,8 @@ static int send_fd(int sock, int fd, int port)
 static void close_from(int lowfd)
 {
     if (syscall(SYS_close_range, (unsigned)lowfd, ~0u, 0) == 0) return;
-    for (int fd = lowfd; fd < 65536; fd++) close(fd);
+    for (int fd = lowfd; fd < 65536; fd++)
+        close(fd);
 }
 
 /* The runtime process: fds 0..3 in place, everything else closed, then execve. */
@@ -255,8 +268,8 @@ int nb_spawn(const nb_spawn_spec *spec, nb_spawn_result *out, int *exec_errno, n
         struct report r;
         char ctrl[CMSG_SPACE(sizeof(int))];
         struct iovec iov = {&r, sizeof r};
-        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl,
-                           .msg_controllen = sizeof ctrl};
+        struct msghdr m = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl, .msg_controllen = sizeof ctrl};
         ssize_t n = recvmsg(sv[0], &m, MSG_CMSG_CLOEXEC);
         if (n < 0 && errno == EINTR) continue;
         if (n == 0) break;

@@ -27,7 +27,7 @@ typedef struct nb_spawn_spec {
     char *const *envp;
     const char *cwd;
     const char *hostname;
-    int stdout_fd;        /* child ends; dup'ed onto 1 and 2 */
+    int stdout_fd; /* child ends; dup'ed onto 1 and 2 */
     int stderr_fd;
     int channel_fd;       /* dup'ed onto 3 */
     int want_runtime_api; /* create a loopback listener for the Lambda Runtime API */
@@ -38,8 +38,8 @@ typedef struct nb_spawn_spec {
 } nb_spawn_spec;
 
 typedef struct nb_spawn_result {
-    pid_t pid;            /* the instance's init (or the runtime itself when degraded) */
-    int runtime_api_fd;   /* listening socket, or -1 */
+    pid_t pid;          /* the instance's init (or the runtime itself when degraded) */
+    int runtime_api_fd; /* listening socket, or -1 */
     int runtime_api_port;
 } nb_spawn_result;
 

@@ -78,9 +78,11 @@ static void inv_set_state(inv_impl *inv, nb_inv_state s)
 static unsigned hash_key(const char *ns, const char *name)
 {
     unsigned h = 2166136261u;
-    for (const char *p = ns; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    for (const char *p = ns; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
     h = (h ^ '/') * 16777619u;
-    for (const char *p = name; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
     return h % BUCKETS;
 }
 
@@ -158,7 +160,8 @@ static void idle_remove(pool *p, nb_inst *inst)
 static void pool_retire(pool *p)
 {
     p->retired = 1;
-    while (p->n_idle > 0) nb_inst_stop(p->idle[--p->n_idle], "version retired");
+    while (p->n_idle > 0)
+        nb_inst_stop(p->idle[--p->n_idle], "version retired");
     pool_maybe_free(p);
 }
 
@@ -206,10 +209,13 @@ static void inv_finish(inv_impl *inv, enum nb_inst_outcome outcome, const char *
         long long billed = (inv->pub.ended_us - inv->pub.started_us + 999) / 1000;
         log_platform(inv, inv->inst, "END RequestId: %s", inv->pub.request_id);
         char init[64] = "";
-        if (inv->pub.cold) snprintf(init, sizeof init, "\tInit Duration: %lld.00 ms", (long long)inv->pub.init_ms);
+        if (inv->pub.cold)
+            snprintf(init, sizeof init, "\tInit Duration: %lld.00 ms", (long long)inv->pub.init_ms);
         log_platform(inv, inv->inst,
-                     "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %lld ms\tMemory Size: %d MB%s",
-                     inv->pub.request_id, dur, billed ? billed : 1, inv->pub.ver->cfg.memory_mb, init);
+                     "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %lld ms\tMemory "
+                     "Size: %d MB%s",
+                     inv->pub.request_id, dur, billed ? billed : 1, inv->pub.ver->cfg.memory_mb,
+                     init);
     }
     inv_set_state(inv, NB_INV_DONE);
     iv->inflight--;
@@ -241,13 +247,15 @@ static void trace_id(char *out, size_t size)
     char a[25], b[17];
     nb_random_hex(a, 12);
     nb_random_hex(b, 8);
-    snprintf(out, size, "Root=1-%08llx-%s;Parent=%s;Sampled=0", (long long)(nb_now_ms() / 1000), a, b);
+    snprintf(out, size, "Root=1-%08llx-%s;Parent=%s;Sampled=0", (long long)(nb_now_ms() / 1000), a,
+             b);
 }
 
 static void run_on(pool *p, inv_impl *inv, nb_inst *inst, int cold)
 {
     char arn[256], trace[96];
-    snprintf(arn, sizeof arn, "arn:aws:lambda:us-east-1:000000000000:function:%s", inv->pub.ver->name);
+    snprintf(arn, sizeof arn, "arn:aws:lambda:us-east-1:000000000000:function:%s",
+             inv->pub.ver->name);
     trace_id(trace, sizeof trace);
     int64_t timeout_ms = (int64_t)p->ver->cfg.timeout_s * 1000;
     nb_inst_job job = {
@@ -387,7 +395,8 @@ static void start_instances(pool *p)
         nb_inst *inst = nb_inst_start(&iv->env, p->ver, &hooks, p, &res, why, sizeof why);
         if (!inst) {
             inv_impl *inv = queue_pop(p);
-            if (inv) inv_fail(inv, res.error_type, "RequestId: %s Error: %s", inv->pub.request_id, why);
+            if (inv)
+                inv_fail(inv, res.error_type, "RequestId: %s Error: %s", inv->pub.request_id, why);
             continue;
         }
         p->n_starting++;
@@ -496,7 +505,8 @@ static void reap_idle(uv_timer_t *t)
             for (pool *p = e->pools; p;) {
                 pool *next = p->next;
                 /* The bottom of the stack is the least recently used. */
-                while (p->n_idle > 0 && now - p->idle[0]->idle_since_us > iv->cfg.idle_timeout_ms * 1000) {
+                while (p->n_idle > 0 &&
+                       now - p->idle[0]->idle_since_us > iv->cfg.idle_timeout_ms * 1000) {
                     nb_inst *inst = p->idle[0];
                     idle_remove(p, inst);
                     nb_inst_stop(inst, "idle timeout");
@@ -527,7 +537,8 @@ nb_invoker *nb_invoker_new(const nb_invoker_config *cfg)
     };
     uv_timer_init(cfg->loop, &iv->reaper);
     iv->reaper.data = iv;
-    uint64_t every = (uint64_t)(iv->cfg.idle_timeout_ms < 4000 ? iv->cfg.idle_timeout_ms / 4 + 1 : 1000);
+    uint64_t every =
+        (uint64_t)(iv->cfg.idle_timeout_ms < 4000 ? iv->cfg.idle_timeout_ms / 4 + 1 : 1000);
     uv_timer_start(&iv->reaper, reap_idle, every, every);
     uv_unref((uv_handle_t *)&iv->reaper);
     return iv;
@@ -538,7 +549,8 @@ int nb_invoker_load(nb_invoker *iv, nb_err *err)
     nb_fn_version **vs;
     size_t n;
     if (iv->cfg.store->ops->fn_list(iv->cfg.store, NULL, &vs, NULL, &n, err) < 0) return -1;
-    for (size_t i = 0; i < n; i++) nb_invoker_publish(iv, vs[i]);
+    for (size_t i = 0; i < n; i++)
+        nb_invoker_publish(iv, vs[i]);
     nb_store_free_versions(vs, n);
     nb_info("invoke", "loaded %zu functions", n);
     return 0;
@@ -556,9 +568,12 @@ size_t nb_invoker_instances(const nb_invoker *iv)
 
 static void stop_pool(pool *p)
 {
-    while (p->n_idle > 0) nb_inst_stop(p->idle[--p->n_idle], "shutdown");
+    while (p->n_idle > 0)
+        nb_inst_stop(p->idle[--p->n_idle], "shutdown");
     inv_impl *inv;
-    while ((inv = queue_pop(p))) inv_fail(inv, "Sandbox.Failure", "RequestId: %s Error: nimbus is shutting down", inv->pub.request_id);
+    while ((inv = queue_pop(p)))
+        inv_fail(inv, "Sandbox.Failure", "RequestId: %s Error: nimbus is shutting down",
+                 inv->pub.request_id);
 }
 
 void nb_invoker_stop_all(nb_invoker *iv)
@@ -567,8 +582,10 @@ void nb_invoker_stop_all(nb_invoker *iv)
     uv_timer_stop(&iv->reaper);
     for (int b = 0; b < BUCKETS; b++)
         for (fn_entry *e = iv->buckets[b]; e; e = e->next)
-            for (pool *p = e->pools; p; p = p->next) stop_pool(p);
-    for (pool *p = iv->orphans; p; p = p->next) stop_pool(p);
+            for (pool *p = e->pools; p; p = p->next)
+                stop_pool(p);
+    for (pool *p = iv->orphans; p; p = p->next)
+        stop_pool(p);
     nb_inst_stop_all();
 }
 

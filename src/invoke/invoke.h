@@ -42,8 +42,8 @@ struct nb_inv {
     char *body;
     size_t body_len;
     char content_type[128];
-    int cold;          /* served by a freshly started instance */
-    int64_t init_ms;   /* init duration when cold */
+    int cold;        /* served by a freshly started instance */
+    int64_t init_ms; /* init duration when cold */
     int64_t queued_us, started_us, ended_us;
 };
 

@@ -17,9 +17,9 @@
 typedef struct log_file {
     char key[2 * 65 + 2]; /* "ns/fn" */
     int fd;
-    size_t size;  /* on disk plus pending */
+    size_t size;    /* on disk plus pending */
     nb_buf pending; /* records not yet written: one write(2) per loop turn, not per line */
-    int64_t used; /* LRU clock */
+    int64_t used;   /* LRU clock */
 } log_file;
 
 struct nb_logs_sub {

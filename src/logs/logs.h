@@ -20,8 +20,8 @@
 #include <stdint.h>
 
 #define NB_LOGS_DEFAULT_CAP (8u << 20)
-#define NB_LOGS_LINE_MAX (16u << 10)
-#define NB_LOGS_OPEN_FDS 64
+#define NB_LOGS_LINE_MAX    (16u << 10)
+#define NB_LOGS_OPEN_FDS    64
 
 typedef struct nb_logs nb_logs;
 typedef struct nb_logs_sub nb_logs_sub;

@@ -342,9 +342,8 @@ static int sq_blob_put(nb_store *base, const nb_code_blob *b, nb_err *err)
 {
     sqlite_store *s = (sqlite_store *)base;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "INSERT OR IGNORE INTO code_blobs VALUES (?1, ?2, ?3, ?4, ?5)", -1,
-                           &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(s->db, "INSERT OR IGNORE INTO code_blobs VALUES (?1, ?2, ?3, ?4, ?5)",
+                           -1, &st, NULL) != SQLITE_OK)
         return db_fail(s, err, "blob put");
     sqlite3_bind_text(st, 1, b->sha256, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, b->size);
@@ -403,7 +402,8 @@ nb_store *nb_store_sqlite_open(const char *path, nb_err *err)
     sqlite_store *s = calloc(1, sizeof *s);
     if (!s) abort();
     s->base.ops = &sqlite_ops;
-    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+    if (sqlite3_open_v2(path, &s->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK) {
         nb_err_set(err, 500, NB_E_INTERNAL, "open %s: %s", path, sqlite3_errmsg(s->db));
         sq_close(&s->base);
@@ -423,6 +423,7 @@ nb_store *nb_store_sqlite_open(const char *path, nb_err *err)
 
 void nb_store_free_versions(nb_fn_version **v, size_t n)
 {
-    for (size_t i = 0; i < n; i++) nb_fn_version_unref(v[i]);
+    for (size_t i = 0; i < n; i++)
+        nb_fn_version_unref(v[i]);
     free(v);
 }

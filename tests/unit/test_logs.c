@@ -73,7 +73,8 @@ static void test_store_and_cap(void)
     nb_err err = {0};
     CHECK(nb_logs_read(l, "default", "fn", 0, 5, &out, &err) == 0);
     /* the newest five, oldest first */
-    CHECK(strstr(out.data, "line 1995") && strstr(out.data, "line 1999") && !strstr(out.data, "line 1994"));
+    CHECK(strstr(out.data, "line 1995") && strstr(out.data, "line 1999") &&
+          !strstr(out.data, "line 1994"));
     CHECK(strstr(out.data, "line 1995") < strstr(out.data, "line 1999"));
     nb_buf_reset(&out);
     CHECK(nb_logs_read(l, "default", "fn", nb_now_ms() + 60000, 100, &out, &err) == 0);

@@ -236,7 +236,7 @@ static void test_pipelined_and_reset(void)
                           "Lambda-Runtime-Function-Error-Type: Function.Boom\r\nContent-Length: "
                           "5\r\n\r\n{\"x\"" /* the body goes on in the next literal */
                           "}" NEXT "POST /2018-06-01/runtime/invocation/r2/response "
-                                   "HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                           "2\r\nok\r\n0\r\nLambda-Runtime-Function-Error-Body: YQ==\r\n\r\n"
                           "POST /2018-06-01/runtime/invocation/r3/response "
                           "HTTP/1.1\r\nContent-Length: 3\r\n\r\nend";
