@@ -3,6 +3,7 @@
 #include "base/util.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,4 +303,18 @@ json_t *nb_fn_version_to_json(const nb_fn_version *v, int64_t updated_at)
     json_object_set_new(o, "created_at", json_string(created));
     json_object_set_new(o, "updated_at", json_string(updated));
     return o;
+}
+
+char *nb_fn_error_json(const char *type, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *o = json_pack("{s:s, s:s, s:[]}", "errorType", type, "errorMessage", msg, "stackTrace");
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (!s) abort();
+    return s;
 }

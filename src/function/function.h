@@ -65,6 +65,11 @@ int nb_fn_handler_files(const nb_fn_config *cfg, char *out, size_t size);
 nb_fn_version *nb_fn_version_new(void);
 nb_fn_version *nb_fn_version_ref(nb_fn_version *v);
 void nb_fn_version_unref(nb_fn_version *v);
+/* The Lambda error JSON {"errorType","errorMessage","stackTrace":[]} of a failure nimbus itself
+ * detected (timeout, crash, init failure), message formatted from fmt. Caller frees. */
+char *nb_fn_error_json(const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* The API's function object for a version (see docs/api.md). Caller owns the result. */
 json_t *nb_fn_version_to_json(const nb_fn_version *v, int64_t updated_at);
 

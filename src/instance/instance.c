@@ -259,17 +259,6 @@ static void deliver_result(inst_impl *in, enum nb_inst_outcome outcome, const ch
     in->hooks->result(&in->pub, tag, &r);
 }
 
-/* The Lambda error JSON {"errorType","errorMessage","stackTrace":[]} of a platform-side failure
- * (malloc'd). */
-static char *error_json(const char *type, const char *msg)
-{
-    json_t *o = json_pack("{s:s, s:s, s:[]}", "errorType", type, "errorMessage", msg, "stackTrace");
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    if (!s) abort();
-    return s;
-}
-
 static void platform_error(inst_impl *in, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void platform_error(inst_impl *in, const char *type, const char *fmt, ...)
@@ -279,7 +268,7 @@ static void platform_error(inst_impl *in, const char *type, const char *fmt, ...
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    char *s = error_json(type, msg);
+    char *s = nb_fn_error_json(type, "%s", msg);
     deliver_result(in, NB_OUTCOME_UNHANDLED, type, s, strlen(s), NULL);
     free(s);
 }
@@ -316,7 +305,7 @@ static void init_error_message(inst_impl *in, const char *type, const char *fmt,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    char *s = error_json(type, msg);
+    char *s = nb_fn_error_json(type, "%s", msg);
     set_init_error(in, type, s, strlen(s));
     free(s);
 }
@@ -389,10 +378,9 @@ static void finalize(inst_impl *in)
     describe_exit(in, how, sizeof how);
     nb_inst_state was = in->pub.state;
     if (in->tag) {
-        char msg[400];
-        snprintf(msg, sizeof msg, "RequestId: %s Error: Runtime exited with error: %s",
-                 in->request_id, how);
-        char *s = error_json("Runtime.ExitError", msg);
+        char *s = nb_fn_error_json("Runtime.ExitError",
+                                   "RequestId: %s Error: Runtime exited with error: %s",
+                                   in->request_id, how);
         /* A Runtime API job the runtime never fetched (it exited instead of calling /next, as
          * runtimes do after reporting a crash) did not run: the owner may give it to the
          * replacement instance instead of failing it. */

@@ -235,9 +235,7 @@ static void inv_fail(inv_impl *inv, const char *type, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    json_t *o = json_pack("{s:s, s:s, s:[]}", "errorType", type, "errorMessage", msg, "stackTrace");
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
+    char *s = nb_fn_error_json(type, "%s", msg);
     inv_finish(inv, NB_OUTCOME_UNHANDLED, type, s, strlen(s), NULL);
     free(s);
 }
