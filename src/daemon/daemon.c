@@ -47,6 +47,7 @@ typedef struct daemon {
     uv_prepare_t log_flush;
     int64_t drain_deadline_us;
     int shutting_down;
+    int stopped; /* instances told to stop; the loop ends when the last is reaped */
 } daemon_t;
 
 static void usage(FILE *f)
@@ -180,8 +181,8 @@ static void finish_shutdown(daemon_t *d)
     uv_close((uv_handle_t *)&d->drain_timer, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
-    /* SIGCHLD stays: the loop ends once every instance is reaped and its handles closed. */
-    uv_unref((uv_handle_t *)&d->sigchld);
+    /* SIGCHLD stays referenced: uv_run must keep polling until every instance is reaped. */
+    d->stopped = 1;
 }
 
 static void drain_tick(uv_timer_t *t)
@@ -328,9 +329,9 @@ int nb_daemon_main(int argc, char **argv)
             NIMBUS_VERSION, d.listen_host, port, d.data_dir, d.store->ops->name,
             nb_spawn_isolated() ? "namespaces" : "none");
 
-    while (!d.shutting_down || nb_invoker_instances(d.invoker) > 0) {
+    while (!d.stopped || nb_invoker_instances(d.invoker) > 0)
         uv_run(d.loop, UV_RUN_ONCE);
-    }
+    uv_close((uv_handle_t *)&d.sigchld, NULL);
     /* Let pending closes and the last reaps run. */
     uv_run(d.loop, UV_RUN_NOWAIT);
     nb_info("daemon", "stopped cleanly");

@@ -23,6 +23,7 @@
  * runtime then blocks in write(2) instead of the daemon drowning in its output. */
 #define OUTPUT_BYTES_PER_SEC (4u << 20)
 #define REAP_GRACE_MS        1000
+#define RAPI_MAX_CONNS       8
 
 typedef enum transport { TRANSPORT_NONE, TRANSPORT_CHANNEL, TRANSPORT_HTTP } transport;
 
@@ -89,6 +90,8 @@ struct rapi_conn {
     nb_buf in;
     nb_rapi_req req;
     int closing;
+    int writes_pending;
+    int close_after_write; /* the client sent "Connection: close": close once answered */
     rapi_conn *next;
 };
 
@@ -188,7 +191,8 @@ static void out_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         in->out_window_bytes = 0;
     }
     in->out_window_bytes += (size_t)n;
-    if (in->out_window_bytes > OUTPUT_BYTES_PER_SEC && !in->out_paused) {
+    /* Once reaped, aux is the reap-grace timer: no throttling may replace it. */
+    if (in->out_window_bytes > OUTPUT_BYTES_PER_SEC && !in->out_paused && !in->reaped) {
         in->out_paused = 1;
         uv_read_stop((uv_stream_t *)&in->out.pipe);
         uv_read_stop((uv_stream_t *)&in->err.pipe);
@@ -314,10 +318,13 @@ static void init_error_message(inst_impl *in, const char *type, const char *fmt,
 
 static void kill_process(inst_impl *in, const char *why)
 {
-    if (in->pub.state == NB_INST_STOPPING || in->pub.state == NB_INST_STOPPED) return;
+    nb_inst_state was = in->pub.state;
+    if (was == NB_INST_STOPPING || was == NB_INST_STOPPED) return;
     snprintf(in->stop_reason, sizeof in->stop_reason, "%s", why);
     set_state(in, NB_INST_STOPPING, why);
     if (!in->reaped) nb_spawn_kill(in->pid);
+    /* The owner may still list it as free: tell it before anything is dispatched to it. */
+    if (was == NB_INST_IDLE) in->hooks->unavailable(&in->pub);
 }
 
 static void became_ready(inst_impl *in)
@@ -425,6 +432,7 @@ int nb_inst_reaped(pid_t pid, int status)
         if (in->pid != pid || in->reaped) continue;
         in->reaped = 1;
         in->exit_status = status;
+        if (in->pub.state == NB_INST_IDLE) kill_process(in, "exited while idle");
         /* A timeout or throttle timer is moot now; wait briefly for the pipes to drain so the
          * last lines and a final INIT_ERROR frame are not lost. */
         uv_timer_stop(&in->timer);
@@ -594,6 +602,9 @@ static void chan_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     if (n < 0) {
         in->chan_open = 0;
         close_handle(in, (uv_handle_t *)&in->chan);
+        /* A channel runtime without its channel can serve nothing: it is exiting. */
+        if (in->transport == TRANSPORT_CHANNEL && in->pub.state == NB_INST_IDLE)
+            kill_process(in, "channel closed");
         maybe_finalize(in);
         return;
     }
@@ -661,6 +672,47 @@ static int chan_send_job(inst_impl *in)
 
 /* ---------- Lambda Runtime API (HTTP) ---------- */
 
+static void rapi_close(rapi_conn *c);
+
+typedef struct conn_write_req {
+    uv_write_t req;
+    char *data;
+    rapi_conn *conn;
+} conn_write_req;
+
+/* Closing right after uv_write would cancel a write still in progress (an event can be 6 MiB),
+ * so a connection marked close_after_write closes here, once its last answer is out. */
+static void conn_write_done(uv_write_t *req, int status)
+{
+    conn_write_req *w = (conn_write_req *)req;
+    rapi_conn *c = w->conn;
+    (void)status;
+    free(w->data);
+    free(w);
+    c->writes_pending--;
+    if (c->close_after_write && c->writes_pending == 0 && c->inst->next_waiter != c) rapi_close(c);
+}
+
+static void conn_write(rapi_conn *c, char *data, size_t len)
+{
+    if (c->closing) {
+        free(data);
+        return;
+    }
+    conn_write_req *w = malloc(sizeof *w);
+    if (!w) abort();
+    w->data = data;
+    w->conn = c;
+    uv_buf_t b = uv_buf_init(data, (unsigned)len);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, conn_write_done) < 0) {
+        free(data);
+        free(w);
+        rapi_close(c);
+        return;
+    }
+    c->writes_pending++;
+}
+
 static void rapi_send(rapi_conn *c, int status, const char *reason, const char *extra_headers,
                       const char *ctype, const char *body, size_t len)
 {
@@ -675,7 +727,7 @@ static void rapi_send(rapi_conn *c, int status, const char *reason, const char *
     }
     size_t n;
     char *data = nb_buf_steal(&out, &n);
-    stream_write((uv_stream_t *)&c->tcp, data, n);
+    conn_write(c, data, n);
 }
 
 static void rapi_json(rapi_conn *c, int status, const char *reason, const char *json)
@@ -844,6 +896,7 @@ static void rapi_handle(rapi_conn *c)
         if (is_resp && r->has_error_body_trailer) {
             /* A streamed response that failed midway: the error is in the trailer. */
             char *dec = malloc(r->error_body.len + 1);
+            if (!dec) abort();
             size_t n = base64_decode(r->error_body.data, r->error_body.len, dec);
             finish_job(in, NB_OUTCOME_HANDLED, type, dec, n, NULL);
             free(dec);
@@ -877,6 +930,15 @@ static void rapi_close(rapi_conn *c)
     c->closing = 1;
     if (c->inst->next_waiter == c) c->inst->next_waiter = NULL;
     close_handle(c->inst, (uv_handle_t *)&c->tcp);
+}
+
+/* No more requests on this connection; it closes after its answer (for a parked /next, after
+ * the invocation that answers it). */
+static void close_when_answered(rapi_conn *c)
+{
+    c->close_after_write = 1;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->writes_pending == 0 && c->inst->next_waiter != c) rapi_close(c);
 }
 
 static void rapi_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
@@ -918,14 +980,14 @@ static void rapi_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         if (used < 0) {
             c->req.keep_alive = 0;
             rapi_error(c, 400, "Bad Request", "BadRequest", "malformed request");
-            rapi_close(c);
+            close_when_answered(c);
             return;
         }
         while (c->req.state == NB_RAPI_DONE && !c->closing) {
             int keep = c->req.keep_alive;
             rapi_handle(c);
             if (!keep) {
-                rapi_close(c);
+                close_when_answered(c);
                 return;
             }
             nb_rapi_req_reset(&c->req);
@@ -947,6 +1009,9 @@ static void rapi_accept(uv_stream_t *server, int status)
     if (status < 0) return;
     rapi_conn *c = calloc(1, sizeof *c);
     if (!c) abort();
+    int open_conns = 0;
+    for (rapi_conn *o = in->conns; o; o = o->next)
+        open_conns += !o->closing;
     c->inst = in;
     nb_buf_init(&c->in, NB_RAPI_MAX_HEAD + (64u << 10));
     nb_rapi_req_init(&c->req);
@@ -958,6 +1023,23 @@ static void rapi_accept(uv_stream_t *server, int status)
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         rapi_close(c);
         return;
+    }
+    /* A runtime needs one or two connections; a function opening many would make the daemon
+     * hold up to a head and a body per connection. Over the cap the oldest idle connection
+     * goes (a runtime's working connection is its newest); with none idle, the new one does. */
+    if (open_conns >= RAPI_MAX_CONNS) {
+        rapi_conn *victim = NULL;
+        for (rapi_conn *o = c->next; o; o = o->next)
+            if (!o->closing && o->in.len == 0 && o->req.state == NB_RAPI_HEAD &&
+                o != in->next_waiter && o->writes_pending == 0)
+                victim = o; /* the list is newest first: keep the last match */
+        nb_warn("instance", "%s: more than %d Runtime API connections; dropping one", in->pub.name,
+                RAPI_MAX_CONNS);
+        if (!victim) {
+            rapi_close(c);
+            return;
+        }
+        rapi_close(victim);
     }
     uv_tcp_nodelay(&c->tcp, 1);
     uv_read_start((uv_stream_t *)&c->tcp, rapi_alloc, rapi_read);

@@ -73,7 +73,8 @@ typedef struct nb_inst_result {
 typedef struct nb_inst_hooks {
     void (*ready)(nb_inst *inst);                                        /* STARTING -> IDLE */
     void (*result)(nb_inst *inst, void *tag, const nb_inst_result *res); /* job answered */
-    void (*idle)(nb_inst *inst); /* BUSY -> IDLE after a result */
+    void (*idle)(nb_inst *inst);        /* BUSY -> IDLE after a result */
+    void (*unavailable)(nb_inst *inst); /* IDLE -> STOPPING: take it off the free list */
     /* -> STOPPED. When it never became ready, init_error says why. */
     void (*stopped)(nb_inst *inst, const nb_inst_result *init_error);
     void (*freed)(nb_inst *inst); /* memory is about to go */

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -169,6 +171,7 @@ static void exec_runtime(const nb_spawn_spec *spec, int report)
     int rep = fcntl(report, F_DUPFD_CLOEXEC, 10);
     if (devnull < 0 || rep < 0) child_fail(report, STEP_FDS);
     int chan = spec->channel_fd >= 0 ? fcntl(spec->channel_fd, F_DUPFD, 10) : -1;
+    if (spec->channel_fd >= 0 && chan < 0) child_fail(rep, STEP_FDS);
     int out = fcntl(spec->stdout_fd, F_DUPFD, 10), errfd = fcntl(spec->stderr_fd, F_DUPFD, 10);
     if (out < 0 || errfd < 0 || dup2(devnull, 0) < 0 || dup2(out, 1) < 0 || dup2(errfd, 2) < 0)
         child_fail(rep, STEP_FDS);
@@ -187,8 +190,20 @@ static void exec_runtime(const nb_spawn_spec *spec, int report)
     child_fail(4, STEP_EXEC);
 }
 
+/* Both kinds of child: their own session (a terminal's Ctrl-C for the daemon must not reach
+ * functions; the daemon drains them itself), and gone when the daemon goes. */
+static void detach_from_terminal(int report)
+{
+    setsid();
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(report, STEP_FDS);
+}
+
 static void isolated_init(const nb_spawn_spec *spec, int report)
 {
+    detach_from_terminal(report);
+    /* init is a copy of the daemon's memory (admin token, other functions' config): not
+     * dumpable, so its /proc/1/mem cannot be read by the runtime once capabilities are dropped. */
+    prctl(PR_SET_DUMPABLE, 0);
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(report, STEP_MOUNT);
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         child_fail(report, STEP_MOUNT);
@@ -224,7 +239,7 @@ static void isolated_init(const nb_spawn_spec *spec, int report)
 
 static void degraded_child(const nb_spawn_spec *spec, int report)
 {
-    setsid();
+    detach_from_terminal(report);
     if (spec->want_runtime_api) {
         int port = 0;
         int l = listen_loopback(0, &port);

@@ -346,6 +346,11 @@ static void hook_idle(nb_inst *inst)
     serve(inst->owner, inst, 0);
 }
 
+static void hook_unavailable(nb_inst *inst)
+{
+    idle_remove(inst->owner, inst);
+}
+
 static void hook_stopped(nb_inst *inst, const nb_inst_result *init_error)
 {
     pool *p = inst->owner;
@@ -379,6 +384,7 @@ static const nb_inst_hooks hooks = {
     .ready = hook_ready,
     .result = hook_result,
     .idle = hook_idle,
+    .unavailable = hook_unavailable,
     .stopped = hook_stopped,
     .freed = hook_freed,
 };
