@@ -332,7 +332,8 @@ int nb_daemon_main(int argc, char **argv)
     while (!d.stopped || nb_invoker_instances(d.invoker) > 0)
         uv_run(d.loop, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&d.sigchld, NULL);
-    /* Let pending closes and the last reaps run. */
+    nb_invoker_free(d.invoker);
+    /* Let pending closes run. */
     uv_run(d.loop, UV_RUN_NOWAIT);
     nb_info("daemon", "stopped cleanly");
     rc = 0;

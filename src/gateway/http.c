@@ -140,15 +140,6 @@ void nb_http_stop_accepting(nb_http *h)
     uv_close((uv_handle_t *)&h->listener, NULL);
 }
 
-void nb_http_free(nb_http *h)
-{
-    if (!h) return;
-    nb_http_stop_accepting(h);
-    h2o_context_dispose(&h->ctx);
-    h2o_config_dispose(&h->config);
-    free(h);
-}
-
 void nb_http_header(h2o_req_t *req, const char *name, const char *value)
 {
     h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 1, NULL,

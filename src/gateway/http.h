@@ -23,9 +23,9 @@ typedef int (*nb_http_handler)(void *ud, h2o_req_t *req, const char *request_id)
 nb_http *nb_http_new(uv_loop_t *loop, nb_http_handler handler, void *ud);
 /* Binds host:port (port 0 = any); *bound_port receives the port in use. */
 int nb_http_listen(nb_http *h, const char *host, int port, int *bound_port, nb_err *err);
-/* Stops accepting new connections; existing ones finish. */
+/* Stops accepting new connections; existing ones finish. The server is not freed: the daemon
+ * exits with connections possibly open and the kernel closes them. */
 void nb_http_stop_accepting(nb_http *h);
-void nb_http_free(nb_http *h);
 
 void nb_http_header(h2o_req_t *req, const char *name, const char *value);
 void nb_http_send(h2o_req_t *req, int status, const char *ctype, const char *body, size_t len);

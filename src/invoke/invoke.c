@@ -59,7 +59,8 @@ struct nb_invoker {
     fn_entry *buckets[BUCKETS];
     pool *orphans; /* pools of deleted functions, draining */
     size_t inflight;
-    size_t instances;
+    size_t instances; /* not yet STOPPED */
+    size_t allocated; /* not yet freed (hooks still to come) */
     uv_timer_t reaper;
     int stopping;
 };
@@ -377,6 +378,7 @@ static void hook_freed(nb_inst *inst)
 {
     pool *p = inst->owner;
     p->n_alloc--;
+    p->iv->allocated--;
     pool_maybe_free(p);
 }
 
@@ -407,6 +409,7 @@ static void start_instances(pool *p)
         p->n_live++;
         p->n_alloc++;
         iv->instances++;
+        iv->allocated++;
     }
 }
 
@@ -568,6 +571,11 @@ size_t nb_invoker_inflight(const nb_invoker *iv)
 size_t nb_invoker_instances(const nb_invoker *iv)
 {
     return iv->instances;
+}
+
+size_t nb_invoker_allocated(const nb_invoker *iv)
+{
+    return iv->allocated;
 }
 
 static void stop_pool(pool *p)

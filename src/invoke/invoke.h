@@ -78,9 +78,11 @@ void nb_inv_detach(nb_inv *inv);
 /* Invocations queued or running. */
 size_t nb_invoker_inflight(const nb_invoker *iv);
 size_t nb_invoker_instances(const nb_invoker *iv);
+/* Instances whose memory is not yet released (stopped ones still closing included). */
+size_t nb_invoker_allocated(const nb_invoker *iv);
 /* Shutdown: stop every instance (busy ones are killed and their invocations fail). */
 void nb_invoker_stop_all(nb_invoker *iv);
-/* Frees the invoker once nb_invoker_instances() is 0. */
+/* Frees the invoker once nb_invoker_allocated() is 0. */
 void nb_invoker_free(nb_invoker *iv);
 
 #endif
