@@ -14,20 +14,33 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Next segment of a path at *p, skipping empty and "." ones; NULL at the end. */
+static const char *next_segment(const char **p, size_t *n)
+{
+    for (;;) {
+        while (**p == '/')
+            (*p)++;
+        if (!**p) return NULL;
+        const char *seg = *p;
+        while (**p && **p != '/')
+            (*p)++;
+        *n = (size_t)(*p - seg);
+        if (!(*n == 1 && seg[0] == '.')) return seg;
+    }
+}
+
+static int is_dotdot(const char *seg, size_t n)
+{
+    return n == 2 && seg[0] == '.' && seg[1] == '.';
+}
+
 int nb_bundle_clean_path(const char *path, char *out, size_t size)
 {
     if (!path || path[0] == '/' || size == 0) return -1;
-    size_t o = 0;
-    const char *p = path;
-    while (*p) {
-        while (*p == '/')
-            p++;
-        const char *seg = p;
-        while (*p && *p != '/')
-            p++;
-        size_t n = (size_t)(p - seg);
-        if (n == 0 || (n == 1 && seg[0] == '.')) continue;
-        if (n == 2 && seg[0] == '.' && seg[1] == '.') return -1;
+    size_t o = 0, n;
+    const char *p = path, *seg;
+    while ((seg = next_segment(&p, &n))) {
+        if (is_dotdot(seg, n)) return -1;
         if (o + (o ? 1 : 0) + n + 1 > size) return -1; /* separator, segment, NUL */
         if (o) out[o++] = '/';
         memcpy(out + o, seg, n);
@@ -48,16 +61,10 @@ int nb_bundle_link_inside(const char *at, const char *target)
     int depth = 0, named = 0;
     for (const char *p = at; *p; p++)
         if (*p == '/') depth++;
-    const char *p = target;
-    while (*p) {
-        while (*p == '/')
-            p++;
-        const char *seg = p;
-        while (*p && *p != '/')
-            p++;
-        size_t n = (size_t)(p - seg);
-        if (n == 0 || (n == 1 && seg[0] == '.')) continue;
-        if (n == 2 && seg[0] == '.' && seg[1] == '.') {
+    const char *p = target, *seg;
+    size_t n;
+    while ((seg = next_segment(&p, &n))) {
+        if (is_dotdot(seg, n)) {
             if (named || --depth < 0) return 0;
         } else {
             named = 1;

@@ -305,16 +305,22 @@ json_t *nb_fn_version_to_json(const nb_fn_version *v, int64_t updated_at)
     return o;
 }
 
-char *nb_fn_error_json(const char *type, const char *fmt, ...)
+char *nb_fn_error_vjson(const char *type, const char *fmt, va_list ap)
 {
     char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     json_t *o = json_pack("{s:s, s:s, s:[]}", "errorType", type, "errorMessage", msg, "stackTrace");
     char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     if (!s) abort();
+    return s;
+}
+
+char *nb_fn_error_json(const char *type, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = nb_fn_error_vjson(type, fmt, ap);
+    va_end(ap);
     return s;
 }

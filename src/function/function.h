@@ -11,6 +11,7 @@
 #include "base/err.h"
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdint.h>
 
 #define NB_NAME_MAX      64
@@ -69,6 +70,8 @@ void nb_fn_version_unref(nb_fn_version *v);
  * detected (timeout, crash, init failure), message formatted from fmt. Caller frees. */
 char *nb_fn_error_json(const char *type, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+char *nb_fn_error_vjson(const char *type, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 /* The API's function object for a version (see docs/api.md). Caller owns the result. */
 json_t *nb_fn_version_to_json(const nb_fn_version *v, int64_t updated_at);

@@ -146,13 +146,16 @@ static void close_handle(inst_impl *in, uv_handle_t *h)
     uv_close(h, handle_close_cb);
 }
 
-static void out_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+/* Every read of an instance's pipes and Runtime API connections lands here: the read
+ * callbacks consume or copy the bytes before the loop reads again (loop thread only). */
+static char read_scratch[64 << 10];
+
+static void scratch_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
-    static char scratch[64 << 10]; /* loop thread only; consumed before the next read */
     (void)h;
     (void)hint;
-    buf->base = scratch;
-    buf->len = sizeof scratch;
+    buf->base = read_scratch;
+    buf->len = sizeof read_scratch;
 }
 
 static void maybe_finalize(inst_impl *in);
@@ -208,8 +211,8 @@ static void throttle_resume(uv_timer_t *t)
     in->out_paused = 0;
     in->out_window_bytes = 0;
     in->out_window_start = nb_mono_us();
-    if (in->out.open) uv_read_start((uv_stream_t *)&in->out.pipe, out_alloc, out_read);
-    if (in->err.open) uv_read_start((uv_stream_t *)&in->err.pipe, out_alloc, out_read);
+    if (in->out.open) uv_read_start((uv_stream_t *)&in->out.pipe, scratch_alloc, out_read);
+    if (in->err.open) uv_read_start((uv_stream_t *)&in->err.pipe, scratch_alloc, out_read);
 }
 
 static void platform_line(inst_impl *in, const char *fmt, ...)
@@ -233,7 +236,9 @@ static void platform_line(inst_impl *in, const char *fmt, ...)
  * and skipped while the output is throttled; EOF is left for the pipe's own read callback. */
 static void drain_output(inst_impl *in)
 {
-    static char buf[64 << 10]; /* loop thread only */
+    /* Not read_scratch: this runs inside a Runtime API read callback (an answer arriving),
+     * whose pipelined bytes may still be waiting in read_scratch. */
+    static char buf[64 << 10];
     out_stream *streams[2] = {&in->out, &in->err};
     for (int i = 0; i < 2; i++) {
         out_stream *os = streams[i];
@@ -267,12 +272,10 @@ static void platform_error(inst_impl *in, const char *type, const char *fmt, ...
     __attribute__((format(printf, 3, 4)));
 static void platform_error(inst_impl *in, const char *type, const char *fmt, ...)
 {
-    char msg[400];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    char *s = nb_fn_error_vjson(type, fmt, ap);
     va_end(ap);
-    char *s = nb_fn_error_json(type, "%s", msg);
     deliver_result(in, NB_OUTCOME_UNHANDLED, type, s, strlen(s), NULL);
     free(s);
 }
@@ -304,12 +307,10 @@ static void init_error_message(inst_impl *in, const char *type, const char *fmt,
     __attribute__((format(printf, 3, 4)));
 static void init_error_message(inst_impl *in, const char *type, const char *fmt, ...)
 {
-    char msg[400];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    char *s = nb_fn_error_vjson(type, fmt, ap);
     va_end(ap);
-    char *s = nb_fn_error_json(type, "%s", msg);
     set_init_error(in, type, s, strlen(s));
     free(s);
 }
@@ -437,8 +438,8 @@ int nb_inst_reaped(pid_t pid, int status)
          * last lines and a final INIT_ERROR frame are not lost. */
         uv_timer_stop(&in->timer);
         in->out_paused = 0;
-        if (in->out.open) uv_read_start((uv_stream_t *)&in->out.pipe, out_alloc, out_read);
-        if (in->err.open) uv_read_start((uv_stream_t *)&in->err.pipe, out_alloc, out_read);
+        if (in->out.open) uv_read_start((uv_stream_t *)&in->out.pipe, scratch_alloc, out_read);
+        if (in->err.open) uv_read_start((uv_stream_t *)&in->err.pipe, scratch_alloc, out_read);
         uv_timer_start(&in->aux, reap_grace, REAP_GRACE_MS, 0);
         maybe_finalize(in);
         return 1;
@@ -915,15 +916,6 @@ static void rapi_handle(rapi_conn *c)
     rapi_error(c, 404, "Not Found", "NotFound", "unknown Runtime API path");
 }
 
-static void rapi_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-    static char scratch[64 << 10];
-    (void)h;
-    (void)hint;
-    buf->base = scratch;
-    buf->len = sizeof scratch;
-}
-
 static void rapi_close(rapi_conn *c)
 {
     if (c->closing) return;
@@ -1042,7 +1034,7 @@ static void rapi_accept(uv_stream_t *server, int status)
         rapi_close(victim);
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    uv_read_start((uv_stream_t *)&c->tcp, rapi_alloc, rapi_read);
+    uv_read_start((uv_stream_t *)&c->tcp, scratch_alloc, rapi_read);
 }
 
 /* ---------- start ---------- */
@@ -1213,7 +1205,7 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
         uv_pipe_open(&streams[i]->pipe, fds[i]);
         streams[i]->pipe.data = streams[i];
         streams[i]->open = 1;
-        uv_read_start((uv_stream_t *)&streams[i]->pipe, out_alloc, out_read);
+        uv_read_start((uv_stream_t *)&streams[i]->pipe, scratch_alloc, out_read);
     }
     uv_timer_init(env->loop, &in->timer);
     in->timer.data = in;

@@ -231,12 +231,10 @@ static void inv_fail(inv_impl *inv, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void inv_fail(inv_impl *inv, const char *type, const char *fmt, ...)
 {
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    char *s = nb_fn_error_vjson(type, fmt, ap);
     va_end(ap);
-    char *s = nb_fn_error_json(type, "%s", msg);
     inv_finish(inv, NB_OUTCOME_UNHANDLED, type, s, strlen(s), NULL);
     free(s);
 }

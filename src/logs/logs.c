@@ -35,6 +35,7 @@ struct nb_logs {
     log_file files[NB_LOGS_OPEN_FDS];
     int64_t clock;
     nb_logs_sub *subs;
+    nb_buf rec; /* the record being appended, reused: this runs several times per invocation */
 };
 
 nb_logs *nb_logs_new(const char *dir, size_t cap)
@@ -43,6 +44,7 @@ nb_logs *nb_logs_new(const char *dir, size_t cap)
     if (!l) abort();
     snprintf(l->dir, sizeof l->dir, "%s", dir);
     l->cap = cap ? cap : NB_LOGS_DEFAULT_CAP;
+    nb_buf_init(&l->rec, 8 * NB_LOGS_LINE_MAX);
     for (int i = 0; i < NB_LOGS_OPEN_FDS; i++) {
         l->files[i].fd = -1;
         nb_buf_init(&l->files[i].pending, NB_LOGS_PENDING_MAX);
@@ -79,6 +81,7 @@ void nb_logs_free(nb_logs *l)
         if (l->files[i].fd >= 0) close(l->files[i].fd);
         nb_buf_free(&l->files[i].pending);
     }
+    nb_buf_free(&l->rec);
     while (l->subs) {
         nb_logs_sub *n = l->subs->next;
         free(l->subs);
@@ -214,19 +217,18 @@ void nb_logs_append(nb_logs *l, const nb_log_line *line)
 {
     char key[sizeof((nb_logs_sub *)0)->key];
     snprintf(key, sizeof key, "%s/%s", line->ns, line->fn);
-    nb_buf rec;
-    nb_buf_init(&rec, 8 * NB_LOGS_LINE_MAX);
-    nb_logs_format(&rec, line, nb_now_ms());
-    if (!rec.len) return;
+    nb_buf *rec = &l->rec;
+    nb_buf_reset(rec);
+    nb_logs_format(rec, line, nb_now_ms());
+    if (!rec->len) return;
     log_file *f = open_file(l, line->ns, key);
     if (f && f->fd >= 0) {
-        if (f->size + rec.len > l->cap / 2) rotate(l, f);
-        if (f->pending.len + rec.len > f->pending.max) flush_file(f);
-        if (nb_buf_append(&f->pending, rec.data, rec.len) == 0) f->size += rec.len;
+        if (f->size + rec->len > l->cap / 2) rotate(l, f);
+        if (f->pending.len + rec->len > f->pending.max) flush_file(f);
+        if (nb_buf_append(&f->pending, rec->data, rec->len) == 0) f->size += rec->len;
     }
     for (nb_logs_sub *sub = l->subs; sub; sub = sub->next)
-        if (strcmp(sub->key, key) == 0) sub->cb(sub->ud, rec.data, rec.len);
-    nb_buf_free(&rec);
+        if (strcmp(sub->key, key) == 0) sub->cb(sub->ud, rec->data, rec->len);
 }
 
 /* Collects matching lines of one file into a ring of the newest `limit` records. */
