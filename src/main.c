@@ -21,6 +21,22 @@ static int run_serve(const nb_cli_globals *g, int argc, char **argv)
     return nb_daemon_main(argc, argv);
 }
 
+static int run_doctor(const nb_cli_globals *g, int argc, char **argv)
+{
+    (void)g;
+    if (argc > 1) {
+        if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+            printf("usage: nimbus doctor\n\nPrints what isolation this host gives function "
+                   "instances, layer by layer,\nand exits 1 when a layer is missing. Run it as "
+                   "the user that runs 'nimbus serve'.\n");
+            return NB_CLI_OK;
+        }
+        fprintf(stderr, "nimbus: doctor takes no arguments (see 'nimbus doctor --help')\n");
+        return NB_CLI_USAGE;
+    }
+    return nb_daemon_doctor() == 0 ? NB_CLI_OK : NB_CLI_FAILED;
+}
+
 static const command commands[] = {
     {"serve", run_serve, "run the daemon (see 'nimbus serve --help')"},
     {"deploy", nb_cli_deploy, "upload code and create or update a function"},
@@ -30,6 +46,7 @@ static const command commands[] = {
     {"rm", nb_cli_rm, "delete a function and all its versions"},
     {"logs", nb_cli_logs, "print or follow a function's logs"},
     {"versions", nb_cli_versions, "list a function's published versions"},
+    {"doctor", run_doctor, "show what isolation this host gives functions"},
     {"version", nb_cli_version, "print the client's and the daemon's versions"},
 };
 

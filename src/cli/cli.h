@@ -37,13 +37,15 @@
 
 /* Limits from docs/api.md, checked before anything is uploaded so a deploy that cannot
  * succeed fails fast. The daemon stays the authority; keep these in step with the doc. */
-#define NB_CLI_MEMORY_MIN   128
-#define NB_CLI_MEMORY_MAX   10240
-#define NB_CLI_TIMEOUT_MIN  1
-#define NB_CLI_TIMEOUT_MAX  900
-#define NB_CLI_CODE_MAX     (64u << 20) /* POST /v1/code body */
-#define NB_CLI_EVENT_MAX    (6u << 20)  /* invoke body */
-#define NB_CLI_LOG_LINE_MAX (1u << 20)  /* one NDJSON log line while streaming */
+#define NB_CLI_MEMORY_MIN    128
+#define NB_CLI_MEMORY_MAX    10240
+#define NB_CLI_TIMEOUT_MIN   1
+#define NB_CLI_TIMEOUT_MAX   900
+#define NB_CLI_EPHEMERAL_MIN 512
+#define NB_CLI_EPHEMERAL_MAX 10240
+#define NB_CLI_CODE_MAX      (64u << 20) /* POST /v1/code body */
+#define NB_CLI_EVENT_MAX     (6u << 20)  /* invoke body */
+#define NB_CLI_LOG_LINE_MAX  (1u << 20)  /* one NDJSON log line while streaming */
 
 /* Connection flags given before the command; NULL/0 when absent. */
 typedef struct nb_cli_globals {

@@ -15,6 +15,8 @@ static const nb_cli_opt opts[] = {
     {"handler", 0, "H", "module.function (python), file.export (node), anything (provided)"},
     {"memory", 0, "MB", "memory in MB, 128..10240 (default 128)"},
     {"timeout", 0, "S", "timeout in seconds, 1..900 (default 3)"},
+    {"ephemeral-storage", 0, "MB", "size of the private /tmp in MB, 512..10240 (default 512)"},
+    {"network", 0, "none|host", "none: loopback only (default); host: the host's network"},
     {"env", 'e', "K=V", "an environment variable; repeat for more; replaces the whole set"},
     {"description", 0, "D", "free text, at most 256 bytes"},
     {"json", 0, NULL, "print the daemon's function object as JSON"},
@@ -72,6 +74,22 @@ static json_t *build_config(const nb_cli_args *a)
             goto bad;
         }
         json_object_set_new(cfg, "timeout_s", json_integer(n));
+    }
+    if ((v = nb_cli_args_get(a, "ephemeral-storage"))) {
+        if (nb_cli_parse_int(v, NB_CLI_EPHEMERAL_MIN, NB_CLI_EPHEMERAL_MAX, &n) < 0) {
+            nb_cli__usage("deploy",
+                          "--ephemeral-storage must be a number of MB from %d to %d, not '%s'",
+                          NB_CLI_EPHEMERAL_MIN, NB_CLI_EPHEMERAL_MAX, v);
+            goto bad;
+        }
+        json_object_set_new(cfg, "ephemeral_storage_mb", json_integer(n));
+    }
+    if ((v = nb_cli_args_get(a, "network"))) {
+        if (strcmp(v, "none") != 0 && strcmp(v, "host") != 0) {
+            nb_cli__usage("deploy", "--network must be none or host, not '%s'", v);
+            goto bad;
+        }
+        json_object_set_new(cfg, "network", json_string(v));
     }
     json_t *env = NULL;
     for (int i = 0; i < a->nitems; i++) {

@@ -149,10 +149,11 @@ static int show_get(const nb_cli_args *a, const json_t *answer)
         nb_cli__print_json(answer);
         return NB_CLI_OK;
     }
-    static const char *const order[] = {"name",        "namespace",   "version",    "runtime",
-                                        "handler",     "memory_mb",   "timeout_s",  "description",
-                                        "environment", "code_sha256", "created_at", "updated_at",
-                                        NULL};
+    static const char *const order[] = {"name",        "namespace",   "version",
+                                        "runtime",     "handler",     "memory_mb",
+                                        "timeout_s",   "network",     "description",
+                                        "environment", "code_sha256", "ephemeral_storage_mb",
+                                        "created_at",  "updated_at",  NULL};
     nb_buf out;
     nb_buf_init(&out, 64u << 20);
     int rc = nb_cli_format_object(&out, answer, order);

@@ -5,7 +5,7 @@
 #include "gateway/api.h"
 #include "gateway/http.h"
 #include "instance/instance.h"
-#include "instance/spawn.h"
+#include "sandbox/sandbox.h"
 #include "invoke/invoke.h"
 #include "logs/logs.h"
 #include "store/store.h"
@@ -63,9 +63,11 @@ static void usage(FILE *f)
         "  --drain-timeout S    on SIGTERM/SIGINT, how long in-flight invocations may run on\n"
         "                       (default 30)\n"
         "  --routes             print the admin API's routes and exit\n"
+        "  --check              print what isolation this host gives functions and exit\n"
+        "                       (the same table as 'nimbus doctor'; exit 1 if a layer is missing)\n"
         "  -h, --help           this help\n\n"
         "Environment: NIMBUS_LOG_LEVEL=debug|info|warn|error, NIMBUS_IDLE_TIMEOUT_S (default "
-        "300).\n");
+        "300),\nNIMBUS_SANDBOX=off (no isolation at all: benchmarks and debugging only).\n");
 }
 
 static int parse_listen(const char *s, char *host, size_t hsize, int *port)
@@ -212,6 +214,14 @@ static void on_stop_signal(uv_signal_t *s, int signum)
     uv_timer_start(&d->drain_timer, drain_tick, 0, 20);
 }
 
+int nb_daemon_doctor(void)
+{
+    nb_sbx_init(NULL);
+    int all = nb_sbx_report(stdout);
+    nb_sbx_shutdown();
+    return all ? 0 : 1;
+}
+
 int nb_daemon_main(int argc, char **argv)
 {
     nb_log_init();
@@ -232,6 +242,8 @@ int nb_daemon_main(int argc, char **argv)
         } else if (strcmp(a, "--routes") == 0) {
             nb_api_print_routes(stdout);
             return 0;
+        } else if (strcmp(a, "--check") == 0) {
+            return nb_daemon_doctor();
         } else if (strcmp(a, "--listen") == 0 && val) {
             listen = val;
             i++;
@@ -275,7 +287,8 @@ int nb_daemon_main(int argc, char **argv)
         nb_error("daemon", "%s", err.msg);
         goto out;
     }
-    nb_spawn_init();
+    nb_sbx_init(d.data_dir);
+    nb_sbx_log();
     d.loop = uv_default_loop();
     snprintf(path, sizeof path, "%s/logs", d.data_dir);
     d.logs = nb_logs_new(path, 0);
@@ -325,9 +338,9 @@ int nb_daemon_main(int argc, char **argv)
     d.log_flush.data = &d;
     uv_prepare_start(&d.log_flush, on_prepare);
     uv_unref((uv_handle_t *)&d.log_flush);
-    nb_info("daemon", "nimbus %s serving on http://%s:%d data=%s store=%s isolation=%s",
+    nb_info("daemon", "nimbus %s serving on http://%s:%d data=%s store=%s sandbox=%s",
             NIMBUS_VERSION, d.listen_host, port, d.data_dir, d.store->ops->name,
-            nb_spawn_isolated() ? "namespaces" : "none");
+            nb_sbx_get()->rootfs ? "full" : "partial");
 
     while (!d.stopped || nb_invoker_instances(d.invoker) > 0)
         uv_run(d.loop, UV_RUN_ONCE);
@@ -340,6 +353,7 @@ int nb_daemon_main(int argc, char **argv)
 out:
     if (d.store) d.store->ops->close(d.store);
     nb_logs_free(d.logs);
+    nb_sbx_shutdown();
     if (d.lock_fd >= 0) close(d.lock_fd);
     return rc;
 }

@@ -5,5 +5,8 @@
 #define NB_DAEMON_H
 
 int nb_daemon_main(int argc, char **argv);
+/* `nimbus doctor` and `serve --check`: probes the sandbox layers (nb_sbx) without starting
+ * anything, prints the table, returns 0 when every layer is available, 1 otherwise. */
+int nb_daemon_doctor(void);
 
 #endif

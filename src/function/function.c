@@ -44,6 +44,8 @@ void nb_fn_config_init(nb_fn_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->memory_mb = NB_MEMORY_MIN;
     cfg->timeout_s = 3;
+    cfg->ephemeral_storage_mb = NB_EPHEMERAL_MIN;
+    cfg->network = NB_NET_NONE;
     cfg->environment = json_object();
 }
 
@@ -176,6 +178,17 @@ int nb_fn_config_apply(nb_fn_config *cfg, json_t *body, int creating, nb_err *er
             rc = get_int(v, k, NB_MEMORY_MIN, NB_MEMORY_MAX, &c.memory_mb, err);
         } else if (strcmp(k, "timeout_s") == 0) {
             rc = get_int(v, k, 1, NB_TIMEOUT_MAX, &c.timeout_s, err);
+        } else if (strcmp(k, "ephemeral_storage_mb") == 0) {
+            rc = get_int(v, k, NB_EPHEMERAL_MIN, NB_EPHEMERAL_MAX, &c.ephemeral_storage_mb, err);
+        } else if (strcmp(k, "network") == 0) {
+            const char *net = json_string_value(v);
+            if (net && strcmp(net, "none") == 0)
+                c.network = NB_NET_NONE;
+            else if (net && strcmp(net, "host") == 0)
+                c.network = NB_NET_HOST;
+            else
+                rc = nb_err_set(err, 400, NB_E_INVALID_VALUE,
+                                "network must be \"none\" or \"host\"");
         } else if (strcmp(k, "description") == 0) {
             rc = get_str(v, k, NB_DESC_MAX, c.description, err);
         } else if (strcmp(k, "environment") == 0) {
@@ -214,20 +227,27 @@ int nb_fn_config_apply(nb_fn_config *cfg, json_t *body, int creating, nb_err *er
     return 0;
 }
 
+const char *nb_fn_network_name(enum nb_network n)
+{
+    return n == NB_NET_HOST ? "host" : "none";
+}
+
 int nb_fn_config_equal(const nb_fn_config *a, const nb_fn_config *b)
 {
     return strcmp(a->runtime, b->runtime) == 0 && strcmp(a->handler, b->handler) == 0 &&
            strcmp(a->code_sha256, b->code_sha256) == 0 && a->memory_mb == b->memory_mb &&
-           a->timeout_s == b->timeout_s && strcmp(a->description, b->description) == 0 &&
+           a->timeout_s == b->timeout_s && a->ephemeral_storage_mb == b->ephemeral_storage_mb &&
+           a->network == b->network && strcmp(a->description, b->description) == 0 &&
            json_equal(a->environment, b->environment);
 }
 
 json_t *nb_fn_config_to_json(const nb_fn_config *c)
 {
-    return json_pack("{s:s, s:s, s:s, s:i, s:i, s:s, s:O}", "runtime", c->runtime, "handler",
-                     c->handler, "code_sha256", c->code_sha256, "memory_mb", c->memory_mb,
-                     "timeout_s", c->timeout_s, "description", c->description, "environment",
-                     c->environment);
+    return json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:s, s:O}", "runtime", c->runtime,
+                     "handler", c->handler, "code_sha256", c->code_sha256, "memory_mb",
+                     c->memory_mb, "timeout_s", c->timeout_s, "ephemeral_storage_mb",
+                     c->ephemeral_storage_mb, "network", nb_fn_network_name(c->network),
+                     "description", c->description, "environment", c->environment);
 }
 
 int nb_fn_config_from_json(nb_fn_config *cfg, json_t *obj, nb_err *err)

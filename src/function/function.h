@@ -21,8 +21,14 @@
 #define NB_MEMORY_MIN    128
 #define NB_MEMORY_MAX    10240
 #define NB_TIMEOUT_MAX   900
+#define NB_EPHEMERAL_MIN 512 /* MB of /tmp, Lambda's range */
+#define NB_EPHEMERAL_MAX 10240
 
 enum nb_runtime_kind { NB_RT_PYTHON, NB_RT_NODE, NB_RT_PROVIDED };
+
+/* none: the instance's own network namespace with only loopback (the default); host: the
+ * host's network, granted explicitly by the operator (docs/security.md). */
+enum nb_network { NB_NET_NONE, NB_NET_HOST };
 
 typedef struct nb_fn_config {
     char runtime[32]; /* as given: "python3.12", "nodejs20.x", "provided.al2023", ... */
@@ -31,6 +37,8 @@ typedef struct nb_fn_config {
     char code_sha256[65];
     int memory_mb;
     int timeout_s;
+    int ephemeral_storage_mb; /* size of the instance's private /tmp */
+    enum nb_network network;
     char description[NB_DESC_MAX + 1];
     json_t *environment; /* object of strings; owned */
 } nb_fn_config;
@@ -55,6 +63,7 @@ void nb_fn_config_copy(nb_fn_config *dst, const nb_fn_config *src);
 /* Applies a request body (PUT /v1/functions/NAME) on top of cfg. For a create, cfg holds the
  * defaults and runtime/handler/code_sha256 are required. On error cfg is unchanged. */
 int nb_fn_config_apply(nb_fn_config *cfg, json_t *body, int creating, nb_err *err);
+const char *nb_fn_network_name(enum nb_network n);
 int nb_fn_config_equal(const nb_fn_config *a, const nb_fn_config *b);
 /* The stored form: a JSON object with every field. Caller owns the result. */
 json_t *nb_fn_config_to_json(const nb_fn_config *cfg);

@@ -42,6 +42,7 @@ typedef struct inst_impl {
     nb_inst_env env;
     const nb_inst_hooks *hooks;
     pid_t pid;
+    nb_spawn_result sr; /* uid and cgroup slot, given back in finalize */
     transport transport;
     int handles; /* open uv handles; memory goes when it drops to 0 after STOPPED */
     int reaped, exit_status, finalized;
@@ -323,7 +324,7 @@ static void kill_process(inst_impl *in, const char *why)
     if (was == NB_INST_STOPPING || was == NB_INST_STOPPED) return;
     snprintf(in->stop_reason, sizeof in->stop_reason, "%s", why);
     set_state(in, NB_INST_STOPPING, why);
-    if (!in->reaped) nb_spawn_kill(in->pid);
+    if (!in->reaped) nb_spawn_kill(&in->sr);
     /* The owner may still list it as free: tell it before anything is dispatched to it. */
     if (was == NB_INST_IDLE) in->hooks->unavailable(&in->pub);
 }
@@ -385,20 +386,24 @@ static void finalize(inst_impl *in)
     char how[96];
     describe_exit(in, how, sizeof how);
     nb_inst_state was = in->pub.state;
+    /* The cgroup's OOM counter, not the signal, says why: SIGKILL has other senders. */
+    int oom = nb_spawn_oom_killed(&in->sr);
+    in->pub.peak_memory_bytes = nb_spawn_peak_bytes(&in->sr);
+    nb_spawn_release(&in->sr);
+    if (oom) snprintf(how + strlen(how), sizeof how - strlen(how), " (out of memory)");
+    const char *exit_type = oom ? "Runtime.OutOfMemory" : "Runtime.ExitError";
     if (in->tag) {
-        char *s = nb_fn_error_json("Runtime.ExitError",
-                                   "RequestId: %s Error: Runtime exited with error: %s",
+        char *s = nb_fn_error_json(exit_type, "RequestId: %s Error: Runtime exited with error: %s",
                                    in->request_id, how);
         /* A Runtime API job the runtime never fetched (it exited instead of calling /next, as
          * runtimes do after reporting a crash) did not run: the owner may give it to the
          * replacement instance instead of failing it. */
         deliver_result(in, in->job_undelivered ? NB_OUTCOME_UNDELIVERED : NB_OUTCOME_UNHANDLED,
-                       "Runtime.ExitError", s, strlen(s), NULL);
+                       exit_type, s, strlen(s), NULL);
         free(s);
     }
     if (was == NB_INST_STARTING) {
-        init_error_message(in, "Runtime.ExitError", "Runtime exited without providing a reason: %s",
-                           how);
+        init_error_message(in, exit_type, "Runtime exited without providing a reason: %s", how);
     }
     if (was != NB_INST_STOPPING) platform_line(in, "instance %s exited: %s", in->pub.name, how);
     set_state(in, NB_INST_STOPPED, was == NB_INST_STOPPING ? in->stop_reason : how);
@@ -1012,7 +1017,16 @@ static void rapi_accept(uv_stream_t *server, int status)
     in->handles++;
     c->next = in->conns;
     in->conns = c;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+    uv_os_fd_t fd;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 ||
+        uv_fileno((uv_handle_t *)&c->tcp, &fd) < 0) {
+        rapi_close(c);
+        return;
+    }
+    /* In the host's network anyone local can connect; only the instance itself may talk. */
+    if (!nb_spawn_peer_ok(&in->sr, fd)) {
+        nb_warn("instance", "%s: refused a Runtime API connection from another process",
+                in->pub.name);
         rapi_close(c);
         return;
     }
@@ -1064,12 +1078,19 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
                        void *owner, nb_inst_result *res_out, char *errbuf, size_t errsize)
 {
     const nb_fn_config *cfg = &ver->cfg;
+    /* host_*: where the files are; task_root/runtime_dir: where the runtime sees them. */
+    char host_task[PATH_MAX], host_runtime[PATH_MAX];
     char task_root[PATH_MAX], shim[PATH_MAX], runtime_dir[PATH_MAX];
-    snprintf(task_root, sizeof task_root, "%s/%s", env->code_root, cfg->code_sha256);
+    int rootfs = nb_spawn_rootfs();
+    snprintf(host_task, sizeof host_task, "%s/%s", env->code_root, cfg->code_sha256);
+    snprintf(host_runtime, sizeof host_runtime, "%s/%s", env->runtimes_dir,
+             cfg->kind == NB_RT_PYTHON ? "python" : "node");
+    snprintf(task_root, sizeof task_root, "%s", rootfs ? NB_SPAWN_TASK_DIR : host_task);
     const char *argv[6] = {0};
     switch (cfg->kind) {
     case NB_RT_PYTHON:
-        snprintf(runtime_dir, sizeof runtime_dir, "%s/python", env->runtimes_dir);
+        snprintf(runtime_dir, sizeof runtime_dir, "%s",
+                 rootfs ? NB_SPAWN_RUNTIME_DIR : host_runtime);
         snprintf(shim, sizeof shim, "%s/bootstrap.py", runtime_dir);
         argv[0] = python_path();
         argv[1] = "-u";
@@ -1077,7 +1098,8 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
         argv[3] = shim;
         break;
     case NB_RT_NODE:
-        snprintf(runtime_dir, sizeof runtime_dir, "%s/node", env->runtimes_dir);
+        snprintf(runtime_dir, sizeof runtime_dir, "%s",
+                 rootfs ? NB_SPAWN_RUNTIME_DIR : host_runtime);
         snprintf(shim, sizeof shim, "%s/bootstrap.mjs", runtime_dir);
         argv[0] = node_path();
         argv[1] = shim;
@@ -1092,6 +1114,7 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
     inst_impl *in = calloc(1, sizeof *in);
     if (!in) abort();
     in->pub.id = ++next_id;
+    in->pub.peak_memory_bytes = -1;
     snprintf(in->pub.name, sizeof in->pub.name, "i-%d", in->pub.id);
     in->pub.ver = nb_fn_version_ref(ver);
     in->pub.owner = owner;
@@ -1141,7 +1164,7 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
     int outp[2] = {-1, -1}, errp[2] = {-1, -1}, chan[2] = {-1, -1};
     int ok = pipe2(outp, O_CLOEXEC) == 0 && pipe2(errp, O_CLOEXEC) == 0 &&
              socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) == 0;
-    nb_spawn_result sr = {-1, -1, 0};
+    nb_spawn_result sr = {.pid = -1, .runtime_api_fd = -1, .uid = (uid_t)-1};
     nb_err err = {0};
     int exec_errno = 0;
     if (ok) {
@@ -1154,6 +1177,11 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
             .stderr_fd = errp[1],
             .channel_fd = chan[1],
             .want_runtime_api = cfg->kind == NB_RT_PROVIDED,
+            .task_dir = host_task,
+            .runtime_dir = cfg->kind == NB_RT_PROVIDED ? NULL : host_runtime,
+            .memory_mb = cfg->memory_mb,
+            .tmp_mb = cfg->ephemeral_storage_mb,
+            .network_host = cfg->network == NB_NET_HOST,
         };
         /* The child writes the listener's address into this slot before execve. */
         char api_env[64] = "AWS_LAMBDA_RUNTIME_API=";
@@ -1190,6 +1218,7 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
         return NULL;
     }
     in->pid = sr.pid;
+    in->sr = sr;
     in->next_all = all_instances;
     all_instances = in;
 

@@ -97,6 +97,7 @@ struct nb_inst {
     void *owner_link[2];
     int64_t started_us, ready_us, idle_since_us;
     int64_t invocations;
+    int64_t peak_memory_bytes; /* from the cgroup once stopped; -1 unknown */
 };
 
 /* Spawns an instance of ver. On failure (spawn impossible, bootstrap not executable) returns

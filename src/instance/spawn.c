@@ -1,11 +1,20 @@
 #include "instance/spawn.h"
 
 #include "base/log.h"
+#include "base/util.h"
+#include "sandbox/sandbox.h"
+#include "sandbox/seccomp.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,14 +24,15 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define NS_FLAGS         (CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC)
+#define NS_FLAGS         (CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC)
 #define RUNTIME_API_PORT 9001
-
-static int isolated = -1;
+#define OPEN_FILES_MAX   1024
+#define PIDS_MAX         1024
 
 /* A raw clone without CLONE_VM behaves like fork() but skips glibc's fork handlers, which take
  * locks (malloc's among them) that another thread of the daemon might hold. */
@@ -31,56 +41,245 @@ static pid_t raw_clone(unsigned long flags)
     return (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
 }
 
-int nb_spawn_init(void)
+int nb_spawn_rootfs(void)
 {
-    if (isolated >= 0) return isolated;
-    pid_t p = raw_clone(NS_FLAGS);
-    if (p == 0) _exit(0);
-    if (p > 0) {
-        waitpid(p, NULL, 0);
-        isolated = 1;
-    } else {
-        isolated = 0;
-        nb_warn("spawn",
-                "namespaces unavailable (%s): instances run without isolation and the "
-                "Runtime API listens on an ephemeral loopback port; run as root",
-                strerror(errno));
+    return nb_sbx_get()->rootfs;
+}
+
+/* ---------- the mount plan ----------
+ *
+ * Everything the child does to build the root is decided in the parent as a list of steps with
+ * ready-made paths, so the child only makes system calls (it is a copy of a multi-threaded
+ * process: no malloc, no stdio). */
+
+enum mop {
+    M_SELF_BIND, /* make the skeleton a mount point */
+    M_BIND_RO,   /* read-only bind, recursive; src is a host path */
+    M_TMPFS,
+    M_REMOUNT_RO, /* a tmpfs made read-only once filled */
+    M_FILE,       /* an empty file to bind a device onto */
+    M_DEV,        /* bind a host device node */
+    M_SYMLINK,
+    M_PROC,
+    M_MASK,    /* /dev/null over a /proc file (missing ones are fine) */
+    M_MASKDIR, /* an empty read-only tmpfs over a /proc directory */
+    M_RO,      /* a /proc subtree bound read-only onto itself */
+};
+
+#define PLAN_MAX   64
+#define ARENA_SIZE 16384
+
+typedef struct mount_step {
+    enum mop op;
+    unsigned long flags;
+    const char *src;
+    const char *dst;
+    const char *data;
+} mount_step;
+
+typedef struct plan {
+    mount_step steps[PLAN_MAX];
+    int n;
+    char arena[ARENA_SIZE];
+    size_t used;
+    int overflow;
+    char tmp_opts[64];
+} plan;
+
+static const char *arena_path(plan *p, const char *a, const char *b)
+{
+    size_t need = strlen(a) + strlen(b) + 1;
+    if (p->used + need > sizeof p->arena) {
+        p->overflow = 1;
+        return "";
     }
-    return isolated;
+    char *s = p->arena + p->used;
+    memcpy(s, a, strlen(a));
+    memcpy(s + strlen(a), b, strlen(b) + 1);
+    p->used += need;
+    return s;
 }
 
-int nb_spawn_isolated(void)
+static void add(plan *p, enum mop op, const char *src, const char *dst_rel, unsigned long flags,
+                const char *data)
 {
-    return isolated > 0;
+    if (p->n >= PLAN_MAX) {
+        p->overflow = 1;
+        return;
+    }
+    p->steps[p->n++] = (mount_step){op, flags, src, arena_path(p, nb_sbx_root(), dst_rel), data};
 }
 
-/* Child-side report: which step failed and errno. Only async-signal-safe calls below. */
+static int is_dir(const char *path)
+{
+    struct stat sb;
+    return lstat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static void build_plan(plan *p, const nb_spawn_spec *spec)
+{
+    p->n = 0;
+    p->used = 0;
+    p->overflow = 0;
+    const char *root = nb_sbx_root();
+    add(p, M_SELF_BIND, root, "", 0, NULL);
+    add(p, M_BIND_RO, "/usr", "/usr", 0, NULL);
+    /* Hosts without the merged /usr have real /bin, /lib...; the skeleton mirrors symlinks. */
+    static const char *tops[] = {"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"};
+    char skel[PATH_MAX];
+    for (size_t i = 0; i < NB_ARRAY_LEN(tops); i++) {
+        snprintf(skel, sizeof skel, "%s%s", root, tops[i]);
+        if (is_dir(skel) && is_dir(tops[i])) add(p, M_BIND_RO, tops[i], tops[i], 0, NULL);
+    }
+    static const char *etcdirs[] = {"/etc/ssl", "/etc/pki", "/etc/alternatives",
+                                    "/etc/ca-certificates"};
+    for (size_t i = 0; i < NB_ARRAY_LEN(etcdirs); i++)
+        if (is_dir(etcdirs[i])) add(p, M_BIND_RO, etcdirs[i], etcdirs[i], 0, NULL);
+    add(p, M_BIND_RO, spec->task_dir, NB_SPAWN_TASK_DIR, 0, NULL);
+    if (spec->runtime_dir) add(p, M_BIND_RO, spec->runtime_dir, NB_SPAWN_RUNTIME_DIR, 0, NULL);
+    snprintf(p->tmp_opts, sizeof p->tmp_opts, "size=%dm,mode=1777", spec->tmp_mb);
+    add(p, M_TMPFS, "tmpfs", "/tmp", MS_NOSUID | MS_NODEV, p->tmp_opts);
+    static const char dev_opts[] = "size=64k,nr_inodes=64,mode=755";
+    add(p, M_TMPFS, "tmpfs", "/dev", MS_NOSUID | MS_NOEXEC, dev_opts);
+    static const char *devs[] = {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"};
+    for (size_t i = 0; i < NB_ARRAY_LEN(devs); i++) {
+        add(p, M_FILE, NULL, devs[i], 0, NULL);
+        add(p, M_DEV, devs[i], devs[i], 0, NULL);
+    }
+    static const char *links[][2] = {{"/proc/self/fd", "/dev/fd"},
+                                     {"/proc/self/fd/0", "/dev/stdin"},
+                                     {"/proc/self/fd/1", "/dev/stdout"},
+                                     {"/proc/self/fd/2", "/dev/stderr"}};
+    for (size_t i = 0; i < NB_ARRAY_LEN(links); i++)
+        add(p, M_SYMLINK, links[i][0], links[i][1], 0, NULL);
+    add(p, M_REMOUNT_RO, NULL, "/dev", MS_NOSUID | MS_NOEXEC, dev_opts);
+    add(p, M_PROC, "proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    /* What container runtimes hide: kernel memory and keys, timers and scheduler internals
+     * (they leak other tenants' activity), and the knobs that change the host. */
+    static const char *masked[] = {
+        "/proc/kcore",       "/proc/keys",          "/proc/timer_list",    "/proc/timer_stats",
+        "/proc/sched_debug", "/proc/latency_stats", "/proc/kallsyms",      "/proc/kpagecount",
+        "/proc/kpageflags",  "/proc/kpagecgroup",   "/proc/sysrq-trigger", "/proc/config.gz"};
+    for (size_t i = 0; i < NB_ARRAY_LEN(masked); i++)
+        add(p, M_MASK, "/dev/null", masked[i], 0, NULL);
+    static const char *maskdirs[] = {"/proc/acpi", "/proc/scsi", "/proc/asound", "/proc/driver"};
+    for (size_t i = 0; i < NB_ARRAY_LEN(maskdirs); i++)
+        add(p, M_MASKDIR, "tmpfs", maskdirs[i], MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            "size=0,mode=555");
+    static const char *ro[] = {"/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq"};
+    for (size_t i = 0; i < NB_ARRAY_LEN(ro); i++)
+        add(p, M_RO, NULL, ro[i], 0, NULL);
+}
+
+/* ---------- child side: only async-signal-safe calls below ---------- */
+
 enum step {
     STEP_OK,
+    STEP_CGROUP,
     STEP_MOUNT,
+    STEP_PIVOT,
     STEP_HOSTNAME,
     STEP_LOOPBACK,
     STEP_LISTEN,
     STEP_CLONE,
     STEP_FDS,
+    STEP_LIMITS,
+    STEP_CREDS,
+    STEP_SECCOMP,
     STEP_CWD,
     STEP_EXEC
 };
-static const char *step_names[] = {"ok",    "mount", "hostname", "loopback", "listen",
-                                   "clone", "fds",   "chdir",    "exec"};
+static const char *step_names[] = {"ok",       "cgroup join", "mount", "pivot_root", "hostname",
+                                   "loopback", "listen",      "clone", "fds",        "rlimits",
+                                   "uid drop", "seccomp",     "chdir", "exec"};
 
 struct report {
     int step;
     int err;
     int port;
+    int detail; /* the mount step that failed */
 };
 
-static void child_fail(int fd, int step)
+/* Everything the child needs, prepared by the parent. */
+typedef struct child_ctx {
+    const nb_spawn_spec *spec;
+    const plan *plan; /* NULL: no root of our own */
+    int join_fds[NB_CG_MAX_JOIN];
+    int njoin;
+    uid_t uid; /* (uid_t)-1: keep the daemon's */
+    const struct sock_fprog *seccomp;
+    int own_net;
+    struct rlimit nofile, fsize, core, nproc;
+} child_ctx;
+
+static void child_fail_at(int fd, int step, int detail)
 {
-    struct report r = {step, errno, 0};
+    struct report r = {step, errno, 0, detail};
     ssize_t w = write(fd, &r, sizeof r);
     (void)w;
     _exit(127);
+}
+
+static void child_fail(int fd, int step)
+{
+    child_fail_at(fd, step, -1);
+}
+
+static int bind_ro(const char *src, const char *dst, unsigned long extra)
+{
+    if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0) return -1;
+    return mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | extra,
+                 NULL);
+}
+
+static int run_step(const mount_step *s)
+{
+    switch (s->op) {
+    case M_SELF_BIND:
+        return mount(s->src, s->dst, NULL, MS_BIND, NULL);
+    case M_BIND_RO:
+        return bind_ro(s->src, s->dst, 0);
+    case M_TMPFS:
+        return mount(s->src, s->dst, "tmpfs", s->flags, s->data);
+    case M_REMOUNT_RO:
+        return mount(NULL, s->dst, NULL, MS_REMOUNT | MS_RDONLY | s->flags, s->data);
+    case M_FILE: {
+        int fd = open(s->dst, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+        if (fd < 0) return -1;
+        close(fd);
+        return 0;
+    }
+    case M_DEV:
+        return mount(s->src, s->dst, NULL, MS_BIND, NULL);
+    case M_SYMLINK:
+        return symlink(s->src, s->dst);
+    case M_PROC:
+        return mount(s->src, s->dst, "proc", s->flags, NULL);
+    case M_MASK:
+        if (mount(s->src, s->dst, NULL, MS_BIND, NULL) < 0 && errno != ENOENT) return -1;
+        return 0;
+    case M_MASKDIR:
+        if (mount(s->src, s->dst, "tmpfs", s->flags, s->data) < 0 && errno != ENOENT) return -1;
+        return 0;
+    case M_RO:
+        if (bind_ro(s->dst, s->dst, MS_NOEXEC) < 0 && errno != ENOENT) return -1;
+        return 0;
+    }
+    return 0;
+}
+
+static void build_root(const child_ctx *cx, int report)
+{
+    const plan *p = cx->plan;
+    for (int i = 0; i < p->n; i++)
+        if (run_step(&p->steps[i]) < 0) child_fail_at(report, STEP_MOUNT, i);
+    /* pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only the
+     * new root visible, with no directory needed to park the old one in. */
+    if (chdir(p->steps[0].dst) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
+        umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+        child_fail(report, STEP_PIVOT);
+    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        child_fail(report, STEP_PIVOT);
 }
 
 static int loopback_up(void)
@@ -120,7 +319,7 @@ static int listen_loopback(int port, int *bound_port)
     return s;
 }
 
-/* Async-signal-safe: no snprintf in the child. */
+/* No snprintf in the child. */
 static void set_api_env(const nb_spawn_spec *spec, int port)
 {
     if (!spec->runtime_api_env) return;
@@ -142,7 +341,7 @@ static void set_api_env(const nb_spawn_spec *spec, int port)
 
 static int send_fd(int sock, int fd, int port)
 {
-    struct report r = {STEP_OK, 0, port};
+    struct report r = {STEP_OK, 0, port, -1};
     struct iovec iov = {&r, sizeof r};
     char ctrl[CMSG_SPACE(sizeof(int))];
     memset(ctrl, 0, sizeof ctrl);
@@ -163,9 +362,28 @@ static void close_from(int lowfd)
         close(fd);
 }
 
-/* The runtime process: fds 0..3 in place, everything else closed, then execve. */
-static void exec_runtime(const nb_spawn_spec *spec, int report)
+/* Root with every capability to a uid with none: the bounding set is emptied first (that needs
+ * CAP_SETPCAP, gone after the switch), then groups, gid, uid; the kernel clears the permitted
+ * and effective sets on the uid change, and the ambient set is cleared explicitly. */
+static int drop_privileges(uid_t uid)
 {
+    for (int cap = 0; cap <= 63; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL) return -1;
+    if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, uid, uid, uid) < 0 ||
+        syscall(SYS_setresuid, uid, uid, uid) < 0)
+        return -1;
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL) return -1;
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2];
+    memset(d, 0, sizeof d);
+    return (int)syscall(SYS_capset, &h, d);
+}
+
+/* The runtime process: fds 0..3 in place, everything else closed, limits, credentials,
+ * filter, then execve. */
+static void exec_runtime(const child_ctx *cx, int report)
+{
+    const nb_spawn_spec *spec = cx->spec;
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     /* Move the report fd above the ones we dup onto so dup2 cannot clobber it. */
     int rep = fcntl(report, F_DUPFD_CLOEXEC, 10);
@@ -180,12 +398,22 @@ static void exec_runtime(const nb_spawn_spec *spec, int report)
     if (dup2(rep, 4) < 0 || fcntl(4, F_SETFD, FD_CLOEXEC) < 0) child_fail(rep, STEP_FDS);
     close_from(5);
     if (chan < 0) close(3);
+    if (setrlimit(RLIMIT_NOFILE, &cx->nofile) < 0 || setrlimit(RLIMIT_FSIZE, &cx->fsize) < 0 ||
+        setrlimit(RLIMIT_CORE, &cx->core) < 0)
+        child_fail(4, STEP_LIMITS);
+    if (cx->uid != (uid_t)-1) {
+        /* Per uid, and each instance has its own: a second fence against fork bombs. */
+        if (setrlimit(RLIMIT_NPROC, &cx->nproc) < 0) child_fail(4, STEP_LIMITS);
+        if (drop_privileges(cx->uid) < 0) child_fail(4, STEP_CREDS);
+    }
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) child_fail(4, STEP_CREDS);
     if (chdir(spec->cwd) < 0) child_fail(4, STEP_CWD);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     for (int s = 1; s < 32; s++)
         if (s != SIGKILL && s != SIGSTOP) signal(s, SIG_DFL);
+    if (cx->seccomp && nb_seccomp_load(cx->seccomp) < 0) child_fail(4, STEP_SECCOMP);
     execve(spec->argv[0], spec->argv, spec->envp);
     child_fail(4, STEP_EXEC);
 }
@@ -198,84 +426,159 @@ static void detach_from_terminal(int report)
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(report, STEP_FDS);
 }
 
-static void isolated_init(const nb_spawn_spec *spec, int report)
+static void join_cgroup(const child_ctx *cx, int report)
 {
+    for (int i = 0; i < cx->njoin; i++)
+        if (write(cx->join_fds[i], "0", 1) != 1) child_fail(report, STEP_CGROUP);
+}
+
+static void isolated_init(const child_ctx *cx, int report)
+{
+    const nb_spawn_spec *spec = cx->spec;
     detach_from_terminal(report);
     /* init is a copy of the daemon's memory (admin token, other functions' config): not
-     * dumpable, so its /proc/1/mem cannot be read by the runtime once capabilities are dropped. */
+     * dumpable, so its /proc/1/mem cannot be read by the runtime. */
     prctl(PR_SET_DUMPABLE, 0);
+    join_cgroup(cx, report);
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(report, STEP_MOUNT);
-    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+    if (cx->plan)
+        build_root(cx, report);
+    else if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         child_fail(report, STEP_MOUNT);
     if (spec->hostname && sethostname(spec->hostname, strlen(spec->hostname)) < 0)
         child_fail(report, STEP_HOSTNAME);
-    if (loopback_up() < 0) child_fail(report, STEP_LOOPBACK);
+    if (cx->own_net && loopback_up() < 0) child_fail(report, STEP_LOOPBACK);
     if (spec->want_runtime_api) {
         int port = 0;
-        int l = listen_loopback(RUNTIME_API_PORT, &port);
+        /* In the host's network a fixed port would collide between instances. */
+        int l = listen_loopback(cx->own_net ? RUNTIME_API_PORT : 0, &port);
         if (l < 0 || send_fd(report, l, port) < 0) child_fail(report, STEP_LISTEN);
         close(l);
         set_api_env(spec, port);
     }
     pid_t rt = raw_clone(0);
     if (rt < 0) child_fail(report, STEP_CLONE);
-    if (rt == 0) exec_runtime(spec, report);
+    if (rt == 0) exec_runtime(cx, report);
     /* pid 1: hold nothing open, reap, and mirror the runtime's exit. */
     close_from(0);
     for (;;) {
         int status;
         pid_t p = waitpid(-1, &status, 0);
         if (p == rt) {
-            if (WIFSIGNALED(status)) {
-                /* Re-raise so the daemon sees the same signal; pid 1 cannot be killed by its own
-                 * signal from inside, so exit with the shell convention instead. */
-                _exit(128 + WTERMSIG(status));
-            }
+            /* pid 1 cannot be killed by its own signal from inside, so a signal death is
+             * passed on with the shell convention instead. */
+            if (WIFSIGNALED(status)) _exit(128 + WTERMSIG(status));
             _exit(WEXITSTATUS(status));
         }
         if (p < 0 && errno == ECHILD) _exit(127);
     }
 }
 
-static void degraded_child(const nb_spawn_spec *spec, int report)
+static void degraded_child(const child_ctx *cx, int report)
 {
     detach_from_terminal(report);
-    if (spec->want_runtime_api) {
+    join_cgroup(cx, report);
+    if (cx->spec->want_runtime_api) {
         int port = 0;
         int l = listen_loopback(0, &port);
         if (l < 0 || send_fd(report, l, port) < 0) child_fail(report, STEP_LISTEN);
         close(l);
-        set_api_env(spec, port);
+        set_api_env(cx->spec, port);
     }
-    exec_runtime(spec, report);
+    exec_runtime(cx, report);
+}
+
+/* ---------- parent side ---------- */
+
+static void fail_message(nb_err *err, const struct report *r, const plan *p)
+{
+    const char *what = r->step >= 0 && r->step <= STEP_EXEC ? step_names[r->step] : "?";
+    if (r->step == STEP_MOUNT && p && r->detail >= 0 && r->detail < p->n)
+        nb_err_set(err, 500, NB_E_INTERNAL, "spawn: mount %s failed: %s", p->steps[r->detail].dst,
+                   strerror(r->err));
+    else
+        nb_err_set(err, 500, NB_E_INTERNAL, "spawn: %s failed: %s", what, strerror(r->err));
+}
+
+static void rlim(struct rlimit *r, rlim_t v)
+{
+    r->rlim_cur = r->rlim_max = v;
 }
 
 int nb_spawn(const nb_spawn_spec *spec, nb_spawn_result *out, int *exec_errno, nb_err *err)
 {
-    int sv[2];
+    const nb_sbx_status *sb = nb_sbx_get();
     *exec_errno = 0;
     out->pid = -1;
     out->runtime_api_fd = -1;
     out->runtime_api_port = 0;
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return nb_err_sys(err, errno, "spawn: socketpair");
-    int iso = nb_spawn_init();
-    pid_t pid = raw_clone(iso ? NS_FLAGS : 0);
-    if (pid < 0) {
-        int e = errno;
-        close(sv[0]);
-        close(sv[1]);
-        return nb_err_sys(err, e, "spawn: clone");
+    out->uid = (uid_t)-1;
+    out->cg = NULL;
+    out->host_net = 0;
+
+    child_ctx cx;
+    memset(&cx, 0, sizeof cx);
+    cx.spec = spec;
+    cx.uid = (uid_t)-1;
+    cx.own_net = sb->namespaces && !spec->network_host;
+    out->host_net = !cx.own_net;
+    rlim(&cx.nofile, OPEN_FILES_MAX);
+    /* Past /tmp's size a file cannot grow anyway; the margin lets ENOSPC, the error a
+     * function expects from a full disk, come first. */
+    rlim(&cx.fsize, ((rlim_t)spec->tmp_mb + 1) << 20);
+    rlim(&cx.core, 0);
+    rlim(&cx.nproc, PIDS_MAX);
+    if (!sb->disabled && sb->seccomp) cx.seccomp = nb_seccomp_program();
+    /* plan is large: static per thread instead of on a loop thread's stack. */
+    static _Thread_local plan pl;
+    if (sb->rootfs) {
+        build_plan(&pl, spec);
+        if (pl.overflow) return nb_err_set(err, 500, NB_E_INTERNAL, "spawn: mount plan too big");
+        cx.plan = &pl;
     }
+    if (sb->uid_drop) {
+        cx.uid = nb_sbx_uid_acquire();
+        if (cx.uid == (uid_t)-1)
+            return nb_err_set(err, 503, NB_E_UNAVAILABLE, "spawn: every sandbox uid is in use");
+        out->uid = cx.uid;
+    }
+    if (!sb->disabled && sb->cgroup != NB_CG_NONE) {
+        nb_cg_limits lim = {spec->memory_mb, PIDS_MAX};
+        out->cg = nb_cg_acquire(&lim, err);
+        if (!out->cg || (cx.njoin = nb_cg_open_join_fds(out->cg, cx.join_fds)) < 0) {
+            if (out->cg) nb_err_set(err, 500, NB_E_INTERNAL, "spawn: opening the cgroup failed");
+            nb_spawn_release(out);
+            return nb_err_prefix(err, "spawn");
+        }
+    }
+
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        int e = errno;
+        for (int i = 0; i < cx.njoin; i++)
+            close(cx.join_fds[i]);
+        nb_spawn_release(out);
+        return nb_err_sys(err, e, "spawn: socketpair");
+    }
+    int iso = sb->namespaces && !sb->disabled;
+    pid_t pid = raw_clone(iso ? NS_FLAGS | (cx.own_net ? CLONE_NEWNET : 0) : 0);
     if (pid == 0) {
         close(sv[0]);
         if (iso)
-            isolated_init(spec, sv[1]);
+            isolated_init(&cx, sv[1]);
         else
-            degraded_child(spec, sv[1]);
+            degraded_child(&cx, sv[1]);
         _exit(127);
     }
+    int clone_errno = errno;
+    for (int i = 0; i < cx.njoin; i++)
+        close(cx.join_fds[i]);
     close(sv[1]);
+    if (pid < 0) {
+        close(sv[0]);
+        nb_spawn_release(out);
+        return nb_err_sys(err, clone_errno, "spawn: clone");
+    }
     out->pid = pid;
     /* Read reports until EOF: an optional listener fd, then either nothing (exec succeeded)
      * or a failure record. */
@@ -299,27 +602,96 @@ int nb_spawn(const nb_spawn_spec *spec, nb_spawn_result *out, int *exec_errno, n
             continue;
         }
         if (r.step == STEP_EXEC) *exec_errno = r.err;
-        nb_err_set(err, 500, NB_E_INTERNAL, "spawn: %s failed: %s",
-                   r.step >= 0 && r.step <= STEP_EXEC ? step_names[r.step] : "?", strerror(r.err));
+        fail_message(err, &r, cx.plan);
         goto fail;
     }
     close(sv[0]);
     return 0;
 fail:
     close(sv[0]);
-    nb_spawn_kill(pid);
+    nb_spawn_kill(out);
     waitpid(pid, NULL, 0);
     if (out->runtime_api_fd >= 0) close(out->runtime_api_fd);
     out->runtime_api_fd = -1;
     out->pid = -1;
+    nb_spawn_release(out);
     return -1;
 }
 
-void nb_spawn_kill(pid_t pid)
+void nb_spawn_kill(const nb_spawn_result *r)
 {
-    if (pid <= 0) return;
-    if (nb_spawn_isolated())
-        kill(pid, SIGKILL); /* init dies, the kernel kills the rest of its PID namespace */
+    if (r->pid <= 0) return;
+    const nb_sbx_status *sb = nb_sbx_get();
+    if (sb->namespaces && !sb->disabled)
+        kill(r->pid, SIGKILL); /* init dies, the kernel kills the rest of its PID namespace */
     else
-        kill(-pid, SIGKILL);
+        kill(-r->pid, SIGKILL);
+}
+
+int nb_spawn_oom_killed(const nb_spawn_result *r)
+{
+    return r->cg && nb_cg_oom_kills(r->cg) > 0;
+}
+
+int64_t nb_spawn_peak_bytes(const nb_spawn_result *r)
+{
+    return r->cg ? nb_cg_peak_bytes(r->cg) : -1;
+}
+
+void nb_spawn_release(nb_spawn_result *r)
+{
+    if (r->cg) nb_cg_release(r->cg);
+    r->cg = NULL;
+    if (r->uid != (uid_t)-1) nb_sbx_uid_release(r->uid);
+    r->uid = (uid_t)-1;
+}
+
+/* The kernel's socket table knows who opened the other end of a loopback connection: ask
+ * sock_diag for the connecting socket (local = the peer's address) and compare its owner. */
+static int loopback_peer_uid(int fd, uid_t *uid)
+{
+    struct sockaddr_in self, peer;
+    socklen_t sl = sizeof self, pl = sizeof peer;
+    if (getsockname(fd, (struct sockaddr *)&self, &sl) < 0 ||
+        getpeername(fd, (struct sockaddr *)&peer, &pl) < 0 || self.sin_family != AF_INET)
+        return -1;
+    int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (nl < 0) return -1;
+    struct {
+        struct nlmsghdr nh;
+        struct inet_diag_req_v2 req;
+    } q;
+    memset(&q, 0, sizeof q);
+    q.nh.nlmsg_len = sizeof q;
+    q.nh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    q.nh.nlmsg_flags = NLM_F_REQUEST;
+    q.req.sdiag_family = AF_INET;
+    q.req.sdiag_protocol = IPPROTO_TCP;
+    q.req.idiag_states = ~0u;
+    q.req.id.idiag_sport = peer.sin_port;
+    q.req.id.idiag_dport = self.sin_port;
+    q.req.id.idiag_src[0] = peer.sin_addr.s_addr;
+    q.req.id.idiag_dst[0] = self.sin_addr.s_addr;
+    q.req.id.idiag_cookie[0] = q.req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+    int rc = -1;
+    char buf[1024];
+    if (send(nl, &q, sizeof q, 0) == (ssize_t)sizeof q) {
+        ssize_t n = recv(nl, buf, sizeof buf, 0);
+        struct nlmsghdr *h = (struct nlmsghdr *)buf;
+        if (n >= (ssize_t)sizeof *h && NLMSG_OK(h, (size_t)n) &&
+            h->nlmsg_type == SOCK_DIAG_BY_FAMILY &&
+            h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct inet_diag_msg))) {
+            *uid = ((struct inet_diag_msg *)NLMSG_DATA(h))->idiag_uid;
+            rc = 0;
+        }
+    }
+    close(nl);
+    return rc;
+}
+
+int nb_spawn_peer_ok(const nb_spawn_result *r, int fd)
+{
+    if (!r->host_net || r->uid == (uid_t)-1) return 1;
+    uid_t uid;
+    return loopback_peer_uid(fd, &uid) == 0 && uid == r->uid;
 }

@@ -1,29 +1,38 @@
-/* nb_spawn: the one place where function processes are created.
+/* nb_spawn: the one place where function processes are created, and where the sandbox is
+ * applied to them (docs/security.md, docs/internals/spawn.md).
  *
- * Every instance starts here, so the sandbox (issue: sandbox) and the zygote/template fork path
- * plug in behind this interface without touching the scheduler. Today a spawn is:
- *
- *   daemon --clone(NEWPID|NEWNET|NEWNS|NEWUTS|NEWIPC)--> init (pid 1 of the instance)
- *   init: private mounts, own /proc, hostname, loopback up, Runtime API listener (if asked)
- *   init --clone--> runtime (pid 2): stdio + channel on fds 0..3, cwd, execve
+ *   daemon --clone(NEWPID|NEWNS|NEWUTS|NEWIPC[|NEWNET])--> init (pid 1 of the instance)
+ *   init: joins the instance's cgroup; private mounts; builds the root from the read-only
+ *         skeleton (binds of /usr and friends, code at /var/task, runtime at /var/runtime,
+ *         tmpfs /tmp of ephemeral_storage_mb, minimal /dev, own /proc with sensitive paths
+ *         masked); pivot_root; hostname; loopback up; the Runtime API listener if asked
+ *   init --clone--> runtime (pid 2): stdio + channel on fds 0..3, rlimits, bounding set
+ *         emptied, unprivileged uid/gid, no_new_privs, seccomp filter, execve
  *   init waits; when the runtime exits, init exits with its status and the kernel kills
  *   everything else in the PID namespace, so killing init kills all descendants.
  *
- * When namespaces are not permitted (not root, no user namespaces) the spawn degrades to a
- * plain child in its own process group, with the Runtime API on an ephemeral loopback port;
- * this is logged once at start as a warning.
+ * Each layer is used when nb_sbx_init found it available; what is missing was reported once at
+ * start. With no namespaces at all (not root) a spawn is a plain child in its own process
+ * group, with the Runtime API on an ephemeral loopback port.
  *
- * Setup failures in the child travel back over a close-on-exec socket (errno + step); EOF on
- * it means execve succeeded. Called on the loop thread; blocks until the exec (about 1 ms). */
+ * Setup failures in the child travel back over a close-on-exec socket (step, errno, and which
+ * mount); EOF on it means execve succeeded. Called on a loop thread; blocks until the exec
+ * (about a millisecond). The result owns a uid and a cgroup slot until nb_spawn_release. */
 #ifndef NB_SPAWN_H
 #define NB_SPAWN_H
 
 #include "base/err.h"
+#include "sandbox/cgroup.h"
 
+#include <stdint.h>
 #include <sys/types.h>
 
+/* Where the code and the runtime's files appear inside the sandbox. */
+#define NB_SPAWN_TASK_DIR    "/var/task"
+#define NB_SPAWN_RUNTIME_DIR "/var/runtime"
+
 typedef struct nb_spawn_spec {
-    char *const *argv;
+    char *const *argv; /* paths as the runtime will see them (see nb_spawn_rootfs) */
     char *const *envp;
     const char *cwd;
     const char *hostname;
@@ -35,21 +44,39 @@ typedef struct nb_spawn_spec {
      * envp; the child appends "127.0.0.1:<port>" to it before execve. */
     char *runtime_api_env;
     size_t runtime_api_env_size;
+    /* The sandbox. */
+    const char *task_dir;    /* host path of the unpacked code: /var/task */
+    const char *runtime_dir; /* host path of nimbus's runtime files: /var/runtime, or NULL */
+    int memory_mb;
+    int tmp_mb;
+    int network_host; /* share the host's network namespace (network: host) */
 } nb_spawn_spec;
 
 typedef struct nb_spawn_result {
     pid_t pid;          /* the instance's init (or the runtime itself when degraded) */
     int runtime_api_fd; /* listening socket, or -1 */
     int runtime_api_port;
+    uid_t uid;      /* the instance's uid, (uid_t)-1 when it runs as the daemon's */
+    nb_cg_slot *cg; /* NULL without cgroups */
+    int host_net;   /* in the host's network: Runtime API peers must be checked */
 } nb_spawn_result;
 
-/* Detects once whether namespaces can be used. Returns 1 (isolated) or 0 (degraded). */
-int nb_spawn_init(void);
-int nb_spawn_isolated(void);
+/* 1 when instances see the sandbox's paths (/var/task, /var/runtime) rather than the host's. */
+int nb_spawn_rootfs(void);
 /* 0 on success; on failure err says which step failed (exec errors map to
  * Runtime.InvalidEntrypoint in the caller). *exec_errno is set when execve itself failed. */
 int nb_spawn(const nb_spawn_spec *spec, nb_spawn_result *out, int *exec_errno, nb_err *err);
 /* Kills the instance and all its descendants. */
-void nb_spawn_kill(pid_t pid);
+void nb_spawn_kill(const nb_spawn_result *r);
+/* After the instance's init was reaped: did the kernel's OOM killer act in its cgroup? */
+int nb_spawn_oom_killed(const nb_spawn_result *r);
+/* Peak memory of the instance in bytes, -1 when unknown (no cgroups). */
+int64_t nb_spawn_peak_bytes(const nb_spawn_result *r);
+/* Gives back the uid and the cgroup slot (killing anything left in it). Idempotent. */
+void nb_spawn_release(nb_spawn_result *r);
+/* For an instance in the host's network: 1 when the TCP connection fd (accepted on the
+ * instance's Runtime API listener) comes from a process of that instance (its uid), so no
+ * other local process can drive its Runtime API. Always 1 in the instance's own network. */
+int nb_spawn_peer_ok(const nb_spawn_result *r, int fd);
 
 #endif

@@ -20,7 +20,7 @@ import subprocess
 import time
 import unittest
 
-from nimbus_harness import BUILD, SRC, File, NimbusTestCase, wait_until
+from nimbus_harness import BUILD, SRC, File, NimbusTestCase, dir_files, wait_until
 
 NPM = shutil.which("npm")
 NODE = shutil.which("node") or "/usr/bin/node"
@@ -96,7 +96,20 @@ done
 
 
 def ric_bootstrap(handler):
-    return File(f"#!/bin/sh\nexec {NODE} {RIC_ENTRY} {handler}\n", 0o755)
+    # The RIC travels inside the function's code, as users deploy it: the sandbox shows the
+    # function only its own code, never the build tree.
+    return File(f"#!/bin/sh\nexec {NODE} \"$LAMBDA_TASK_ROOT/node_modules/aws-lambda-ric/bin/index.mjs\" "
+                f"{handler}\n", 0o755)
+
+
+def ric_files():
+    """The parts of the installed aws-lambda-ric a function needs at run time."""
+    base = os.path.dirname(os.path.dirname(RIC_ENTRY))
+    out = {"node_modules/aws-lambda-ric/package.json": open(os.path.join(base, "package.json")).read()}
+    for sub in ("bin", "dist"):
+        for rel, f in dir_files(os.path.join(base, sub)).items():
+            out[f"node_modules/aws-lambda-ric/{sub}/{rel}"] = f
+    return out
 
 
 def install_ric():
@@ -134,7 +147,7 @@ class AwsLambdaRic(NimbusTestCase):
         if err:
             raise AssertionError(err)
         cls.d = cls.start_daemon()
-        code = {"index.js": INDEX_JS, "bootstrap": ric_bootstrap("index.handler")}
+        code = {"index.js": INDEX_JS, "bootstrap": ric_bootstrap("index.handler"), **ric_files()}
         cls.d.deploy("ric", code, "provided.al2023", "index.handler", timeout_s=5)
 
     def test_success_result_and_warm_reuse(self):
@@ -152,7 +165,7 @@ class AwsLambdaRic(NimbusTestCase):
         self.assertEqual(json.loads(p.stdout)["event"], {"via": "cli"})
 
     def test_thrown_error(self):
-        code = {"index.js": INDEX_JS, "bootstrap": ric_bootstrap("index.fails")}
+        code = {"index.js": INDEX_JS, "bootstrap": ric_bootstrap("index.fails"), **ric_files()}
         self.d.deploy("ric-fails", code, "provided", "index.fails")
         doc = self.assert_fn_error(self.d.invoke("ric-fails"), "Error")
         self.assertEqual(doc["errorMessage"], "ric boom")
@@ -166,7 +179,7 @@ class AwsLambdaRic(NimbusTestCase):
     def test_uncaught_exception_then_next_call_on_a_fresh_instance(self):
         # The RIC reports the crash through /error and exits instead of calling /next; the next
         # invocation, sent at once, must wait for a new instance rather than fail.
-        code = {"index.js": INDEX_JS, "bootstrap": ric_bootstrap("index.crash")}
+        code = {"index.js": INDEX_JS, "bootstrap": ric_bootstrap("index.crash"), **ric_files()}
         self.d.deploy("ric-crash", code, "provided", "index.crash")
         for _ in range(3):
             self.assertEqual(self.assert_ok(self.d.invoke("ric-crash"))["calls"], 1)
@@ -175,7 +188,7 @@ class AwsLambdaRic(NimbusTestCase):
             self.assertEqual(doc["errorMessage"], "uncaught in a timer")
 
     def test_init_error(self):
-        code = {"index.js": BROKEN_INDEX_JS, "bootstrap": ric_bootstrap("index.handler")}
+        code = {"index.js": BROKEN_INDEX_JS, "bootstrap": ric_bootstrap("index.handler"), **ric_files()}
         self.d.deploy("ric-broken", code, "provided", "index.handler")
         t = time.monotonic()
         doc = self.assert_fn_error(self.d.invoke("ric-broken"), "Runtime.ImportModuleError")
@@ -184,7 +197,7 @@ class AwsLambdaRic(NimbusTestCase):
         self.assert_fn_error(self.d.invoke("ric-broken"), "Runtime.ImportModuleError")
 
     def test_logs_from_the_ric(self):
-        code = {"index.js": INDEX_JS, "bootstrap": ric_bootstrap("index.logs")}
+        code = {"index.js": INDEX_JS, "bootstrap": ric_bootstrap("index.logs"), **ric_files()}
         self.d.deploy("ric-logs", code, "provided", "index.logs")
         r = self.d.invoke("ric-logs")
         self.assertEqual(self.assert_ok(r), "logged")
@@ -213,7 +226,7 @@ class RuntimeApiIsolation(NimbusTestCase):
         else:
             s.close()
             self.fail("the host reached 127.0.0.1:9001, where the instance's Runtime API listens")
-        self.assertIn("isolation=namespaces", self.d.log_text())
+        self.assertIn("sandbox=full", self.d.log_text())
 
 
 if __name__ == "__main__":

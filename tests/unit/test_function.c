@@ -149,6 +149,10 @@ static void test_defaults_and_required(void)
     /* An update need not repeat anything; only the given fields change. */
     CHECK(apply(&cfg, "{\"memory_mb\":512}", 0, &err) == 0);
     CHECK(cfg.memory_mb == 512);
+    CHECK(cfg.ephemeral_storage_mb == 512 && cfg.network == NB_NET_NONE);
+    CHECK(apply(&cfg, "{\"ephemeral_storage_mb\":1024,\"network\":\"host\"}", 0, &err) == 0);
+    CHECK(cfg.ephemeral_storage_mb == 1024 && cfg.network == NB_NET_HOST);
+    CHECK(apply(&cfg, "{\"ephemeral_storage_mb\":512,\"network\":\"none\"}", 0, &err) == 0);
     CHECK_STR(cfg.handler, "app.handler");
     CHECK(apply(&cfg, "{}", 0, &err) == 0);
     CHECK(cfg.memory_mb == 512);
@@ -177,6 +181,10 @@ static void test_field_errors(void)
     expect_fail(&cfg, "{\"memory_mb\":10241}", 0, NB_E_INVALID_VALUE);
     expect_fail(&cfg, "{\"memory_mb\":-1}", 0, NB_E_INVALID_VALUE);
     expect_fail(&cfg, "{\"memory_mb\":256.0}", 0, NB_E_INVALID_VALUE);
+    expect_fail(&cfg, "{\"ephemeral_storage_mb\":511}", 0, NB_E_INVALID_VALUE);
+    expect_fail(&cfg, "{\"ephemeral_storage_mb\":10241}", 0, NB_E_INVALID_VALUE);
+    expect_fail(&cfg, "{\"network\":\"bridge\"}", 0, NB_E_INVALID_VALUE);
+    expect_fail(&cfg, "{\"network\":1}", 0, NB_E_INVALID_VALUE);
     expect_fail(&cfg, "{\"memory_mb\":\"256\"}", 0, NB_E_INVALID_VALUE);
     expect_fail(&cfg, "{\"memory_mb\":4294967424}", 0, NB_E_INVALID_VALUE); /* 2^32 + 128 */
     expect_fail(&cfg, "{\"memory_mb\":null}", 0, NB_E_INVALID_VALUE);
@@ -426,7 +434,9 @@ static void test_equal_and_json(void)
 
     /* Round trip through the stored JSON form, also through text. */
     json_t *j = nb_fn_config_to_json(&a);
-    CHECK(j && json_object_size(j) == 7);
+    CHECK(j && json_object_size(j) == 9);
+    CHECK(json_integer_value(json_object_get(j, "ephemeral_storage_mb")) == 512);
+    CHECK_STR(json_string_value(json_object_get(j, "network")), "none");
     CHECK_STR(json_string_value(json_object_get(j, "runtime")), "python3.12");
     CHECK(json_integer_value(json_object_get(j, "memory_mb")) == 256);
     char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
