@@ -5,6 +5,7 @@
 #include "gateway/api.h"
 #include "gateway/http.h"
 #include "instance/instance.h"
+#include "instance/spawn.h"
 #include "sandbox/sandbox.h"
 #include "invoke/invoke.h"
 #include "logs/logs.h"
@@ -289,6 +290,7 @@ int nb_daemon_main(int argc, char **argv)
     }
     nb_sbx_init(d.data_dir);
     nb_sbx_log();
+    nb_spawn_start();
     d.loop = uv_default_loop();
     snprintf(path, sizeof path, "%s/logs", d.data_dir);
     d.logs = nb_logs_new(path, 0);
@@ -342,7 +344,7 @@ int nb_daemon_main(int argc, char **argv)
             NIMBUS_VERSION, d.listen_host, port, d.data_dir, d.store->ops->name,
             nb_sbx_get()->rootfs ? "full" : "partial");
 
-    while (!d.stopped || nb_invoker_instances(d.invoker) > 0)
+    while (!d.stopped || nb_invoker_allocated(d.invoker) > 0)
         uv_run(d.loop, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&d.sigchld, NULL);
     nb_invoker_free(d.invoker);
@@ -353,6 +355,7 @@ int nb_daemon_main(int argc, char **argv)
 out:
     if (d.store) d.store->ops->close(d.store);
     nb_logs_free(d.logs);
+    nb_spawn_stop();
     nb_sbx_shutdown();
     if (d.lock_fd >= 0) close(d.lock_fd);
     return rc;

@@ -14,12 +14,14 @@
 #include <linux/sock_diag.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <stdlib.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -29,10 +31,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define NS_FLAGS         (CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC)
-#define RUNTIME_API_PORT 9001
-#define OPEN_FILES_MAX   1024
-#define PIDS_MAX         1024
+#define NS_FLAGS           (CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC)
+#define RUNTIME_API_PORT   9001
+#define OPEN_FILES_MAX     1024
+#define PIDS_MAX           1024
+#define NB_MEMORY_FLOOR_MB 128 /* a shell's limit until it becomes an instance */
 
 /* A raw clone without CLONE_VM behaves like fork() but skips glibc's fork handlers, which take
  * locks (malloc's among them) that another thread of the daemon might hold. */
@@ -135,7 +138,8 @@ static void build_plan(plan *p, const nb_spawn_spec *spec)
                                     "/etc/ca-certificates"};
     for (size_t i = 0; i < NB_ARRAY_LEN(etcdirs); i++)
         if (is_dir(etcdirs[i])) add(p, M_BIND_RO, etcdirs[i], etcdirs[i], 0, NULL);
-    add(p, M_BIND_RO, spec->task_dir, NB_SPAWN_TASK_DIR, 0, NULL);
+    /* A shell (spec without a task_dir) gets the function's directories at hand-over. */
+    if (spec->task_dir) add(p, M_BIND_RO, spec->task_dir, NB_SPAWN_TASK_DIR, 0, NULL);
     if (spec->runtime_dir) add(p, M_BIND_RO, spec->runtime_dir, NB_SPAWN_RUNTIME_DIR, 0, NULL);
     snprintf(p->tmp_opts, sizeof p->tmp_opts, "size=%dm,mode=1777", spec->tmp_mb);
     add(p, M_TMPFS, "tmpfs", "/tmp", MS_NOSUID | MS_NODEV, p->tmp_opts);
@@ -169,6 +173,11 @@ static void build_plan(plan *p, const nb_spawn_spec *spec)
     static const char *ro[] = {"/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq"};
     for (size_t i = 0; i < NB_ARRAY_LEN(ro); i++)
         add(p, M_RO, NULL, ro[i], 0, NULL);
+}
+
+static void rlim(struct rlimit *r, rlim_t v)
+{
+    r->rlim_cur = r->rlim_max = v;
 }
 
 /* ---------- child side: only async-signal-safe calls below ---------- */
@@ -278,6 +287,10 @@ static void build_root(const child_ctx *cx, int report)
     if (chdir(p->steps[0].dst) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
         umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
         child_fail(report, STEP_PIVOT);
+}
+
+static void seal_root(int report)
+{
     if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
         child_fail(report, STEP_PIVOT);
 }
@@ -362,6 +375,23 @@ static void close_from(int lowfd)
         close(fd);
 }
 
+/* A child of the daemon holds copies of all its descriptors (client connections, the store,
+ * other instances' pipes); an init keeps only what it needs, at once, or a pipe it holds would
+ * never see EOF. */
+static void close_except(const int *keep, int n)
+{
+    int lo = 0;
+    for (;;) {
+        int next = -1; /* the smallest kept fd >= lo */
+        for (int i = 0; i < n; i++)
+            if (keep[i] >= lo && (next < 0 || keep[i] < next)) next = keep[i];
+        if (next < 0) break;
+        if (next > lo) syscall(SYS_close_range, (unsigned)lo, (unsigned)next - 1, 0);
+        lo = next + 1;
+    }
+    syscall(SYS_close_range, (unsigned)lo, ~0u, 0);
+}
+
 /* Root with every capability to a uid with none: the bounding set is emptied first (that needs
  * CAP_SETPCAP, gone after the switch), then groups, gid, uid; the kernel clears the permitted
  * and effective sets on the uid change, and the ambient set is cleared explicitly. */
@@ -432,22 +462,35 @@ static void join_cgroup(const child_ctx *cx, int report)
         if (write(cx->join_fds[i], "0", 1) != 1) child_fail(report, STEP_CGROUP);
 }
 
+static void start_runtime(const child_ctx *cx, int report) __attribute__((noreturn));
+
 static void isolated_init(const child_ctx *cx, int report)
 {
     const nb_spawn_spec *spec = cx->spec;
+    int keep[NB_CG_MAX_JOIN + 4] = {report, spec->stdout_fd, spec->stderr_fd, spec->channel_fd};
+    memcpy(keep + 4, cx->join_fds, sizeof(int) * (size_t)cx->njoin);
+    close_except(keep, cx->njoin + 4);
     detach_from_terminal(report);
     /* init is a copy of the daemon's memory (admin token, other functions' config): not
      * dumpable, so its /proc/1/mem cannot be read by the runtime. */
     prctl(PR_SET_DUMPABLE, 0);
     join_cgroup(cx, report);
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(report, STEP_MOUNT);
-    if (cx->plan)
+    if (cx->plan) {
         build_root(cx, report);
-    else if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        seal_root(report);
+    } else if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         child_fail(report, STEP_MOUNT);
     if (spec->hostname && sethostname(spec->hostname, strlen(spec->hostname)) < 0)
         child_fail(report, STEP_HOSTNAME);
     if (cx->own_net && loopback_up() < 0) child_fail(report, STEP_LOOPBACK);
+    start_runtime(cx, report);
+}
+
+/* The instance's listener if asked, then the runtime as pid 2; init becomes the reaper. */
+static void start_runtime(const child_ctx *cx, int report)
+{
+    const nb_spawn_spec *spec = cx->spec;
     if (spec->want_runtime_api) {
         int port = 0;
         /* In the host's network a fixed port would collide between instances. */
@@ -488,6 +531,138 @@ static void degraded_child(const child_ctx *cx, int report)
     exec_runtime(cx, report);
 }
 
+/* ---------- pre-spawned shells ----------
+ *
+ * The slow part of a sandboxed start is not ours to speed up: joining a cgroup and detaching
+ * the old root each wait for an RCU grace period (milliseconds). A shell is an init that has
+ * already done all of that for no function in particular: namespaces, cgroup slot, the generic
+ * root, pivot_root. A spawn hands a ready shell the function's part: its code and runtime
+ * directories as detached mount trees (open_tree), the uid, /tmp's size, argv and environment,
+ * the pipes; the shell mounts them, seals the root and starts the runtime as a direct spawn
+ * would. */
+
+#define GO_MAGIC    0x6e627331u /* "nbs1" */
+#define GO_BLOB_MAX 32768
+#define GO_FDS      5 /* stdout, stderr, channel, task tree, runtime tree */
+
+struct go_hdr {
+    uint32_t magic;
+    uid_t uid;
+    int tmp_mb;
+    int want_api;
+    int has_runtime;
+    int nargv, nenv;
+    uint32_t blob_len; /* cwd, hostname, argv..., envp..., each NUL-terminated */
+};
+
+static int attach_tree(int tree, const char *dst)
+{
+    if (syscall(SYS_move_mount, tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0) return -1;
+    return mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL);
+}
+
+/* The shell's hand-over: everything arrives in one message; the buffers are static because
+ * the shell is a copy of a multi-threaded process and must not call malloc. */
+static void shell_go(child_ctx *cx, int sock)
+{
+    static char msg[sizeof(struct go_hdr) + GO_BLOB_MAX];
+    static char *argv[16], *envp[128], api_env[64];
+    static nb_spawn_spec spec;
+    char ctrl[CMSG_SPACE(sizeof(int) * GO_FDS)];
+    struct iovec iov = {msg, sizeof msg};
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl, .msg_controllen = sizeof ctrl};
+    ssize_t n;
+    do
+        n = recvmsg(sock, &m, 0);
+    while (n < 0 && errno == EINTR);
+    if (n == 0) _exit(0); /* the daemon let the shell go unused */
+    struct go_hdr h;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    errno = EPROTO;
+    if (n < (ssize_t)sizeof h || !c || c->cmsg_type != SCM_RIGHTS ||
+        c->cmsg_len != CMSG_LEN(sizeof(int) * GO_FDS))
+        child_fail(sock, STEP_FDS);
+    memcpy(&h, msg, sizeof h);
+    int fds[GO_FDS];
+    memcpy(fds, CMSG_DATA(c), sizeof fds);
+    if (h.magic != GO_MAGIC || h.blob_len != (size_t)n - sizeof h || h.nargv < 1 ||
+        h.nargv >= (int)(sizeof argv / sizeof argv[0]) || h.nenv < 0 ||
+        h.nenv >= (int)(sizeof envp / sizeof envp[0]) - 1)
+        child_fail(sock, STEP_FDS);
+    /* Split the blob into its strings. */
+    char *p = msg + sizeof h, *end = msg + n;
+    char *strs[2 + 16 + 128];
+    int want = 2 + h.nargv + h.nenv;
+    for (int i = 0; i < want; i++) {
+        char *z = memchr(p, 0, (size_t)(end - p));
+        if (!z) child_fail(sock, STEP_FDS);
+        strs[i] = p;
+        p = z + 1;
+    }
+    for (int i = 0; i < h.nargv; i++)
+        argv[i] = strs[2 + i];
+    argv[h.nargv] = NULL;
+    int ne = 0;
+    for (int i = 0; i < h.nenv; i++)
+        envp[ne++] = strs[2 + h.nargv + i];
+    memset(&spec, 0, sizeof spec);
+    spec.argv = argv;
+    spec.envp = envp;
+    spec.cwd = strs[0];
+    spec.hostname = strs[1];
+    spec.stdout_fd = fds[0];
+    spec.stderr_fd = fds[1];
+    spec.channel_fd = fds[2];
+    spec.want_runtime_api = h.want_api;
+    spec.tmp_mb = h.tmp_mb;
+    if (h.want_api) {
+        memcpy(api_env, "AWS_LAMBDA_RUNTIME_API=", 24);
+        envp[ne++] = api_env;
+        spec.runtime_api_env = api_env;
+        spec.runtime_api_env_size = sizeof api_env;
+    }
+    envp[ne] = NULL;
+    cx->spec = &spec;
+    cx->uid = h.uid;
+    rlim(&cx->fsize, ((rlim_t)h.tmp_mb + 1) << 20);
+    char opts[64] = "size=", *o = opts + 5;
+    int digits[12], nd = 0, v = h.tmp_mb;
+    do {
+        digits[nd++] = v % 10;
+        v /= 10;
+    } while (v && nd < 11);
+    while (nd > 0)
+        *o++ = (char)('0' + digits[--nd]);
+    memcpy(o, "m,mode=1777", 12);
+    if (attach_tree(fds[3], NB_SPAWN_TASK_DIR) < 0) child_fail(sock, STEP_MOUNT);
+    if (h.has_runtime && attach_tree(fds[4], NB_SPAWN_RUNTIME_DIR) < 0)
+        child_fail(sock, STEP_MOUNT);
+    close(fds[3]);
+    close(fds[4]);
+    if (mount(NULL, "/tmp", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, opts) < 0)
+        child_fail(sock, STEP_MOUNT);
+    seal_root(sock);
+    if (sethostname(spec.hostname, strlen(spec.hostname)) < 0) child_fail(sock, STEP_HOSTNAME);
+    start_runtime(cx, sock);
+}
+
+static void shell_main(child_ctx *cx, int sock)
+{
+    int keep[NB_CG_MAX_JOIN + 1] = {sock};
+    memcpy(keep + 1, cx->join_fds, sizeof(int) * (size_t)cx->njoin);
+    close_except(keep, cx->njoin + 1);
+    detach_from_terminal(sock);
+    prctl(PR_SET_DUMPABLE, 0);
+    join_cgroup(cx, sock);
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(sock, STEP_MOUNT);
+    build_root(cx, sock);
+    if (loopback_up() < 0) child_fail(sock, STEP_LOOPBACK);
+    struct report ready = {STEP_OK, 0, 0, -1};
+    if (write(sock, &ready, sizeof ready) != (ssize_t)sizeof ready) _exit(127);
+    shell_go(cx, sock);
+}
+
 /* ---------- parent side ---------- */
 
 static void fail_message(nb_err *err, const struct report *r, const plan *p)
@@ -500,9 +675,316 @@ static void fail_message(nb_err *err, const struct report *r, const plan *p)
         nb_err_set(err, 500, NB_E_INTERNAL, "spawn: %s failed: %s", what, strerror(r->err));
 }
 
-static void rlim(struct rlimit *r, rlim_t v)
+/* The settings every sandboxed child shares, for a direct spawn or a shell. */
+static void base_ctx(child_ctx *cx, int own_net, int tmp_mb)
 {
-    r->rlim_cur = r->rlim_max = v;
+    const nb_sbx_status *sb = nb_sbx_get();
+    memset(cx, 0, sizeof *cx);
+    cx->uid = (uid_t)-1;
+    cx->own_net = own_net;
+    rlim(&cx->nofile, OPEN_FILES_MAX);
+    /* Past /tmp's size a file cannot grow anyway; the margin lets ENOSPC, the error a
+     * function expects from a full disk, come first. */
+    rlim(&cx->fsize, ((rlim_t)tmp_mb + 1) << 20);
+    rlim(&cx->core, 0);
+    rlim(&cx->nproc, PIDS_MAX);
+    if (!sb->disabled && sb->seccomp) cx->seccomp = nb_seccomp_program();
+}
+
+static int join_slot(nb_cg_slot *cg, child_ctx *cx, nb_err *err)
+{
+    if (!cg) return 0;
+    cx->njoin = nb_cg_open_join_fds(cg, cx->join_fds);
+    if (cx->njoin < 0) {
+        cx->njoin = 0;
+        return nb_err_set(err, 500, NB_E_INTERNAL, "spawn: opening the cgroup failed");
+    }
+    return 0;
+}
+
+static void close_join(child_ctx *cx)
+{
+    for (int i = 0; i < cx->njoin; i++)
+        close(cx->join_fds[i]);
+    cx->njoin = 0;
+}
+
+/* Reads the child's reports until EOF: an optional listener fd, then either nothing (exec
+ * succeeded) or a failure record. */
+static int read_reports(int sock, nb_spawn_result *out, int *exec_errno, const plan *pl,
+                        nb_err *err)
+{
+    for (;;) {
+        struct report r;
+        char ctrl[CMSG_SPACE(sizeof(int))];
+        struct iovec iov = {&r, sizeof r};
+        struct msghdr m = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl, .msg_controllen = sizeof ctrl};
+        ssize_t n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0) return 0;
+        if (n != (ssize_t)sizeof r)
+            return nb_err_set(err, 500, NB_E_INTERNAL, "spawn: short report from child");
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        if (c && c->cmsg_type == SCM_RIGHTS) {
+            memcpy(&out->runtime_api_fd, CMSG_DATA(c), sizeof(int));
+            out->runtime_api_port = r.port;
+            continue;
+        }
+        if (r.step == STEP_EXEC) *exec_errno = r.err;
+        fail_message(err, &r, pl);
+        return -1;
+    }
+}
+
+/* ---- the shell pool: filled by a background thread, emptied by spawns ---- */
+
+#define SHELLS_MAX 16
+
+typedef struct shell {
+    pid_t pid;
+    int sock;
+    nb_cg_slot *cg;
+    int ready;
+} shell;
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    shell s[SHELLS_MAX];
+    int n, want, stop, running;
+    pthread_t thread;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+
+static void shell_discard(shell *sh)
+{
+    kill(sh->pid, SIGKILL);
+    close(sh->sock);
+    if (sh->cg) nb_cg_release(sh->cg);
+}
+
+static int shell_create(shell *out)
+{
+    const nb_sbx_status *sb = nb_sbx_get();
+    static _Thread_local plan pl;
+    nb_spawn_spec generic = {.tmp_mb = 512};
+    build_plan(&pl, &generic);
+    child_ctx cx;
+    base_ctx(&cx, 1, generic.tmp_mb);
+    cx.plan = &pl;
+    nb_err err = {0};
+    out->cg = NULL;
+    if (sb->cgroup != NB_CG_NONE) {
+        nb_cg_limits lim = {NB_MEMORY_FLOOR_MB, PIDS_MAX};
+        if (!(out->cg = nb_cg_acquire(&lim, &err)) || join_slot(out->cg, &cx, &err) < 0) {
+            if (out->cg) nb_cg_release(out->cg);
+            return -1;
+        }
+    }
+    int sv[2];
+    pid_t pid = -1;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0) {
+        pid = raw_clone(NS_FLAGS | CLONE_NEWNET);
+        if (pid == 0) {
+            close(sv[0]);
+            shell_main(&cx, sv[1]);
+            _exit(127);
+        }
+        close(sv[1]);
+        if (pid < 0) close(sv[0]);
+    }
+    close_join(&cx);
+    if (pid < 0) {
+        if (out->cg) nb_cg_release(out->cg);
+        return -1;
+    }
+    out->pid = pid;
+    out->sock = sv[0];
+    out->ready = 0;
+    return 0;
+}
+
+/* Keeps `want` shells around. The thread lives until shutdown: shells die with it
+ * (PR_SET_PDEATHSIG follows the creating thread). */
+static void *refill(void *arg)
+{
+    (void)arg;
+    int failures = 0;
+    pthread_mutex_lock(&pool.mu);
+    for (;;) {
+        while (!pool.stop && pool.n >= pool.want)
+            pthread_cond_wait(&pool.cv, &pool.mu);
+        if (pool.stop) break;
+        pthread_mutex_unlock(&pool.mu);
+        shell sh;
+        int rc = shell_create(&sh);
+        pthread_mutex_lock(&pool.mu);
+        if (rc == 0) {
+            failures = 0;
+            pool.s[pool.n++] = sh;
+        } else if (++failures >= 3) {
+            nb_warn("spawn", "cannot pre-spawn instance shells; every start spawns afresh");
+            pool.want = 0;
+        }
+    }
+    pthread_mutex_unlock(&pool.mu);
+    return NULL;
+}
+
+void nb_spawn_start(void)
+{
+    const nb_sbx_status *sb = nb_sbx_get();
+    const char *env = getenv("NIMBUS_SPAWN_SHELLS");
+    int want = env ? atoi(env) : 4;
+    if (want <= 0 || !sb->rootfs || sb->disabled || pool.running) return;
+    /* Handing a function its code needs the new mount API (Linux 5.2). */
+    int probe = (int)syscall(SYS_open_tree, AT_FDCWD, "/proc", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (probe < 0) {
+        nb_warn("spawn", "open_tree unavailable (%s): no pre-spawned shells", strerror(errno));
+        return;
+    }
+    close(probe);
+    pool.want = want < SHELLS_MAX ? want : SHELLS_MAX;
+    pool.stop = 0;
+    if (pthread_create(&pool.thread, NULL, refill, NULL) == 0) pool.running = 1;
+}
+
+void nb_spawn_stop(void)
+{
+    if (!pool.running) return;
+    pthread_mutex_lock(&pool.mu);
+    pool.stop = 1;
+    pthread_cond_signal(&pool.cv);
+    pthread_mutex_unlock(&pool.mu);
+    pthread_join(pool.thread, NULL);
+    pool.running = 0;
+    for (int i = 0; i < pool.n; i++) {
+        shell_discard(&pool.s[i]);
+        waitpid(pool.s[i].pid, NULL, 0);
+    }
+    pool.n = 0;
+}
+
+/* A shell that reported ready, without waiting for one: a start never blocks on the pool. */
+static int shell_take(shell *out)
+{
+    int got = 0;
+    pthread_mutex_lock(&pool.mu);
+    for (int i = 0; i < pool.n && !got;) {
+        shell *sh = &pool.s[i];
+        if (!sh->ready) {
+            struct pollfd pfd = {sh->sock, POLLIN, 0};
+            struct report r;
+            if (poll(&pfd, 1, 0) == 1) {
+                if (recv(sh->sock, &r, sizeof r, MSG_DONTWAIT) == (ssize_t)sizeof r &&
+                    r.step == STEP_OK) {
+                    sh->ready = 1;
+                } else {
+                    /* It failed to set up or died: its zombie goes to the daemon's reaper. */
+                    shell_discard(sh);
+                    pool.s[i] = pool.s[--pool.n];
+                    continue;
+                }
+            }
+        }
+        if (sh->ready) {
+            *out = *sh;
+            pool.s[i] = pool.s[--pool.n];
+            got = 1;
+        } else {
+            i++;
+        }
+    }
+    if (got) pthread_cond_signal(&pool.cv);
+    pthread_mutex_unlock(&pool.mu);
+    return got;
+}
+
+static int put_str(char *blob, size_t *off, const char *str)
+{
+    size_t n = strlen(str) + 1;
+    if (*off + n > GO_BLOB_MAX) return -1;
+    memcpy(blob + *off, str, n);
+    *off += n;
+    return 0;
+}
+
+/* The hand-over message: header, strings, and the five descriptors. */
+static int shell_send(int sock, const nb_spawn_spec *spec, uid_t uid, int tree_task, int tree_rt,
+                      nb_err *err)
+{
+    static _Thread_local char msg[sizeof(struct go_hdr) + GO_BLOB_MAX];
+    char *blob = msg + sizeof(struct go_hdr);
+    size_t off = 0;
+    struct go_hdr h = {GO_MAGIC, uid, spec->tmp_mb, spec->want_runtime_api, tree_rt >= 0, 0, 0, 0};
+    int bad = put_str(blob, &off, spec->cwd) < 0 || put_str(blob, &off, spec->hostname) < 0;
+    for (int i = 0; !bad && spec->argv[i]; i++, h.nargv++)
+        bad = h.nargv >= 15 || put_str(blob, &off, spec->argv[i]) < 0;
+    for (int i = 0; !bad && spec->envp[i]; i++) {
+        if (spec->envp[i] == spec->runtime_api_env) continue; /* the shell writes its own */
+        bad = h.nenv >= 126 || put_str(blob, &off, spec->envp[i]) < 0;
+        h.nenv++;
+    }
+    if (bad) return nb_err_set(err, 500, NB_E_INTERNAL, "spawn: environment too large");
+    h.blob_len = (uint32_t)off;
+    memcpy(msg, &h, sizeof h);
+    int fds[GO_FDS] = {spec->stdout_fd, spec->stderr_fd, spec->channel_fd, tree_task,
+                       tree_rt >= 0 ? tree_rt : tree_task};
+    char ctrl[CMSG_SPACE(sizeof fds)];
+    memset(ctrl, 0, sizeof ctrl);
+    struct iovec iov = {msg, sizeof h + off};
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl, .msg_controllen = sizeof ctrl};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof fds);
+    memcpy(CMSG_DATA(c), fds, sizeof fds);
+    if (sendmsg(sock, &m, MSG_NOSIGNAL) < 0) return nb_err_sys(err, errno, "spawn: hand-over");
+    return 0;
+}
+
+/* 1: started through a shell (0 or -1 in *rc); 0: no usable shell, spawn directly. */
+static int spawn_in_shell(const nb_spawn_spec *spec, nb_spawn_result *out, int *exec_errno,
+                          nb_err *err, int *rc)
+{
+    shell sh;
+    if (!pool.running || spec->network_host || !shell_take(&sh)) return 0;
+    int64_t t0 = nb_mono_us();
+    nb_cg_limits lim = {spec->memory_mb, PIDS_MAX};
+    if (sh.cg && nb_cg_reset(sh.cg, &lim, err) < 0) {
+        shell_discard(&sh);
+        return 0;
+    }
+    out->pid = sh.pid;
+    out->cg = sh.cg;
+    out->uid = nb_sbx_uid_acquire();
+    int tree_task = -1, tree_rt = -1;
+    const unsigned tflags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE;
+    if (out->uid == (uid_t)-1) {
+        *rc = nb_err_set(err, 503, NB_E_UNAVAILABLE, "spawn: every sandbox uid is in use");
+    } else if ((tree_task = (int)syscall(SYS_open_tree, AT_FDCWD, spec->task_dir, tflags)) < 0 ||
+               (spec->runtime_dir &&
+                (tree_rt = (int)syscall(SYS_open_tree, AT_FDCWD, spec->runtime_dir, tflags)) < 0)) {
+        *rc = nb_err_sys(err, errno, "spawn: open_tree %s", spec->task_dir);
+    } else {
+        *rc = shell_send(sh.sock, spec, out->uid, tree_task, tree_rt, err);
+    }
+    if (tree_task >= 0) close(tree_task);
+    if (tree_rt >= 0) close(tree_rt);
+    if (*rc == 0) *rc = read_reports(sh.sock, out, exec_errno, NULL, err);
+    close(sh.sock);
+    nb_debug("spawn", "pid %d: shell handed over, runtime exec'd after %lld us", (int)out->pid,
+             (long long)(nb_mono_us() - t0));
+    if (*rc < 0) {
+        nb_spawn_kill(out);
+        waitpid(out->pid, NULL, 0);
+        if (out->runtime_api_fd >= 0) close(out->runtime_api_fd);
+        out->runtime_api_fd = -1;
+        out->pid = -1;
+        nb_spawn_release(out);
+    }
+    return 1;
 }
 
 int nb_spawn(const nb_spawn_spec *spec, nb_spawn_result *out, int *exec_errno, nb_err *err)
@@ -514,21 +996,13 @@ int nb_spawn(const nb_spawn_spec *spec, nb_spawn_result *out, int *exec_errno, n
     out->runtime_api_port = 0;
     out->uid = (uid_t)-1;
     out->cg = NULL;
-    out->host_net = 0;
-
     child_ctx cx;
-    memset(&cx, 0, sizeof cx);
-    cx.spec = spec;
-    cx.uid = (uid_t)-1;
-    cx.own_net = sb->namespaces && !spec->network_host;
+    base_ctx(&cx, sb->namespaces && !spec->network_host, spec->tmp_mb);
     out->host_net = !cx.own_net;
-    rlim(&cx.nofile, OPEN_FILES_MAX);
-    /* Past /tmp's size a file cannot grow anyway; the margin lets ENOSPC, the error a
-     * function expects from a full disk, come first. */
-    rlim(&cx.fsize, ((rlim_t)spec->tmp_mb + 1) << 20);
-    rlim(&cx.core, 0);
-    rlim(&cx.nproc, PIDS_MAX);
-    if (!sb->disabled && sb->seccomp) cx.seccomp = nb_seccomp_program();
+    int rc;
+    if (spawn_in_shell(spec, out, exec_errno, err, &rc)) return rc;
+
+    cx.spec = spec;
     /* plan is large: static per thread instead of on a loop thread's stack. */
     static _Thread_local plan pl;
     if (sb->rootfs) {
@@ -545,18 +1019,15 @@ int nb_spawn(const nb_spawn_spec *spec, nb_spawn_result *out, int *exec_errno, n
     if (!sb->disabled && sb->cgroup != NB_CG_NONE) {
         nb_cg_limits lim = {spec->memory_mb, PIDS_MAX};
         out->cg = nb_cg_acquire(&lim, err);
-        if (!out->cg || (cx.njoin = nb_cg_open_join_fds(out->cg, cx.join_fds)) < 0) {
-            if (out->cg) nb_err_set(err, 500, NB_E_INTERNAL, "spawn: opening the cgroup failed");
+        if (!out->cg || join_slot(out->cg, &cx, err) < 0) {
             nb_spawn_release(out);
             return nb_err_prefix(err, "spawn");
         }
     }
-
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
         int e = errno;
-        for (int i = 0; i < cx.njoin; i++)
-            close(cx.join_fds[i]);
+        close_join(&cx);
         nb_spawn_release(out);
         return nb_err_sys(err, e, "spawn: socketpair");
     }
@@ -571,8 +1042,7 @@ int nb_spawn(const nb_spawn_spec *spec, nb_spawn_result *out, int *exec_errno, n
         _exit(127);
     }
     int clone_errno = errno;
-    for (int i = 0; i < cx.njoin; i++)
-        close(cx.join_fds[i]);
+    close_join(&cx);
     close(sv[1]);
     if (pid < 0) {
         close(sv[0]);
@@ -580,42 +1050,17 @@ int nb_spawn(const nb_spawn_spec *spec, nb_spawn_result *out, int *exec_errno, n
         return nb_err_sys(err, clone_errno, "spawn: clone");
     }
     out->pid = pid;
-    /* Read reports until EOF: an optional listener fd, then either nothing (exec succeeded)
-     * or a failure record. */
-    for (;;) {
-        struct report r;
-        char ctrl[CMSG_SPACE(sizeof(int))];
-        struct iovec iov = {&r, sizeof r};
-        struct msghdr m = {
-            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl, .msg_controllen = sizeof ctrl};
-        ssize_t n = recvmsg(sv[0], &m, MSG_CMSG_CLOEXEC);
-        if (n < 0 && errno == EINTR) continue;
-        if (n == 0) break;
-        if (n != (ssize_t)sizeof r) {
-            nb_err_set(err, 500, NB_E_INTERNAL, "spawn: short report from child");
-            goto fail;
-        }
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        if (c && c->cmsg_type == SCM_RIGHTS) {
-            memcpy(&out->runtime_api_fd, CMSG_DATA(c), sizeof(int));
-            out->runtime_api_port = r.port;
-            continue;
-        }
-        if (r.step == STEP_EXEC) *exec_errno = r.err;
-        fail_message(err, &r, cx.plan);
-        goto fail;
+    rc = read_reports(sv[0], out, exec_errno, cx.plan, err);
+    close(sv[0]);
+    if (rc < 0) {
+        nb_spawn_kill(out);
+        waitpid(pid, NULL, 0);
+        if (out->runtime_api_fd >= 0) close(out->runtime_api_fd);
+        out->runtime_api_fd = -1;
+        out->pid = -1;
+        nb_spawn_release(out);
     }
-    close(sv[0]);
-    return 0;
-fail:
-    close(sv[0]);
-    nb_spawn_kill(out);
-    waitpid(pid, NULL, 0);
-    if (out->runtime_api_fd >= 0) close(out->runtime_api_fd);
-    out->runtime_api_fd = -1;
-    out->pid = -1;
-    nb_spawn_release(out);
-    return -1;
+    return rc;
 }
 
 void nb_spawn_kill(const nb_spawn_result *r)

@@ -61,6 +61,10 @@ typedef struct nb_spawn_result {
     int host_net;   /* in the host's network: Runtime API peers must be checked */
 } nb_spawn_result;
 
+/* Starts / stops the pool of pre-spawned shells (NIMBUS_SPAWN_SHELLS, default 4; 0 disables):
+ * after nb_sbx_init, from the main thread. */
+void nb_spawn_start(void);
+void nb_spawn_stop(void);
 /* 1 when instances see the sandbox's paths (/var/task, /var/runtime) rather than the host's. */
 int nb_spawn_rootfs(void);
 /* 0 on success; on failure err says which step failed (exec errors map to

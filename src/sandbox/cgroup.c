@@ -30,8 +30,8 @@ enum { C_MEMORY = 1, C_PIDS = 2, C_CPU = 4, C_CPUACCT = 8 };
 static const char *const ctrl_names[] = {"memory", "pids", "cpu", "cpuacct"};
 #define NCTRL 4
 
-/* Where CPU time comes from: v1 cpuacct.usage is in ns; cpu.stat (v2, and v1 cpu on newer
- * kernels) has usage_usec. */
+/* Where CPU time comes from: v1 cpuacct.usage (ns), v2 cpu.stat usage_usec (there even
+ * without the cpu controller). */
 enum { ACCT_NONE, ACCT_CPUACCT, ACCT_CPUSTAT };
 
 typedef struct hier {
@@ -240,9 +240,10 @@ static int no_pidfd; /* set once by any thread, hence the atomics */
 
 /* SIGKILLs the processes listed in dir/cgroup.procs; returns how many were listed.
  * A pid read from the file may be reaped and reused by an unrelated process before kill()
- * reaches it. With pidfds that cannot hit a stranger: the pidfd pins the process that held
- * the pid when it was opened, and a second read of the list proves that process (or a
- * successor that is itself in the group) was still a member after the pidfd was taken. */
+ * reaches it. With pidfds that cannot hit a stranger: the pidfd pins the process holding the
+ * pid when it was opened, and finding the pid in a second read of the list means that process
+ * was still a member then (if it died in between, the pidfd signal fails harmlessly and a
+ * group member that took over the pid is met in the next round). */
 static int kill_listed(const char *dir)
 {
     pidlist a;
@@ -255,13 +256,19 @@ static int kill_listed(const char *dir)
         for (size_t i = 0; i < a.n; i++) {
             fds[i] = (int)syscall(SYS_pidfd_open, a.v[i], 0);
             if (fds[i] < 0 && errno == ENOSYS) __atomic_store_n(&no_pidfd, 1, __ATOMIC_RELAXED);
+            /* out of fds and the like: a plain kill beats leaving it alive */
+            if (fds[i] < 0 && errno != ESRCH) fds[i] = -2;
         }
         pidlist b;
-        if (read_pids(dir, &b) >= 0) {
+        if (read_pids(dir, &b) > 0) {
             qsort(b.v, b.n, sizeof *b.v, cmp_pid);
-            for (size_t i = 0; i < a.n; i++)
-                if (fds[i] >= 0 && b.n && bsearch(&a.v[i], b.v, b.n, sizeof *b.v, cmp_pid))
+            for (size_t i = 0; i < a.n; i++) {
+                if (fds[i] == -1 || !bsearch(&a.v[i], b.v, b.n, sizeof *b.v, cmp_pid)) continue;
+                if (fds[i] >= 0)
                     syscall(SYS_pidfd_send_signal, fds[i], SIGKILL, NULL, 0);
+                else
+                    kill(a.v[i], SIGKILL);
+            }
             free(b.v);
         }
         for (size_t i = 0; i < a.n; i++)
@@ -501,8 +508,8 @@ static int read_cpu_usec(nb_cg_slot *s, int64_t *v)
     return r;
 }
 
-/* Counters are kept as baselines rather than reset: reading is all a v1 cpuacct or a v2
- * memory.events allows, and it avoids a write on every acquire. */
+/* OOM and CPU counters are baselines, not resets: memory.oom_control, memory.events and
+ * cpu.stat cannot be reset. Peak memory can, and is. */
 static void slot_baseline(nb_cg_slot *s)
 {
     char mem[PATH_MAX + 16];
@@ -958,20 +965,21 @@ static int setup_v1(const mounts *m, const char *tag, char *why, size_t wn, char
         own_group(mt, 0, home, sizeof home);
         int r = make_parent(home, tag, h->dir, sizeof h->dir);
         snprintf(h->base, sizeof h->base, "%s", home);
+        char failed[PATH_MAX + 300];
+        snprintf(failed, sizeof failed, "mkdir %s: %s", h->dir, ename(-r));
         if (r < 0 && strcmp(home, mt->dir) != 0) {
-            char first[PATH_MAX + 80];
-            snprintf(first, sizeof first, "%s/%s: %s", home, tag, ename(-r));
             r = make_parent(mt->dir, tag, h->dir, sizeof h->dir);
             snprintf(h->base, sizeof h->base, "%s", mt->dir);
-            if (r == 0) nb_warn("cgroup", "mkdir %s; using %s", first, h->dir);
+            if (r == 0) nb_warn("cgroup", "%s; using %s", failed, h->dir);
+            if (r < 0) appendf(failed, sizeof failed, ", at the root: %s", ename(-r));
         }
         if (r < 0) {
             if (c <= 1) {
-                snprintf(why, wn, "mkdir %s: %s", h->dir, ename(-r));
+                snprintf(why, wn, "%s", failed);
                 teardown_v1_parents();
                 return -1;
             }
-            appendf(note, nn, "; %s: mkdir %s: %s", ctrl_names[c], h->dir, ename(-r));
+            appendf(note, nn, "; %s: %s", ctrl_names[c], failed);
             continue;
         }
         h->ctrl = mt->ctrl & (C_MEMORY | C_PIDS | C_CPU | C_CPUACCT);
@@ -983,16 +991,7 @@ static int setup_v1(const mounts *m, const char *tag, char *why, size_t wn, char
         if ((g.h[i].ctrl & C_CPU) && g.cpu_i < 0) g.cpu_i = i;
         if ((g.h[i].ctrl & C_CPUACCT) && g.acct_i < 0) g.acct_i = i;
     }
-    if (g.acct_i >= 0) {
-        g.acct = ACCT_CPUACCT;
-    } else if (g.cpu_i >= 0) {
-        /* newer kernels put usage_usec into the v1 cpu controller's cpu.stat as well */
-        int64_t v;
-        if (cg_read_key(g.h[g.cpu_i].dir, "cpu.stat", "usage_usec", &v) == 0) {
-            g.acct_i = g.cpu_i;
-            g.acct = ACCT_CPUSTAT;
-        }
-    }
+    g.acct = g.acct_i >= 0 ? ACCT_CPUACCT : ACCT_NONE;
     return 0;
 }
 
@@ -1126,6 +1125,15 @@ nb_cg_slot *nb_cg_acquire(const nb_cg_limits *lim, nb_err *err)
     list_push(&g.busy, s);
     pthread_mutex_unlock(&g.mu);
     return s;
+}
+
+int nb_cg_reset(nb_cg_slot *s, const nb_cg_limits *lim, nb_err *err)
+{
+    if (slot_apply(s, lim, err) < 0) return -1;
+    if (s->peak_fd >= 0) close(s->peak_fd);
+    s->peak_fd = -1;
+    slot_baseline(s);
+    return 0;
 }
 
 int nb_cg_open_join_fds(nb_cg_slot *s, int fds[NB_CG_MAX_JOIN])

@@ -91,8 +91,8 @@ static int write_accounts(const char *etc)
     size_t ng = (size_t)snprintf(gr, cap, "root:x:0:\n");
     for (unsigned i = 0; i < NB_SBX_UID_COUNT; i++) {
         unsigned id = NB_SBX_UID_BASE + i;
-        np += (size_t)snprintf(pw + np, cap - np, "sbx_user%u:x:%u:%u::/tmp:/usr/sbin/nologin\n", id,
-                               id, id);
+        np += (size_t)snprintf(pw + np, cap - np, "sbx_user%u:x:%u:%u::/tmp:/usr/sbin/nologin\n",
+                               id, id, id);
         ng += (size_t)snprintf(gr + ng, cap - ng, "sbx_user%u:x:%u:\n", id, id);
     }
     int rc = put(etc, "passwd", pw, np) < 0 || put(etc, "group", gr, ng) < 0 ? -1 : 0;
@@ -108,9 +108,9 @@ static int build_skeleton(const char *base)
 {
     snprintf(root_dir, sizeof root_dir, "%s/root", base);
     if (nb_rm_rf(root_dir) < 0 && errno != ENOENT) return -1;
-    static const char *dirs[] = {"usr",  "etc",  "var/task", "var/runtime", "tmp",
-                                 "dev",  "proc", "opt",      "etc/ssl",     "etc/alternatives",
-                                 "etc/pki", "etc/ca-certificates"};
+    static const char *dirs[] = {
+        "usr",  "etc", "var/task", "var/runtime",      "tmp",     "dev",
+        "proc", "opt", "etc/ssl",  "etc/alternatives", "etc/pki", "etc/ca-certificates"};
     char p[PATH_MAX];
     for (size_t i = 0; i < NB_ARRAY_LEN(dirs); i++) {
         snprintf(p, sizeof p, "%s/%s", root_dir, dirs[i]);

@@ -30,7 +30,7 @@ typedef struct nb_sbx_status {
     int rootfs;     /* pivot_root into the read-only minimal root */
     int uid_drop;   /* unprivileged uid per instance, every capability dropped */
     int seccomp;
-    int userns;     /* user namespaces available (reported; not used, see docs/security.md) */
+    int userns; /* user namespaces available (reported; not used, see docs/security.md) */
     nb_cg_mode cgroup;
 } nb_sbx_status;
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <linux/seccomp.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <seccomp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,29 +18,85 @@ static int rules;
  * older header on a newer kernel, or the reverse) are skipped, not fatal. */
 static const char *const denied[] = {
     /* keyrings: shared kernel state across the whole host */
-    "add_key", "keyctl", "request_key",
+    "add_key",
+    "keyctl",
+    "request_key",
     /* kernel attack surface rarely needed by functions */
-    "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
     "io_uring_register",
     /* other processes' memory */
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd", "process_madvise",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kcmp",
+    "pidfd_getfd",
+    "process_madvise",
     /* the mount family and the filesystem root */
-    "mount", "umount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen",
-    "fsconfig", "fsmount", "fspick", "mount_setattr",
+    "mount",
+    "umount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "move_mount",
+    "open_tree",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "mount_setattr",
     /* namespaces: creation goes through clone flags (below), joining through setns */
-    "unshare", "setns",
+    "unshare",
+    "setns",
     /* kernel code and the machine */
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-    "create_module", "query_module", "get_kernel_syms", "reboot", "swapon", "swapoff", "acct",
-    "syslog", "vhangup", "iopl", "ioperm", "quotactl", "quotactl_fd", "nfsservctl", "uselib",
-    "ustat", "sysfs", "_sysctl", "lookup_dcookie", "vm86", "vm86old",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "create_module",
+    "query_module",
+    "get_kernel_syms",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "syslog",
+    "vhangup",
+    "iopl",
+    "ioperm",
+    "quotactl",
+    "quotactl_fd",
+    "nfsservctl",
+    "uselib",
+    "ustat",
+    "sysfs",
+    "_sysctl",
+    "lookup_dcookie",
+    "vm86",
+    "vm86old",
     /* host-wide settings */
-    "settimeofday", "stime", "clock_settime", "clock_settime64", "clock_adjtime",
-    "clock_adjtime64", "adjtimex", "sethostname", "setdomainname",
+    "settimeofday",
+    "stime",
+    "clock_settime",
+    "clock_settime64",
+    "clock_adjtime",
+    "clock_adjtime64",
+    "adjtimex",
+    "sethostname",
+    "setdomainname",
     /* handle-based opens walk around mount boundaries */
-    "open_by_handle_at", "name_to_handle_at",
+    "open_by_handle_at",
+    "name_to_handle_at",
     /* NUMA policy of memory the host shares */
-    "mbind", "set_mempolicy", "migrate_pages", "move_pages", "get_mempolicy",
+    "mbind",
+    "set_mempolicy",
+    "migrate_pages",
+    "move_pages",
+    "get_mempolicy",
     "fanotify_init",
 };
 
@@ -61,8 +118,10 @@ int nb_seccomp_init(nb_err *err)
         int real = nr >= 0; /* negative: a pseudo-number for a call this ABI lacks */
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
         /* -EDOM etc.: a pseudo-syscall this architecture does not have. */
-        if (rc == -EDOM || rc == -EINVAL) rc = 0;
-        else if (rc == 0) rules += real;
+        if (rc == -EDOM || rc == -EINVAL)
+            rc = 0;
+        else if (rc == 0)
+            rules += real;
     }
     if (rc == 0) {
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
@@ -71,17 +130,22 @@ int nb_seccomp_init(nb_err *err)
     for (size_t i = 0; rc == 0 && i < sizeof ns_flags / sizeof ns_flags[0]; i++)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
                               SCMP_A0(SCMP_CMP_MASKED_EQ, ns_flags[i], ns_flags[i]));
+    /* vsock reaches the hypervisor's services, past every network namespace. */
+    if (rc == 0) {
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1,
+                              SCMP_A0(SCMP_CMP_EQ, AF_VSOCK));
+        rules++;
+    }
     /* personality: the flags that turn off ASLR, map page zero or make data executable. A
      * single rule may test an argument only once, so "flag set and not the 0xffffffff query"
      * is one masked test: no real persona has bit 31. */
-    static const unsigned long bad_persona[] = {0x0040000 /* ADDR_NO_RANDOMIZE */,
-                                                0x0100000 /* MMAP_PAGE_ZERO */,
-                                                0x0200000 /* ADDR_COMPAT_LAYOUT */,
-                                                0x0400000 /* READ_IMPLIES_EXEC */};
+    static const unsigned long bad_persona[] = {
+        0x0040000 /* ADDR_NO_RANDOMIZE */, 0x0100000 /* MMAP_PAGE_ZERO */,
+        0x0200000 /* ADDR_COMPAT_LAYOUT */, 0x0400000 /* READ_IMPLIES_EXEC */};
     for (size_t i = 0; rc == 0 && i < sizeof bad_persona / sizeof bad_persona[0]; i++)
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(personality), 1,
-                              SCMP_A0(SCMP_CMP_MASKED_EQ, bad_persona[i] | 0x80000000ul,
-                                      bad_persona[i]));
+        rc = seccomp_rule_add(
+            ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(personality), 1,
+            SCMP_A0(SCMP_CMP_MASKED_EQ, bad_persona[i] | 0x80000000ul, bad_persona[i]));
     if (rc == 0) rules += 2;
     if (rc < 0) {
         seccomp_release(ctx);

@@ -29,6 +29,7 @@ import http.client
 import io
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -512,6 +513,76 @@ def sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
+# ---------------------------------------------------------------------------------------------
+# the sandbox seen from the host (test_sandbox_*)
+
+SANDBOX_UIDS = range(900000000, 900000000 + 4096)  # src/sandbox/sandbox.h
+CGROUP_FS = "/sys/fs/cgroup"
+
+
+def sandbox_layers(*cmd):
+    """Runs `nimbus doctor` (or `nimbus CMD...`): (exit status, {layer: status}, stdout, pid)."""
+    p = subprocess.Popen([BIN, *(cmd or ("doctor",))], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=client_env())
+    out, _ = p.communicate(timeout=60)
+    rows = [line.split(None, 2) for line in out.splitlines()[1:]]
+    return p.returncode, {r[0]: r[1] for r in rows if len(r) >= 2}, out, p.pid
+
+
+def host_processes():
+    """Every process as {pid, start, ppid, uid, state, name, pidns, cgroup}: start is its start
+    time (pid and start name a process for good), pidns the /proc/PID/ns/pid link text, cgroup
+    the /proc/PID/cgroup text. Processes that vanish while read are left out."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as f:
+                st = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+            with open(f"/proc/{name}/stat") as f:
+                start = int(f.read().rsplit(")", 1)[1].split()[19])
+            with open(f"/proc/{name}/cgroup") as f:
+                cg = f.read()
+        except OSError:
+            continue
+        try:
+            ns = os.readlink(f"/proc/{name}/ns/pid")
+        except OSError:
+            ns = None
+        out.append({"pid": int(name), "start": start, "ppid": int(st["PPid"]), "uid": int(st["Uid"].split()[0]),
+                    "state": st["State"].strip()[:1], "pidns": ns, "cgroup": cg,
+                    "name": st["Name"].strip()})
+    return out
+
+
+def cgroup_dirs(name, root=CGROUP_FS, max_depth=6, max_dirs=50000):
+    """Directories called `name` under the cgroup hierarchies (a bounded walk that does not
+    descend into nimbus-* groups, which hold only slots)."""
+    found, todo, seen = [], [(root, 0)], 0
+    while todo and seen < max_dirs:
+        path, depth = todo.pop()
+        try:
+            entries = [e for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        for e in entries:
+            seen += 1
+            if e.name == name:
+                found.append(e.path)
+            elif depth < max_depth and not e.name.startswith("nimbus-"):
+                todo.append((e.path, depth + 1))
+    return sorted(found)
+
+
+def mounts_under(path):
+    """Mount points at or below path in this process's mount namespace."""
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4].replace("\\040", " ") for line in f]
+    return [p for p in points if p == path or p.startswith(path + "/")]
+
+
 class NimbusTestCase(unittest.TestCase):
     """Prints the log of every daemon of this process written during a failed test."""
 
@@ -579,3 +650,114 @@ class NimbusTestCase(unittest.TestCase):
         self.assertEqual(doc.get("errorType"), error_type, doc)
         self.assertIsInstance(doc.get("errorMessage"), str, doc)
         return doc
+
+
+class SandboxTestCase(NimbusTestCase):
+    """Base of the sandbox tests: one daemon per class with a hello function; skipped unless
+    root and `nimbus doctor` reports namespaces, root, user and seccomp (`layers` has its rows).
+
+    Other daemons on the host hand out the same sandbox uids, so a process is taken for one of
+    this daemon's when it is in the daemon's cgroup tree (tag: "nimbus-<pid>", read from its
+    log) or belongs to an instance a test tracked (its pid namespace and uid, or a process
+    seen in it), or has a sandbox uid and no nimbus cgroup at all (it got out of its group)."""
+
+    @classmethod
+    def start_sandbox_daemon(cls, **kw):
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("the sandbox needs root (namespaces, pivot_root, uid drop)")
+        _, cls.layers, table, _ = sandbox_layers()
+        missing = [x for x in ("namespaces", "root", "user", "seccomp") if cls.layers.get(x) != "ok"]
+        if missing:
+            raise unittest.SkipTest(f"nimbus doctor reports {', '.join(missing)} missing:\n{table}")
+        cls.tracked = []
+        cls.d = cls.start_daemon(**kw)
+        m = re.search(r"cgroups: cgroup v\d: .* under (\S+)", cls.d.log_text())
+        cls.cg_tag = os.path.basename(m.group(1)) if m else f"nimbus-{cls.d.proc.pid}"
+        cls.d.deploy("hello", dir_files(example("python-hello")), "python3", "app.handler")
+        return cls.d
+
+    def require_cgroups(self):
+        if self.layers.get("cgroups") != "ok":
+            self.skipTest("nimbus doctor: cgroups missing")
+
+    # -- instances and their processes -------------------------------------------------------
+
+    @classmethod
+    def track(cls, who):
+        """Records a live instance from a hostile function's whoami answer (uid, pidns) with the
+        host processes it has now; returns the record and those processes."""
+        procs = [p for p in host_processes() if p["pidns"] == who["pidns"]]
+        inst = {"uid": who["uid"], "pidns": who["pidns"],
+                "members": {(p["pid"], p["start"]) for p in procs}}
+        cls.tracked.append(inst)
+        return inst, procs
+
+    @classmethod
+    def in_tree(cls, proc):
+        return re.search(rf"/{re.escape(cls.cg_tag)}(/|$)", proc["cgroup"], re.M) is not None
+
+    @classmethod
+    def leftovers_of(cls, inst, procs=None):
+        """Processes of a tracked instance still there (zombies included)."""
+        return [p for p in (procs if procs is not None else host_processes())
+                if (p["pid"], p["start"]) in inst["members"] or (p["uid"] == inst["uid"] and (
+                    p["pidns"] == inst["pidns"] or cls.in_tree(p) or "/nimbus-" not in p["cgroup"]))]
+
+    def assert_instance_gone(self, inst, timeout=10):
+        left = wait_until(lambda: not self.leftovers_of(inst), timeout)
+        self.assertTrue(left, f"processes of a gone instance survive: {self.leftovers_of(inst)}")
+
+    @classmethod
+    def own_processes(cls):
+        procs = host_processes()
+        return [p for p in procs if p["pid"] != cls.d.proc.pid and (
+            cls.in_tree(p) or (p["uid"] in SANDBOX_UIDS and "/nimbus-" not in p["cgroup"])
+            or any(cls.leftovers_of(i, [p]) for i in cls.tracked))]
+
+    @classmethod
+    def stray_slots(cls):
+        """[(slot group, pids)] of slots holding processes but no instance init (a child of the
+        daemon): what is left of an instance that is gone."""
+        stray = []
+        for base in cgroup_dirs(cls.cg_tag):
+            with contextlib.suppress(OSError):
+                for e in os.scandir(base):
+                    if not (e.is_dir() and re.fullmatch(r"s\d+", e.name)):
+                        continue
+                    with contextlib.suppress(OSError), open(os.path.join(e.path, "cgroup.procs")) as f:
+                        pids = [int(x) for x in f.read().split()]
+                        parents = {p["ppid"] for p in host_processes() if p["pid"] in pids}
+                        if pids and cls.d.proc.pid not in parents:
+                            stray.append((e.path, pids))
+        return stray
+
+    def assert_serving(self):
+        """The platform goes on: hello answers, and (with cgroups) no slot group holds processes
+        of an instance that is gone."""
+        r = self.d.invoke("hello", {"name": "again"}, timeout=20)
+        self.assertEqual(self.assert_ok(r)["message"], "Hello, again!")
+        if self.layers.get("cgroups") == "ok":
+            self.assertTrue(wait_until(lambda: not self.stray_slots(), 10),
+                            f"slot groups of gone instances hold processes: {self.stray_slots()}")
+
+    @classmethod
+    def assert_nothing_left(cls):
+        """Deletes every function, stops the daemon and checks that none of its processes,
+        mounts or cgroup groups is left. For tearDownClass."""
+        d = cls.d
+        for fn in d.functions():
+            d.api("DELETE", "/v1/functions/" + urllib.parse.quote(fn["name"], safe=""))
+        problems = []
+        if not wait_until(lambda: not cls.own_processes(), 15):
+            problems.append(f"instance processes after deleting every function: {cls.own_processes()}")
+        if cls.layers.get("cgroups") == "ok" and cls.stray_slots():
+            problems.append(f"slot groups with processes: {cls.stray_slots()}")
+        rc = d.stop()
+        if rc != 0:
+            problems.append(f"nimbus serve exited with {rc}")
+        if not wait_until(lambda: not cls.own_processes(), 10):
+            problems.append(f"processes after the daemon stopped: {cls.own_processes()}")
+        problems += [f"mount left: {m}" for m in mounts_under(d.data)]
+        problems += [f"cgroup group left: {g}" for g in cgroup_dirs(cls.cg_tag)]
+        if problems:
+            raise AssertionError("left behind:\n" + "\n".join(map(str, problems)))
