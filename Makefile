@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 LISTEN ?= 127.0.0.1:8080
 DATA ?= ./nimbus-data
 
-.PHONY: all deps build run test test-fast asan bench fuzz format clean
+.PHONY: all deps build run test test-fast asan bench bench-cold fuzz format clean
 
 all: build
 
@@ -36,6 +36,10 @@ asan: deps
 bench: build
 	@scripts/deps.sh --bench
 	@bench/run.sh $(BUILD)
+
+# Cold starts with the full sandbox against plain fork+exec (needs root).
+bench-cold: build
+	@bench/coldstart.py $(BUILD)
 
 fuzz: deps
 	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DNIMBUS_FUZZ=ON >/dev/null

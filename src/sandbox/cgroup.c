@@ -1071,14 +1071,12 @@ nb_cg_mode nb_cg_init(const char *tag)
             g.mode = NB_CG_NONE;
         }
     }
+    /* Not logged here: the sandbox reports every layer in one table (nb_sbx_log). */
     if (g.mode == NB_CG_NONE) {
         if (why2[0] && why1[0])
             snprintf(g.desc, sizeof g.desc, "none: v2: %s; v1: %s", why2, why1);
         else
             snprintf(g.desc, sizeof g.desc, "none: %s", why2[0] ? why2 : why1);
-        nb_warn("cgroup", "%s", g.desc);
-    } else {
-        nb_info("cgroup", "%s", g.desc);
     }
     g.inited = 1;
     nb_cg_mode mode = g.mode;

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -26,6 +28,8 @@ static char tmp_base[PATH_MAX]; /* doctor's throwaway skeleton */
 static char rootfs_why[160], seccomp_why[160];
 
 static pthread_mutex_t uid_lock = PTHREAD_MUTEX_INITIALIZER;
+static uid_t uid_first = NB_SBX_UID_BASE;
+static int uid_block_fd = -1;
 static uint64_t uid_used[NB_SBX_UID_COUNT / 64];
 static unsigned uid_cursor;
 
@@ -90,7 +94,7 @@ static int write_accounts(const char *etc)
     size_t np = (size_t)snprintf(pw, cap, "root:x:0:0:root:/root:/usr/sbin/nologin\n");
     size_t ng = (size_t)snprintf(gr, cap, "root:x:0:\n");
     for (unsigned i = 0; i < NB_SBX_UID_COUNT; i++) {
-        unsigned id = NB_SBX_UID_BASE + i;
+        unsigned id = uid_first + i;
         np += (size_t)snprintf(pw + np, cap - np, "sbx_user%u:x:%u:%u::/tmp:/usr/sbin/nologin\n",
                                id, id, id);
         ng += (size_t)snprintf(gr + ng, cap - ng, "sbx_user%u:x:%u:\n", id, id);
@@ -99,6 +103,32 @@ static int write_accounts(const char *etc)
     free(pw);
     free(gr);
     return rc;
+}
+
+/* The first free block of uids on this host, held by an flock for the daemon's life (the lock
+ * goes with the process, so a crashed daemon frees its block). */
+static int claim_uid_block(void)
+{
+    if (nb_mkdir_p("/run/nimbus", 0755) < 0) return -1;
+    for (unsigned k = 0; k < NB_SBX_UID_BLOCKS; k++) {
+        char path[64];
+        snprintf(path, sizeof path, "/run/nimbus/uids.%u", k);
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) return -1;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            uid_block_fd = fd;
+            uid_first = NB_SBX_UID_BASE + k * NB_SBX_UID_COUNT;
+            return 0;
+        }
+        close(fd);
+    }
+    errno = EBUSY;
+    return -1;
+}
+
+uid_t nb_sbx_uid_first(void)
+{
+    return uid_first;
 }
 
 /* The skeleton: empty mount points, the host's /usr-merge symlinks mirrored, and a small /etc
@@ -166,6 +196,9 @@ void nb_sbx_init(const char *data_dir)
     }
     if (geteuid() != 0) {
         snprintf(rootfs_why, sizeof rootfs_why, "not running as root");
+    } else if (data_dir && claim_uid_block() < 0) {
+        snprintf(rootfs_why, sizeof rootfs_why, "no free block of sandbox uids in /run/nimbus: %s",
+                 strerror(errno));
     } else if (!st.namespaces) {
         snprintf(rootfs_why, sizeof rootfs_why, "needs mount namespaces");
     } else if (!base[0] || nb_mkdir_p(base, 0755) < 0 || build_skeleton(base) < 0) {
@@ -216,10 +249,13 @@ static int rows(row out[6])
     r = &out[n++];
     r->layer = "user";
     r->ok = st.uid_drop;
-    snprintf(r->detail, sizeof r->detail, "%s",
-             st.uid_drop ? "one unprivileged uid per instance, every capability dropped, "
-                           "no_new_privs, clean environment"
-                         : "MISSING: functions run as the daemon's user");
+    if (st.uid_drop)
+        snprintf(r->detail, sizeof r->detail,
+                 "one unprivileged uid per instance (from %u), every capability dropped, "
+                 "no_new_privs, clean environment",
+                 (unsigned)uid_first);
+    else
+        snprintf(r->detail, sizeof r->detail, "MISSING: functions run as the daemon's user");
     r = &out[n++];
     r->layer = "seccomp";
     r->ok = st.seccomp;
@@ -264,6 +300,14 @@ int nb_sbx_report(FILE *f)
     return all;
 }
 
+const char *nb_sbx_summary(void)
+{
+    if (st.disabled) return "off";
+    if (st.namespaces && st.rootfs && st.uid_drop && st.seccomp && st.cgroup != NB_CG_NONE)
+        return "full";
+    return "partial";
+}
+
 void nb_sbx_log(void)
 {
     if (st.disabled) {
@@ -292,7 +336,7 @@ uid_t nb_sbx_uid_acquire(void)
         if (!(uid_used[i / 64] & (1ull << (i % 64)))) {
             uid_used[i / 64] |= 1ull << (i % 64);
             uid_cursor = i + 1;
-            uid = NB_SBX_UID_BASE + i;
+            uid = uid_first + i;
             break;
         }
     }
@@ -302,8 +346,8 @@ uid_t nb_sbx_uid_acquire(void)
 
 void nb_sbx_uid_release(uid_t uid)
 {
-    if (uid < NB_SBX_UID_BASE || uid >= NB_SBX_UID_BASE + NB_SBX_UID_COUNT) return;
-    unsigned i = uid - NB_SBX_UID_BASE;
+    if (uid < uid_first || uid >= uid_first + NB_SBX_UID_COUNT) return;
+    unsigned i = uid - uid_first;
     pthread_mutex_lock(&uid_lock);
     uid_used[i / 64] &= ~(1ull << (i % 64));
     pthread_mutex_unlock(&uid_lock);
@@ -313,4 +357,6 @@ void nb_sbx_shutdown(void)
 {
     nb_cg_shutdown();
     if (tmp_base[0]) nb_rm_rf(tmp_base);
+    if (uid_block_fd >= 0) close(uid_block_fd);
+    uid_block_fd = -1;
 }

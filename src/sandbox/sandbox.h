@@ -9,7 +9,8 @@
  *
  * Instances run as unprivileged uids from a private range (one uid per live instance, handed
  * out by nb_sbx_uid_acquire), each with a matching sbx_user<uid> entry in the sandbox's
- * /etc/passwd so getpwuid() works inside.
+ * /etc/passwd so getpwuid() works inside. Each daemon on a host holds its own block of uids
+ * (an flock on /run/nimbus/uids.<k>), so instances of two daemons never share a uid.
  *
  * Threads: nb_sbx_init/nb_sbx_shutdown on the main thread, once; the rest from any thread. */
 #ifndef NB_SANDBOX_H
@@ -21,8 +22,9 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#define NB_SBX_UID_BASE  900000000u /* far above any uid a distribution hands out */
-#define NB_SBX_UID_COUNT 4096
+#define NB_SBX_UID_BASE   900000000u /* far above any uid a distribution hands out */
+#define NB_SBX_UID_COUNT  4096       /* uids per daemon */
+#define NB_SBX_UID_BLOCKS 64         /* daemons per host, each with its own block of uids */
 
 typedef struct nb_sbx_status {
     int disabled;   /* NIMBUS_SANDBOX=off: plain fork+exec, for benchmarks and debugging */
@@ -44,9 +46,13 @@ const char *nb_sbx_root(void);
 /* Prints the isolation table ("layer  status  detail") to f. Returns 1 when every layer is in
  * place, 0 when something is missing. */
 int nb_sbx_report(FILE *f);
+/* "full" (every layer), "partial" (see the table) or "off". */
+const char *nb_sbx_summary(void);
 /* Logs the same table through the structured log (daemon start). */
 void nb_sbx_log(void);
 
+/* This daemon's block: [first, first + NB_SBX_UID_COUNT). */
+uid_t nb_sbx_uid_first(void);
 /* A uid no other live instance has, or (uid_t)-1 when all are taken. */
 uid_t nb_sbx_uid_acquire(void);
 void nb_sbx_uid_release(uid_t uid);

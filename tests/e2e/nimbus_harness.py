@@ -516,7 +516,8 @@ def sha256(data):
 # ---------------------------------------------------------------------------------------------
 # the sandbox seen from the host (test_sandbox_*)
 
-SANDBOX_UIDS = range(900000000, 900000000 + 4096)  # src/sandbox/sandbox.h
+# src/sandbox/sandbox.h: from NB_SBX_UID_BASE, NB_SBX_UID_BLOCKS daemons of NB_SBX_UID_COUNT each.
+SANDBOX_UIDS = range(900000000, 900000000 + 64 * 4096)
 CGROUP_FS = "/sys/fs/cgroup"
 
 
@@ -671,8 +672,11 @@ class SandboxTestCase(NimbusTestCase):
             raise unittest.SkipTest(f"nimbus doctor reports {', '.join(missing)} missing:\n{table}")
         cls.tracked = []
         cls.d = cls.start_daemon(**kw)
-        m = re.search(r"cgroups: cgroup v\d: .* under (\S+)", cls.d.log_text())
+        m = re.search(r"cgroups: cgroup v\d: .*? under ([^\s;]+)", cls.d.log_text())
         cls.cg_tag = os.path.basename(m.group(1)) if m else f"nimbus-{cls.d.proc.pid}"
+        m = re.search(r"sandbox: user: .* \(from (\d+)\)", cls.d.log_text())
+        first = int(m.group(1)) if m else SANDBOX_UIDS.start
+        cls.uid_block = range(first, first + 4096)  # this daemon's uids
         cls.d.deploy("hello", dir_files(example("python-hello")), "python3", "app.handler")
         return cls.d
 
@@ -748,8 +752,11 @@ class SandboxTestCase(NimbusTestCase):
         for fn in d.functions():
             d.api("DELETE", "/v1/functions/" + urllib.parse.quote(fn["name"], safe=""))
         problems = []
-        if not wait_until(lambda: not cls.own_processes(), 15):
-            problems.append(f"instance processes after deleting every function: {cls.own_processes()}")
+
+        def busy():  # what is left but the daemon's idle children (pre-spawned shells)
+            return [p for p in cls.own_processes() if p["ppid"] != d.proc.pid or p["state"] == "Z"]
+        if not wait_until(lambda: not busy(), 15):
+            problems.append(f"instance processes after deleting every function: {busy()}")
         if cls.layers.get("cgroups") == "ok" and cls.stray_slots():
             problems.append(f"slot groups with processes: {cls.stray_slots()}")
         rc = d.stop()

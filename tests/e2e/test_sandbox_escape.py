@@ -312,10 +312,33 @@ class SandboxEscape(SandboxTestCase):
         instance = {p["pid"] for p in procs}
         for fd in ("1", "2", "3"):
             target = os.readlink(f"/proc/{runtime[0]['pid']}/fd/{fd}")
-            others = fd_holders(target) - instance - {self.d.proc.pid}
-            self.assertEqual(others, set(), f"fd {fd} ({target}) of the runtime is also held by "
-                             f"{[p for p in host_processes() if p['pid'] in others]}")
+
+            def strangers():  # a child the daemon is just cloning may hold it for a moment
+                return fd_holders(target) - instance - {self.d.proc.pid}
+            self.assertTrue(wait_until(lambda: not strangers(), 3),
+                            f"fd {fd} ({target}) of the runtime is also held by "
+                            f"{[p for p in host_processes() if p['pid'] in strangers()]}")
         self.assert_serving()
+
+    @unittest.expectedFailure  # BUG: sandbox uids are unique per daemon, not per host
+    def test_two_daemons_never_give_two_instances_one_uid(self):
+        """Two daemons on one host both hand out uids from 900000000, so their instances share
+        one, and what stands on the uid being the instance's own holds only within a daemon:
+        the Runtime API of a host-network instance takes the other daemon's instance for its
+        runtime (here it answers it: 403 "runtime uses the native channel"; an HTTP runtime
+        between two /next calls would hand it the next event), and RLIMIT_NPROC counts both
+        instances' processes together."""
+        a, b = self.new_daemon(), self.new_daemon()
+        a.start(), b.start()
+        a.deploy("victim", self.c, "provided", "function.handler", network="host")
+        b.deploy("thief", dir_files(fixture("hostile")), "python3", "hostile.handler",
+                 network="host")
+        victim = self.assert_ok(a.invoke("victim", {"op": "whoami"}))
+        thief = self.assert_ok(b.invoke("thief", {"op": "whoami"}))
+        port = int(victim["api"].rsplit(":", 1)[1])
+        got = self.assert_ok(b.invoke("thief", {"op": "rapi_hijack", "port": port}))
+        self.assertEqual(got["answer"], "", f"uids {victim['uid']} and {thief['uid']}")
+        self.assertNotEqual(thief["uid"], victim["uid"])
 
     def test_environment_holds_nothing_of_the_daemon(self):
         with open(f"/proc/{self.d.proc.pid}/environ", "rb") as f:
