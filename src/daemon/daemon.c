@@ -341,8 +341,7 @@ int nb_daemon_main(int argc, char **argv)
     uv_prepare_start(&d.log_flush, on_prepare);
     uv_unref((uv_handle_t *)&d.log_flush);
     nb_info("daemon", "nimbus %s serving on http://%s:%d data=%s store=%s sandbox=%s",
-            NIMBUS_VERSION, d.listen_host, port, d.data_dir, d.store->ops->name,
-            nb_sbx_summary());
+            NIMBUS_VERSION, d.listen_host, port, d.data_dir, d.store->ops->name, nb_sbx_summary());
 
     while (!d.stopped || nb_invoker_allocated(d.invoker) > 0)
         uv_run(d.loop, UV_RUN_ONCE);

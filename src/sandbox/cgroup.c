@@ -722,7 +722,7 @@ static int group_in_use(const char *parent)
 
 /* Removes the empty groups a dead daemon with the same tag left (same pid after a restart in
  * a fresh PID namespace) so the directory can be reused. */
-static void clean_stale(const char *parent)
+static void clean_stale(const char *parent, int quiet)
 {
     DIR *d = opendir(parent);
     if (!d) return;
@@ -732,9 +732,36 @@ static void clean_stale(const char *parent)
         if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
         snprintf(sub, sizeof sub, "%s/%s", parent, e->d_name);
         int r = rmdir_retry(sub);
-        nb_warn("cgroup", "stale group %s: %s", sub, r == 0 ? "removed" : strerror(-r));
+        if (!quiet || r < 0)
+            nb_warn("cgroup", "stale group %s: %s", sub, r == 0 ? "removed" : strerror(-r));
     }
     closedir(d);
+}
+
+/* Groups "nimbus-<pid>" of daemons that are gone (killed with SIGKILL, so no shutdown ran)
+ * and hold no process: removed, so crashed daemons do not pile up empty groups. A daemon in
+ * another PID namespace sharing this hierarchy looks dead from here; its groups are only
+ * removed while they hold no instance, and it recreates a slot group when it needs one. */
+static void reap_dead_daemons(const char *base)
+{
+    DIR *d = opendir(base);
+    if (!d) return;
+    struct dirent *e;
+    char sub[PATH_MAX + 300];
+    int n = 0;
+    while ((e = readdir(d))) {
+        char *end;
+        if (e->d_type != DT_DIR || strncmp(e->d_name, "nimbus-", 7) != 0) continue;
+        long pid = strtol(e->d_name + 7, &end, 10);
+        if (pid <= 0 || (*end && *end != '.') || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        snprintf(sub, sizeof sub, "%s/%s", base, e->d_name);
+        if (group_in_use(sub)) continue;
+        clean_stale(sub, 1);
+        n += rmdir_retry(sub) == 0;
+    }
+    closedir(d);
+    if (n) nb_info("cgroup", "removed %d groups left in %s by daemons that died", n, base);
 }
 
 /* mkdir base/tag, 0 or -errno. A group of that name with processes in it belongs to a live
@@ -742,6 +769,7 @@ static void clean_stale(const char *parent)
  * take "<tag>.1" and so on instead. */
 static int make_parent(const char *base, const char *tag, char *out, size_t size)
 {
+    reap_dead_daemons(base);
     for (int k = 0; k < 8; k++) {
         if (k)
             snprintf(out, size, "%s/%s.%d", base, tag, k);
@@ -750,7 +778,7 @@ static int make_parent(const char *base, const char *tag, char *out, size_t size
         if (mkdir(out, 0755) == 0) return 0;
         if (errno != EEXIST) return -errno;
         if (group_in_use(out)) continue;
-        clean_stale(out);
+        clean_stale(out, 0);
         return 0;
     }
     return -EEXIST;

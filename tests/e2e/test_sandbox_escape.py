@@ -264,10 +264,10 @@ class SandboxEscape(SandboxTestCase):
     def test_identity_is_unprivileged(self):
         p = self.probe()
         st, uid = p["status"], p["who"]["uid"]
-        self.assertIn(uid, SANDBOX_UIDS)
+        self.assertIn(uid, self.uid_block)
         self.assertEqual(st["Uid"].split(), [str(uid)] * 4)
         self.assertEqual(st["Gid"].split(), [str(p["who"]["gid"])] * 4)
-        self.assertIn(p["who"]["gid"], SANDBOX_UIDS)
+        self.assertIn(p["who"]["gid"], self.uid_block)
         self.assertEqual(st["Groups"], "")
         for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
             self.assertEqual(int(st[caps], 16), 0, f"{caps}: {st[caps]}")
@@ -320,16 +320,16 @@ class SandboxEscape(SandboxTestCase):
                             f"{[p for p in host_processes() if p['pid'] in strangers()]}")
         self.assert_serving()
 
-    @unittest.expectedFailure  # BUG: sandbox uids are unique per daemon, not per host
     def test_two_daemons_never_give_two_instances_one_uid(self):
-        """Two daemons on one host both hand out uids from 900000000, so their instances share
-        one, and what stands on the uid being the instance's own holds only within a daemon:
-        the Runtime API of a host-network instance takes the other daemon's instance for its
-        runtime (here it answers it: 403 "runtime uses the native channel"; an HTTP runtime
-        between two /next calls would hand it the next event), and RLIMIT_NPROC counts both
-        instances' processes together."""
+        """Two daemons on one host: their first instances get different uids. If they shared
+        one, what stands on the uid being the instance's own would hold only within a daemon:
+        the Runtime API of a host-network instance would take the other daemon's instance for
+        its runtime (and answer it: 403 "runtime uses the native channel"; an HTTP runtime
+        between two /next calls would hand it the next event), and RLIMIT_NPROC would count
+        both instances' processes together."""
         a, b = self.new_daemon(), self.new_daemon()
-        a.start(), b.start()
+        a.start()
+        b.start()
         a.deploy("victim", self.c, "provided", "function.handler", network="host")
         b.deploy("thief", dir_files(fixture("hostile")), "python3", "hostile.handler",
                  network="host")
@@ -339,6 +339,7 @@ class SandboxEscape(SandboxTestCase):
         got = self.assert_ok(b.invoke("thief", {"op": "rapi_hijack", "port": port}))
         self.assertEqual(got["answer"], "", f"uids {victim['uid']} and {thief['uid']}")
         self.assertNotEqual(thief["uid"], victim["uid"])
+        self.assertEqual({victim["uid"], thief["uid"]} - set(SANDBOX_UIDS), set())
 
     def test_environment_holds_nothing_of_the_daemon(self):
         with open(f"/proc/{self.d.proc.pid}/environ", "rb") as f:
