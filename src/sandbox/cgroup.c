@@ -739,9 +739,10 @@ static void clean_stale(const char *parent, int quiet)
 }
 
 /* Groups "nimbus-<pid>" of daemons that are gone (killed with SIGKILL, so no shutdown ran)
- * and hold no process: removed, so crashed daemons do not pile up empty groups. A daemon in
- * another PID namespace sharing this hierarchy looks dead from here; its groups are only
- * removed while they hold no instance, and it recreates a slot group when it needs one. */
+ * and hold no process: removed, so crashed daemons do not pile up empty groups. Only the
+ * directory the groups are made in is scanned, normally the daemon's own cgroup; a daemon of
+ * another PID namespace would look dead from here, which is why two of them must not both fall
+ * back to a hierarchy's root. */
 static void reap_dead_daemons(const char *base)
 {
     DIR *d = opendir(base);
