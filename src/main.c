@@ -30,6 +30,7 @@ static const command commands[] = {
     {"rm", nb_cli_rm, "delete a function and all its versions"},
     {"logs", nb_cli_logs, "print or follow a function's logs"},
     {"versions", nb_cli_versions, "list a function's published versions"},
+    {"config", nb_cli_config, "show or change a function's scaling settings"},
     {"version", nb_cli_version, "print the client's and the daemon's versions"},
 };
 
