@@ -14,6 +14,15 @@
 # Prints a markdown table and writes it into bench/RESULTS.md between the bench markers (the
 # rest of that file is kept). Every process it starts is stopped on exit (trap).
 #
+# Then, for the autoscaling issue: a connection sweep (BENCH_SWEEP_CONNS, default "1 16 64 256":
+# each target warmed 2 s at that concurrency, then measured BENCH_SWEEP_DURATION s, default 5,
+# once), nimbus's added latency at 1 connection (C hello p50 minus /healthz p50), a burst from
+# zero (bench/burst.py: BENCH_BURST, default 200, requests at once to a freshly deployed
+# function with no instance: time until all are answered, instances started, errors) and
+# instance churn (bench/churn.py: BENCH_CHURN_CLIENTS clients, default 8, each invoking
+# ?version=1 of its own function, whose instances then stop after every invocation: instance
+# starts per second sustained over BENCH_CHURN_DURATION s, default 5).
+#
 # Environment: BENCH_DURATION (s per measured run, default 8), BENCH_ROUNDS (3), BENCH_WARMUP
 # (s, default 5), BENCH_CONNS (64), BENCH_THREADS (wrk threads, default nproc), BENCH_RESULTS
 # (file, default bench/RESULTS.md; "-" writes none), BENCH_KEEP=1 keeps the temporary directory
@@ -34,7 +43,12 @@ THREADS=${BENCH_THREADS:-$(nproc)}
 RESULTS=${BENCH_RESULTS:-$HERE/RESULTS.md}
 [ "$THREADS" -gt "$CONNS" ] && THREADS=$CONNS
 COMMAND="bench/run.sh ${1:-build}"
-for v in BENCH_DURATION BENCH_ROUNDS BENCH_WARMUP BENCH_CONNS BENCH_THREADS; do
+SWEEP_CONNS=${BENCH_SWEEP_CONNS:-1 16 64 256}
+SWEEP_DURATION=${BENCH_SWEEP_DURATION:-5}
+BURST=${BENCH_BURST:-200}
+CHURN_DURATION=${BENCH_CHURN_DURATION:-5}
+for v in BENCH_DURATION BENCH_ROUNDS BENCH_WARMUP BENCH_CONNS BENCH_THREADS BENCH_SWEEP_CONNS \
+    BENCH_SWEEP_DURATION BENCH_BURST BENCH_CHURN_DURATION BENCH_CHURN_CLIENTS; do
     [ -n "${!v:-}" ] && COMMAND="$v=${!v} $COMMAND"
 done
 
@@ -257,6 +271,79 @@ for r in $(seq 1 "$ROUNDS"); do
         measure "${LABELS[$(((i + r - 1) % ${#LABELS[@]}))]}" "$r"
     done
 done
+# --- connection sweep: each target at each concurrency, measured once -------------------------
+declare -A S # S[label,conns,metric]
+sweep_one() { # LABEL CONNS
+    local l=$1 c=$2 t=$THREADS out=$TMP/sweep.$1.$2 non2xx sock args=()
+    [ "$t" -gt "$c" ] && t=$c
+    [ "${METHOD[$l]}" = POST ] && args=(-s "$HERE/post.lua")
+    wrk -t "$t" -c "$c" -d 2s "${args[@]}" "${URL[$l]}" >/dev/null 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || true
+    wrk -t "$t" -c "$c" -d "${SWEEP_DURATION}s" --latency "${args[@]}" "${URL[$l]}" >"$out" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || true
+    WRK_PID=""
+    S[$l,$c,rps]=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+    S[$l,$c,p50]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
+    S[$l,$c,p99]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
+    sock=$(awk '/Socket errors:/ {gsub(/[^0-9 ]/, " "); s = 0; for (i = 1; i <= NF; i++) s += $i; print s}' "$out")
+    S[$l,$c,errs]=$((${non2xx:-0} + ${sock:-0}))
+    say "sweep $l c=$c: ${S[$l,$c,rps]} req/s, p50 ${S[$l,$c,p50]} ms, p99 ${S[$l,$c,p99]} ms, errors ${S[$l,$c,errs]}"
+}
+for c in $SWEEP_CONNS; do
+    for l in "${LABELS[@]}"; do sweep_one "$l" "$c"; done
+done
+
+# --- burst from zero and instance churn --------------------------------------------------------
+fn_stat() { # NAME KEY: a field of the function's stats
+    curl -s -H "Authorization: Bearer $NIMBUS_TOKEN" "$NIMBUS_URL/v1/functions/$1" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["stats"][sys.argv[1]])' "$2"
+}
+declare -A B # B[kind,metric]
+for kind in python3 c; do
+    if [ $kind = python3 ]; then
+        "$BIN" --data "$DATA" deploy burst-py "$ROOT/examples/python-hello" --runtime python3 --handler app.handler >&2
+        name=burst-py
+    else
+        "$BIN" --data "$DATA" deploy burst-c "$TMP/c-hello" --runtime provided.al2023 --handler hello >&2
+        name=burst-c
+    fi
+    say "burst from zero: $BURST requests at once to $name"
+    python3 "$HERE/burst.py" "$NIMBUS_URL" "$NIMBUS_TOKEN" "$name" "$BURST" >"$TMP/burst.$kind.json"
+    B[$kind,json]=$(cat "$TMP/burst.$kind.json")
+    B[$kind,starts]=$(fn_stat "$name" instance_starts)
+    say "burst $kind: ${B[$kind,json]} instances started: ${B[$kind,starts]}"
+done
+declare -A CH
+CHURN_CLIENTS=${BENCH_CHURN_CLIENTS:-8}
+for kind in python3 c; do
+    if [ $kind = python3 ]; then
+        src=$ROOT/examples/python-hello rt=python3 h=app.handler pre=churn-py
+    else
+        src=$TMP/c-hello rt=provided.al2023 h=hello pre=churn-c
+    fi
+    names=()
+    for i in $(seq 1 "$CHURN_CLIENTS"); do
+        "$BIN" --data "$DATA" deploy $pre-$i "$src" --runtime $rt --handler $h >/dev/null
+        "$BIN" --data "$DATA" deploy $pre-$i "$src" --description v2 >/dev/null
+        names+=("$pre-$i")
+    done
+    s0=0
+    for n in "${names[@]}"; do s0=$((s0 + $(fn_stat "$n" instance_starts))); done
+    say "churn $kind: $CHURN_CLIENTS clients for ${CHURN_DURATION}s"
+    python3 "$HERE/churn.py" "$NIMBUS_URL" "$NIMBUS_TOKEN" "$CHURN_DURATION" "${names[@]}" >"$TMP/churn.$kind.json"
+    s1=0
+    for n in "${names[@]}"; do s1=$((s1 + $(fn_stat "$n" instance_starts))); done
+    read -r inv errs secs < <(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["invocations"], j["errors"], j["seconds"])' "$TMP/churn.$kind.json")
+    CH[$kind,starts]=$((s1 - s0))
+    CH[$kind,rate]=$(awk -v n=$((s1 - s0)) -v d="$secs" 'BEGIN { printf "%.0f", n / d }')
+    CH[$kind,rps]=$(awk -v n="$inv" -v d="$secs" 'BEGIN { printf "%.0f", n / d }')
+    CH[$kind,errs]=$errs
+    say "churn $kind: ${CH[$kind,rate]} instance starts/s (${CH[$kind,starts]} in ${secs}s, $inv invocations), errors $errs"
+done
+
 ELAPSED=$(($(date +%s) - START))
 DAEMON_THREADS=$(awk '/^Threads:/ {print $2}' "/proc/$NIMBUS_PID/status" 2>/dev/null || echo "?")
 WORKERD_THREADS=$(awk '/^Threads:/ {print $2}' "/proc/$WORKERD_PID/status" 2>/dev/null || echo "?")
@@ -360,6 +447,48 @@ SUMMARY=$TMP/summary.md
     true
 } >"$SUMMARY"
 
+SCALE=$TMP/scale.md
+{
+    echo "### Connection sweep (each target warmed 2 s at that concurrency, then one ${SWEEP_DURATION} s run)"
+    echo
+    echo "| connections | target | req/s | p50 ms | p99 ms | errors | req/s vs workerd |"
+    echo "|---:|---|---:|---:|---:|---:|---:|"
+    for c in $SWEEP_CONNS; do
+        for l in "${LABELS[@]}"; do
+            printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$l" "$(f0 "${S[$l,$c,rps]:-n/a}")" \
+                "$(f2 "${S[$l,$c,p50]:-n/a}")" "$(f2 "${S[$l,$c,p99]:-n/a}")" "${S[$l,$c,errs]:-n/a}" \
+                "$(f2 "$(div "${S[$l,$c,rps]:-n/a}" "${S[workerd,$c,rps]:-0}")")"
+        done
+    done
+    echo
+    c1=$(echo "$SWEEP_CONNS" | awk '{print $1}')
+    echo "- nimbus's added latency at $c1 connection(s): C hello p50 $(f2 "${S[c,$c1,p50]:-n/a}") ms minus" \
+        "/healthz p50 $(f2 "${S[healthz,$c1,p50]:-n/a}") ms =" \
+        "$(awk -v a="${S[c,$c1,p50]:-n/a}" -v b="${S[healthz,$c1,p50]:-n/a}" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else printf "%.0f", (a - b) * 1000 }') µs" \
+        "(the invoke path: scheduler, channel to the instance and back, the C handler itself, logs)."
+    echo
+    echo "### Burst from zero ($BURST requests at once, each on its own connection, to a function just deployed, no instance)"
+    echo
+    echo "| function | answered OK | errors | time until all answered s | p50 ms | p99 ms | instances started |"
+    echo "|---|---:|---|---:|---:|---:|---:|"
+    for kind in python3 c; do
+        python3 - "$kind" "${B[$kind,json]}" "${B[$kind,starts]}" <<'PYEOF'
+import json, sys
+k, j, starts = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+errs = ", ".join(f"{v} {w}" for w, v in j["errors"].items()) or "0"
+print(f"| {k} hello | {j['ok']}/{j['n']} | {errs} | {j['seconds']:.2f} | {j['p50_ms']} | {j['p99_ms']} | {starts} |")
+PYEOF
+    done
+    echo
+    echo "### Instance churn ($CHURN_CLIENTS clients, each invoking ?version=1 of its own function at version 2 back to back for ${CHURN_DURATION} s: every invocation starts an instance, which stops after it)"
+    echo
+    echo "| function | instance starts/s | invocations/s | errors |"
+    echo "|---|---:|---:|---:|"
+    for kind in python3 c; do
+        echo "| $kind hello | ${CH[$kind,rate]} | ${CH[$kind,rps]} | ${CH[$kind,errs]} |"
+    done
+} >"$SCALE"
+
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 SECTION=$TMP/section.md
 {
@@ -382,6 +511,8 @@ SECTION=$TMP/section.md
     cat "$TABLE"
     echo
     cat "$SUMMARY"
+    echo
+    cat "$SCALE"
     echo "<!-- bench:end -->"
 } >"$SECTION"
 
@@ -389,6 +520,8 @@ echo
 cat "$TABLE"
 echo
 cat "$SUMMARY"
+echo
+cat "$SCALE"
 
 if [ "$RESULTS" != "-" ]; then
     if [ -f "$RESULTS" ] && grep -q '^<!-- bench:begin' "$RESULTS"; then

@@ -47,6 +47,7 @@ static const command commands[] = {
     {"logs", nb_cli_logs, "print or follow a function's logs"},
     {"versions", nb_cli_versions, "list a function's published versions"},
     {"doctor", run_doctor, "show what isolation this host gives functions"},
+    {"config", nb_cli_config, "show or change a function's scaling settings"},
     {"version", nb_cli_version, "print the client's and the daemon's versions"},
 };
 

@@ -44,6 +44,7 @@ void nb_err_clear(nb_err *err);
 #define NB_E_TOO_LARGE         "payload_too_large"
 #define NB_E_CONFLICT          "conflict"
 #define NB_E_UNAVAILABLE       "unavailable"
+#define NB_E_TOO_MANY          "too_many_requests"
 #define NB_E_INTERNAL          "internal"
 
 #endif

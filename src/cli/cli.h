@@ -37,15 +37,20 @@
 
 /* Limits from docs/api.md, checked before anything is uploaded so a deploy that cannot
  * succeed fails fast. The daemon stays the authority; keep these in step with the doc. */
-#define NB_CLI_MEMORY_MIN    128
-#define NB_CLI_MEMORY_MAX    10240
-#define NB_CLI_TIMEOUT_MIN   1
-#define NB_CLI_TIMEOUT_MAX   900
-#define NB_CLI_EPHEMERAL_MIN 512
-#define NB_CLI_EPHEMERAL_MAX 10240
-#define NB_CLI_CODE_MAX      (64u << 20) /* POST /v1/code body */
-#define NB_CLI_EVENT_MAX     (6u << 20)  /* invoke body */
-#define NB_CLI_LOG_LINE_MAX  (1u << 20)  /* one NDJSON log line while streaming */
+#define NB_CLI_MEMORY_MIN        128
+#define NB_CLI_MEMORY_MAX        10240
+#define NB_CLI_TIMEOUT_MIN       1
+#define NB_CLI_TIMEOUT_MAX       900
+#define NB_CLI_EPHEMERAL_MIN     512
+#define NB_CLI_EPHEMERAL_MAX     10240
+#define NB_CLI_CONCURRENCY_MAX   10000
+#define NB_CLI_MIN_INSTANCES_MAX 1000
+#define NB_CLI_IDLE_TIMEOUT_MAX  86400
+#define NB_CLI_QUEUE_MAX         100000
+#define NB_CLI_QUEUE_TIMEOUT_MAX 900000
+#define NB_CLI_CODE_MAX          (64u << 20) /* POST /v1/code body */
+#define NB_CLI_EVENT_MAX         (6u << 20)  /* invoke body */
+#define NB_CLI_LOG_LINE_MAX      (1u << 20)  /* one NDJSON log line while streaming */
 
 /* Connection flags given before the command; NULL/0 when absent. */
 typedef struct nb_cli_globals {
@@ -63,6 +68,7 @@ int nb_cli_ls(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_get(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_rm(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_versions(const nb_cli_globals *g, int argc, char **argv);
+int nb_cli_config(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_logs(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_version(const nb_cli_globals *g, int argc, char **argv);
 

@@ -19,6 +19,7 @@ static const nb_cli_opt opts[] = {
     {"network", 0, "none|host", "none: loopback only (default); host: the host's network"},
     {"env", 'e', "K=V", "an environment variable; repeat for more; replaces the whole set"},
     {"description", 0, "D", "free text, at most 256 bytes"},
+    NB_CLI_SCALING_OPTS,
     {"json", 0, NULL, "print the daemon's function object as JSON"},
     NB_CLI_COMMON_OPTS,
 };
@@ -31,7 +32,8 @@ static const nb_cli__cmd cmd = {
         "DIR is packed as a tar.gz (symlinks kept as links, exec bits kept); an ARCHIVE\n"
         "(.zip, .tar, .tar.gz, .tgz) is uploaded as it is. --runtime and --handler are needed\n"
         "when the function is created; on update every option left out keeps its current value.\n"
-        "Deploying identical code and settings publishes nothing.",
+        "Deploying identical code and settings publishes nothing. The scaling flags are the\n"
+        "ones of 'nimbus config' and are not versioned.",
     .opts = opts,
     .nopts = NB_ARRAY_LEN(opts),
     .min_pos = 2,
@@ -112,6 +114,7 @@ static json_t *build_config(const nb_cli_args *a)
     if (env) json_object_set_new(cfg, "environment", env);
     if ((v = nb_cli_args_get(a, "description")))
         json_object_set_new(cfg, "description", json_string(v));
+    if (nb_cli__scaling_flags(a, "deploy", cfg) != 0) goto bad;
     return cfg;
 bad:
     json_decref(cfg);

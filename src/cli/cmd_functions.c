@@ -143,22 +143,58 @@ static int show_ls(const nb_cli_args *a, const json_t *answer)
     return print_table(&t);
 }
 
+/* The scheduler's view as flat "key: value" lines for the text output. */
+static void flatten_stats(json_t *o)
+{
+    json_t *st = json_object_get(o, "stats");
+    if (!json_is_object(st)) return;
+    json_t *in = json_object_get(st, "instances");
+    char buf[160];
+    snprintf(buf, sizeof buf, "%lld starting, %lld idle, %lld busy, %lld draining",
+             (long long)nb_cli__int(in, "starting"), (long long)nb_cli__int(in, "idle"),
+             (long long)nb_cli__int(in, "busy"), (long long)nb_cli__int(in, "draining"));
+    json_object_set_new(o, "instances", json_string(buf));
+    static const char *const counters[] = {"in_flight",   "queued",    "invocations",
+                                           "cold_starts", "throttles", "instance_starts"};
+    for (size_t i = 0; i < NB_ARRAY_LEN(counters); i++)
+        json_object_set_new(o, counters[i], json_integer(nb_cli__int(st, counters[i])));
+    json_t *last = json_object_get(st, "last_cold_start_ms");
+    if (json_is_integer(last))
+        snprintf(buf, sizeof buf, "%lld ms", (long long)json_integer_value(last));
+    else
+        snprintf(buf, sizeof buf, "-");
+    json_object_set_new(o, "last_cold_start", json_string(buf));
+    json_object_del(o, "stats");
+}
+
 static int show_get(const nb_cli_args *a, const json_t *answer)
 {
     if (nb_cli_args_has(a, "json")) {
         nb_cli__print_json(answer);
         return NB_CLI_OK;
     }
-    static const char *const order[] = {"name",        "namespace",   "version",
-                                        "runtime",     "handler",     "memory_mb",
-                                        "timeout_s",   "network",     "description",
-                                        "environment", "code_sha256", "ephemeral_storage_mb",
-                                        "created_at",  "updated_at",  NULL};
+    static const char *const order[] = {
+        "name",           "namespace",       "version",          "runtime",
+        "handler",        "memory_mb",       "timeout_s",        "ephemeral_storage_mb",
+        "network",        "description",     "environment",      "code_sha256",
+        "created_at",     "updated_at",      "max_concurrency",  "min_instances",
+        "idle_timeout_s", "max_queue",       "queue_timeout_ms", "instances",
+        "in_flight",      "queued",          "invocations",      "cold_starts",
+        "throttles",      "instance_starts", "last_cold_start",  NULL};
+    json_t *o = json_deep_copy(answer);
+    if (json_is_object(o)) {
+        flatten_stats(o);
+        if (json_is_null(json_object_get(o, "max_concurrency")))
+            json_object_set_new(o, "max_concurrency", json_string("none (unreserved)"));
+        if (json_is_null(json_object_get(o, "idle_timeout_s")))
+            json_object_set_new(o, "idle_timeout_s", json_string("default"));
+    }
     nb_buf out;
     nb_buf_init(&out, 64u << 20);
-    int rc = nb_cli_format_object(&out, answer, order);
+    int rc = nb_cli_format_object(&out, o, order);
     nb_cli__write(out.data, out.len);
     nb_buf_free(&out);
+    json_decref(o);
     if (rc < 0) fprintf(stderr, "nimbus: the daemon's answer is not an object\n");
     return rc < 0 ? NB_CLI_FAILED : NB_CLI_OK;
 }

@@ -80,6 +80,20 @@ int nb_cli__check(const nb_cli__client *c, const nb_cli__resp *r, nb_err *err);
 int nb_cli__call_json(nb_cli__client *c, const char *method, const char *path, const void *body,
                       size_t len, const char *content_type, json_t **out, nb_err *err);
 
+/* The scaling flags of `deploy` and `config`, in both option tables. */
+#define NB_CLI_SCALING_OPTS                                                                        \
+    {"max-concurrency", 0, "N", "instances at once, 0 disables, 'none' unreserved (default)"},     \
+        {"min-instances", 0, "N", "instances kept started, even idle (default 0)"},                \
+        {"idle-timeout", 0, "S", "seconds before an idle instance stops, or 'default' (300)"},     \
+        {"max-queue", 0, "N", "invocations that may wait for an instance (default 1000)"},         \
+    {                                                                                              \
+        "queue-timeout-ms", 0, "N", "longest wait for an instance before 429 (default 10000)"      \
+    }
+
+/* Adds the scaling flags given in a to out (API field names). 0, or 2 after printing a usage
+ * error for cmdname. */
+int nb_cli__scaling_flags(const nb_cli_args *a, const char *cmdname, json_t *out);
+
 /* Output helpers for stdout. */
 void nb_cli__print_json(const json_t *j);
 void nb_cli__write(const char *s, size_t len);

@@ -37,6 +37,8 @@ typedef struct daemon {
     char listen_host[256];
     int listen_port;
     int64_t drain_timeout_ms;
+    int max_instances;     /* 0: sized from memory */
+    int64_t max_memory_mb; /* 0: sized from memory */
     int lock_fd;
     nb_store *store;
     nb_logs *logs;
@@ -55,7 +57,8 @@ static void usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: nimbus serve [--listen HOST:PORT] [--data DIR] [--drain-timeout S]\n\n"
+        "usage: nimbus serve [--listen HOST:PORT] [--data DIR] [--drain-timeout S]\n"
+        "                    [--max-instances N] [--max-memory-mb MB]\n\n"
         "Runs the nimbus daemon: the admin API, the function instances and their logs.\n\n"
         "Options:\n"
         "  --listen HOST:PORT   address to serve on (env NIMBUS_LISTEN; default 127.0.0.1:8080;\n"
@@ -63,12 +66,27 @@ static void usage(FILE *f)
         "  --data DIR           data directory (env NIMBUS_DATA; default ./nimbus-data)\n"
         "  --drain-timeout S    on SIGTERM/SIGINT, how long in-flight invocations may run on\n"
         "                       (default 30)\n"
+        "  --max-instances N    instances alive at once, all functions together (env\n"
+        "                       NIMBUS_MAX_INSTANCES; default: physical memory / 64 MB, 8..4096)\n"
+        "  --max-memory-mb MB   sum of the memory_mb of those instances (env "
+        "NIMBUS_MAX_MEMORY_MB;\n"
+        "                       default: three quarters of physical memory)\n"
         "  --routes             print the admin API's routes and exit\n"
         "  --check              print what isolation this host gives functions and exit\n"
         "                       (the same table as 'nimbus doctor'; exit 1 if a layer is missing)\n"
         "  -h, --help           this help\n\n"
         "Environment: NIMBUS_LOG_LEVEL=debug|info|warn|error, NIMBUS_IDLE_TIMEOUT_S (default "
         "300),\nNIMBUS_SANDBOX=off (no isolation at all: benchmarks and debugging only).\n");
+}
+
+/* A positive integer option or environment value; -1 if malformed or out of range. */
+static int64_t parse_count(const char *s, int64_t max)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < 1 || v > max) return -1;
+    return v;
 }
 
 static int parse_listen(const char *s, char *host, size_t hsize, int *port)
@@ -232,6 +250,9 @@ int nb_daemon_main(int argc, char **argv)
     d.drain_timeout_ms = 30000;
     const char *listen = getenv("NIMBUS_LISTEN");
     const char *data = getenv("NIMBUS_DATA");
+    const char *max_inst = getenv("NIMBUS_MAX_INSTANCES");
+    const char *max_mem = getenv("NIMBUS_MAX_MEMORY_MB");
+    const char *idle = getenv("NIMBUS_IDLE_TIMEOUT_S");
     if (!listen || !*listen) listen = "127.0.0.1:8080";
     if (!data || !*data) data = "./nimbus-data";
     for (int i = 1; i < argc; i++) {
@@ -260,6 +281,12 @@ int nb_daemon_main(int argc, char **argv)
             }
             d.drain_timeout_ms = s * 1000;
             i++;
+        } else if (strcmp(a, "--max-instances") == 0 && val) {
+            max_inst = val;
+            i++;
+        } else if (strcmp(a, "--max-memory-mb") == 0 && val) {
+            max_mem = val;
+            i++;
         } else {
             fprintf(
                 stderr,
@@ -267,6 +294,20 @@ int nb_daemon_main(int argc, char **argv)
                 a);
             return 2;
         }
+    }
+    if (max_inst && *max_inst && (d.max_instances = (int)parse_count(max_inst, 100000)) < 0) {
+        fprintf(stderr, "nimbus: --max-instances / NIMBUS_MAX_INSTANCES must be 1..100000\n");
+        return 2;
+    }
+    if (max_mem && *max_mem && (d.max_memory_mb = parse_count(max_mem, INT64_C(1) << 40)) < 0) {
+        fprintf(stderr, "nimbus: --max-memory-mb / NIMBUS_MAX_MEMORY_MB must be a positive "
+                        "number of MB\n");
+        return 2;
+    }
+    int64_t idle_s = 0;
+    if (idle && *idle && (idle_s = parse_count(idle, 86400)) < 0) {
+        fprintf(stderr, "nimbus: NIMBUS_IDLE_TIMEOUT_S must be 1..86400\n");
+        return 2;
     }
     if (parse_listen(listen, d.listen_host, sizeof d.listen_host, &d.listen_port) < 0) {
         fprintf(stderr, "nimbus: invalid listen address '%s' (want HOST:PORT)\n", listen);
@@ -294,13 +335,14 @@ int nb_daemon_main(int argc, char **argv)
     d.loop = uv_default_loop();
     snprintf(path, sizeof path, "%s/logs", d.data_dir);
     d.logs = nb_logs_new(path, 0);
-    const char *idle = getenv("NIMBUS_IDLE_TIMEOUT_S");
     nb_invoker_config icfg = {
         .loop = d.loop,
         .data_dir = d.data_dir,
         .store = d.store,
         .logs = d.logs,
-        .idle_timeout_ms = idle ? strtoll(idle, NULL, 10) * 1000 : 0,
+        .idle_timeout_ms = idle_s * 1000,
+        .max_instances = d.max_instances,
+        .max_memory_mb = d.max_memory_mb,
     };
     d.invoker = nb_invoker_new(&icfg);
     if (nb_invoker_load(d.invoker, &err) < 0) {

@@ -47,6 +47,23 @@ void nb_fn_config_init(nb_fn_config *cfg)
     cfg->ephemeral_storage_mb = NB_EPHEMERAL_MIN;
     cfg->network = NB_NET_NONE;
     cfg->environment = json_object();
+    nb_fn_scaling_init(&cfg->scaling);
+}
+
+void nb_fn_scaling_init(nb_fn_scaling *s)
+{
+    s->max_concurrency = NB_SCALE_UNSET;
+    s->min_instances = 0;
+    s->idle_timeout_s = NB_SCALE_UNSET;
+    s->max_queue = NB_SCALE_DEFAULT_QUEUE;
+    s->queue_timeout_ms = NB_SCALE_DEFAULT_QUEUE_MS;
+}
+
+int nb_fn_scaling_equal(const nb_fn_scaling *a, const nb_fn_scaling *b)
+{
+    return a->max_concurrency == b->max_concurrency && a->min_instances == b->min_instances &&
+           a->idle_timeout_s == b->idle_timeout_s && a->max_queue == b->max_queue &&
+           a->queue_timeout_ms == b->queue_timeout_ms;
 }
 
 void nb_fn_config_release(nb_fn_config *cfg)
@@ -123,6 +140,83 @@ static int get_int(json_t *v, const char *field, int lo, int hi, int *out, nb_er
     return 0;
 }
 
+/* An integer in lo..hi, or null for NB_SCALE_UNSET when nullable. */
+static int get_opt_int(json_t *v, const char *field, int lo, int hi, int nullable, int *out,
+                       nb_err *err)
+{
+    if (nullable && json_is_null(v)) {
+        *out = NB_SCALE_UNSET;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return nb_err_set(err, 400, NB_E_INVALID_VALUE, "%s must be an integer in %d..%d%s", field,
+                          lo, hi, nullable ? " or null" : "");
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+/* 0 applied, -1 bad value, 1 not a scaling field. */
+static int scaling_field(nb_fn_scaling *s, const char *k, json_t *v, nb_err *err)
+{
+    if (strcmp(k, "max_concurrency") == 0)
+        return get_opt_int(v, k, 0, NB_SCALE_CONCURRENCY_MAX, 1, &s->max_concurrency, err);
+    if (strcmp(k, "min_instances") == 0)
+        return get_opt_int(v, k, 0, NB_SCALE_MIN_INST_MAX, 0, &s->min_instances, err);
+    if (strcmp(k, "idle_timeout_s") == 0)
+        return get_opt_int(v, k, 1, NB_SCALE_IDLE_MAX, 1, &s->idle_timeout_s, err);
+    if (strcmp(k, "max_queue") == 0)
+        return get_opt_int(v, k, 0, NB_SCALE_QUEUE_MAX, 0, &s->max_queue, err);
+    if (strcmp(k, "queue_timeout_ms") == 0)
+        return get_opt_int(v, k, 1, NB_SCALE_QUEUE_TIMEOUT_MAX, 0, &s->queue_timeout_ms, err);
+    return 1;
+}
+
+/* Rules across fields, checked once every field of a body is applied. */
+static int check_scaling(const nb_fn_scaling *s, nb_err *err)
+{
+    if (s->max_concurrency != NB_SCALE_UNSET && s->min_instances > s->max_concurrency)
+        return nb_err_set(err, 400, NB_E_INVALID_VALUE,
+                          "min_instances (%d) may not exceed max_concurrency (%d)",
+                          s->min_instances, s->max_concurrency);
+    return 0;
+}
+
+int nb_fn_scaling_apply(nb_fn_scaling *s, json_t *body, nb_err *err)
+{
+    if (!json_is_object(body))
+        return nb_err_set(err, 400, NB_E_INVALID_JSON, "body must be a JSON object");
+    nb_fn_scaling c = *s;
+    const char *k;
+    json_t *v;
+    json_object_foreach(body, k, v)
+    {
+        int rc = scaling_field(&c, k, v, err);
+        if (rc < 0) return -1;
+        if (rc > 0)
+            return nb_err_set(err, 400, NB_E_UNKNOWN_FIELD,
+                              "unknown field '%.64s' (scaling fields: max_concurrency, "
+                              "min_instances, idle_timeout_s, max_queue, queue_timeout_ms)",
+                              k);
+    }
+    if (check_scaling(&c, err) < 0) return -1;
+    *s = c;
+    return 0;
+}
+
+static json_t *int_or_null(int v)
+{
+    return v == NB_SCALE_UNSET ? json_null() : json_integer(v);
+}
+
+void nb_fn_scaling_to_json(const nb_fn_scaling *s, json_t *o)
+{
+    json_object_set_new(o, "max_concurrency", int_or_null(s->max_concurrency));
+    json_object_set_new(o, "min_instances", json_integer(s->min_instances));
+    json_object_set_new(o, "idle_timeout_s", int_or_null(s->idle_timeout_s));
+    json_object_set_new(o, "max_queue", json_integer(s->max_queue));
+    json_object_set_new(o, "queue_timeout_ms", json_integer(s->queue_timeout_ms));
+}
+
 static int get_str(json_t *v, const char *field, size_t max, char *out, nb_err *err)
 {
     if (!json_is_string(v) || json_string_length(v) > max ||
@@ -197,11 +291,12 @@ int nb_fn_config_apply(nb_fn_config *cfg, json_t *body, int creating, nb_err *er
                 json_decref(c.environment);
                 c.environment = json_deep_copy(v);
             }
-        } else {
+        } else if ((rc = scaling_field(&c.scaling, k, v, err)) > 0) {
             rc = nb_err_set(err, 400, NB_E_UNKNOWN_FIELD, "unknown field '%.64s'", k);
         }
         if (rc < 0) break;
     }
+    if (rc == 0) rc = check_scaling(&c.scaling, err);
     if (rc == 0 && creating) {
         const char *missing = !c.runtime[0]       ? "runtime"
                               : !c.handler[0]     ? "handler"
@@ -317,6 +412,7 @@ json_t *nb_fn_version_to_json(const nb_fn_version *v, int64_t updated_at)
     nb_time_iso8601(v->fn_created_at, created, sizeof created);
     nb_time_iso8601(updated_at, updated, sizeof updated);
     json_t *o = nb_fn_config_to_json(&v->cfg);
+    nb_fn_scaling_to_json(&v->cfg.scaling, o);
     json_object_set_new(o, "namespace", json_string(v->ns));
     json_object_set_new(o, "name", json_string(v->name));
     json_object_set_new(o, "version", json_integer(v->version));

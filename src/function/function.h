@@ -29,6 +29,26 @@ enum nb_runtime_kind { NB_RT_PYTHON, NB_RT_NODE, NB_RT_PROVIDED };
 /* none: the instance's own network namespace with only loopback (the default); host: the
  * host's network, granted explicitly by the operator (docs/security.md). */
 enum nb_network { NB_NET_NONE, NB_NET_HOST };
+/* Scaling settings. They belong to the function, not to a version (as Lambda's concurrency
+ * settings): changing only these publishes no version and restarts no instance; the store
+ * keeps them on the function's row and every version read carries the current ones.
+ * NB_SCALE_UNSET marks "not reserved" / "the daemon's default". */
+#define NB_SCALE_UNSET             (-1)
+#define NB_SCALE_CONCURRENCY_MAX   10000
+#define NB_SCALE_MIN_INST_MAX      1000
+#define NB_SCALE_IDLE_MAX          86400
+#define NB_SCALE_QUEUE_MAX         100000
+#define NB_SCALE_QUEUE_TIMEOUT_MAX 900000
+#define NB_SCALE_DEFAULT_QUEUE     1000
+#define NB_SCALE_DEFAULT_QUEUE_MS  10000
+
+typedef struct nb_fn_scaling {
+    int max_concurrency;  /* instances at once; UNSET: only the global caps; 0: disabled */
+    int min_instances;    /* kept started (provisioned); <= max_concurrency when reserved */
+    int idle_timeout_s;   /* an idle instance above min_instances stops after it; UNSET: default */
+    int max_queue;        /* invocations waiting with no instance coming for them */
+    int queue_timeout_ms; /* longest wait for an instance before 429 */
+} nb_fn_scaling;
 
 typedef struct nb_fn_config {
     char runtime[32]; /* as given: "python3.12", "nodejs20.x", "provided.al2023", ... */
@@ -40,7 +60,8 @@ typedef struct nb_fn_config {
     int ephemeral_storage_mb; /* size of the instance's private /tmp */
     enum nb_network network;
     char description[NB_DESC_MAX + 1];
-    json_t *environment; /* object of strings; owned */
+    json_t *environment;   /* object of strings; owned */
+    nb_fn_scaling scaling; /* not versioned: ignored by nb_fn_config_equal and the stored form */
 } nb_fn_config;
 
 typedef struct nb_fn_version {
@@ -60,12 +81,21 @@ int nb_fn_runtime_kind(const char *runtime);
 void nb_fn_config_init(nb_fn_config *cfg);
 void nb_fn_config_release(nb_fn_config *cfg);
 void nb_fn_config_copy(nb_fn_config *dst, const nb_fn_config *src);
+void nb_fn_scaling_init(nb_fn_scaling *s);
+int nb_fn_scaling_equal(const nb_fn_scaling *a, const nb_fn_scaling *b);
+/* Applies a body holding only scaling fields (PUT /v1/functions/NAME/scaling, or the stored
+ * form) on top of s. Any other field is unknown_field. On error s is unchanged. */
+int nb_fn_scaling_apply(nb_fn_scaling *s, json_t *body, nb_err *err);
+/* Adds the scaling fields to obj (null for UNSET). */
+void nb_fn_scaling_to_json(const nb_fn_scaling *s, json_t *obj);
 /* Applies a request body (PUT /v1/functions/NAME) on top of cfg. For a create, cfg holds the
  * defaults and runtime/handler/code_sha256 are required. On error cfg is unchanged. */
 int nb_fn_config_apply(nb_fn_config *cfg, json_t *body, int creating, nb_err *err);
 const char *nb_fn_network_name(enum nb_network n);
+/* Equality of the versioned part (everything but scaling). */
 int nb_fn_config_equal(const nb_fn_config *a, const nb_fn_config *b);
-/* The stored form: a JSON object with every field. Caller owns the result. */
+/* The stored form of a version: a JSON object with every versioned field (no scaling).
+ * Caller owns the result. */
 json_t *nb_fn_config_to_json(const nb_fn_config *cfg);
 int nb_fn_config_from_json(nb_fn_config *cfg, json_t *obj, nb_err *err);
 /* Relative path of the file the handler needs in the bundle ("app.py", "bootstrap", ...);
@@ -82,7 +112,8 @@ char *nb_fn_error_json(const char *type, const char *fmt, ...)
 char *nb_fn_error_vjson(const char *type, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 
-/* The API's function object for a version (see docs/api.md). Caller owns the result. */
+/* The API's function object for a version, scaling settings included (see docs/api.md).
+ * Caller owns the result. */
 json_t *nb_fn_version_to_json(const nb_fn_version *v, int64_t updated_at);
 
 #endif

@@ -38,6 +38,7 @@ static void r_put(route_args *a);
 static void r_list(route_args *a);
 static void r_get(route_args *a);
 static void r_delete(route_args *a);
+static void r_scaling(route_args *a);
 static void r_versions(route_args *a);
 static void r_invoke(route_args *a);
 static void r_logs(route_args *a);
@@ -52,6 +53,7 @@ static const route routes[] = {
     {"GET", "/v1/functions", r_list, 0},
     {"GET", "/v1/functions/{name}", r_get, 0},
     {"DELETE", "/v1/functions/{name}", r_delete, 0},
+    {"PUT", "/v1/functions/{name}/scaling", r_scaling, 0},
     {"GET", "/v1/functions/{name}/versions", r_versions, 0},
     {"POST", "/v1/functions/{name}/invoke", r_invoke, 0},
     {"GET", "/v1/functions/{name}/logs", r_logs, 0},
@@ -278,10 +280,28 @@ static int check_handler(nb_api *api, const nb_fn_config *cfg, nb_err *err)
                       cfg->kind == NB_RT_PROVIDED ? cfg->runtime : cfg->handler, files);
 }
 
-static void r_put(route_args *a)
+/* The function object: its latest version, scaling settings and the scheduler's live view. */
+static json_t *fn_object(nb_api *api, const nb_fn_version *v, int64_t updated_at)
 {
-    nb_api *api = a->api;
-    if (body_too_big(a, NB_JSON_MAX_BODY)) return;
+    json_t *o = nb_fn_version_to_json(v, updated_at);
+    nb_fn_stats st;
+    if (nb_invoker_stats(api->invoker, v->ns, v->name, &st) < 0) return o;
+    json_t *inst = json_pack("{s:i, s:i, s:i, s:i}", "starting", st.starting, "idle", st.idle,
+                             "busy", st.busy, "draining", st.draining);
+    json_t *stats =
+        json_pack("{s:o, s:i, s:i, s:I, s:I, s:I, s:I, s:o}", "instances", inst, "in_flight",
+                  st.in_flight, "queued", st.queued, "invocations", (json_int_t)st.invocations,
+                  "cold_starts", (json_int_t)st.cold_starts, "throttles", (json_int_t)st.throttles,
+                  "instance_starts", (json_int_t)st.instance_starts, "last_cold_start_ms",
+                  st.last_cold_start_ms < 0 ? json_null() : json_integer(st.last_cold_start_ms));
+    json_object_set_new(o, "stats", stats);
+    return o;
+}
+
+/* Reads a JSON object body, answering 400/413 itself when it is not one. */
+static json_t *json_body(route_args *a)
+{
+    if (body_too_big(a, NB_JSON_MAX_BODY)) return NULL;
     json_error_t je;
     json_t *body = json_loadb(a->req->entity.base ? a->req->entity.base : "", a->req->entity.len,
                               JSON_REJECT_DUPLICATES, &je);
@@ -289,8 +309,16 @@ static void r_put(route_args *a)
         json_decref(body);
         nb_http_error(a->req, 400, NB_E_INVALID_JSON, "body must be a JSON object%s%s",
                       body ? "" : ": ", body ? "" : je.text);
-        return;
+        return NULL;
     }
+    return body;
+}
+
+static void r_put(route_args *a)
+{
+    nb_api *api = a->api;
+    json_t *body = json_body(a);
+    if (!body) return;
     nb_err err = {0};
     nb_fn_version *cur = api->store->ops->fn_get(api->store, a->ns, a->name, 0, NULL, &err);
     if (!cur && err.status != 404) {
@@ -314,12 +342,12 @@ static void r_put(route_args *a)
         nb_http_send_error(a->req, &err);
         return;
     }
-    if (res.changed) {
+    if (res.changed || res.scaling_changed) {
         nb_invoker_publish(api->invoker, res.version);
-        nb_info("api", "published %s/%s version %lld", a->ns, a->name,
-                (long long)res.version->version);
+        nb_info("api", "%s %s/%s version %lld", res.changed ? "published" : "new scaling for",
+                a->ns, a->name, (long long)res.version->version);
     }
-    json_t *o = nb_fn_version_to_json(res.version, res.updated_at);
+    json_t *o = fn_object(api, res.version, res.updated_at);
     json_object_set_new(o, "changed", json_boolean(res.changed));
     nb_fn_version_unref(res.version);
     nb_http_send_json(a->req, res.created ? 201 : 200, o);
@@ -338,7 +366,7 @@ static void r_list(route_args *a)
     }
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, nb_fn_version_to_json(vs[i], upd[i]));
+        json_array_append_new(arr, fn_object(api, vs[i], upd[i]));
     nb_store_free_versions(vs, n);
     free(upd);
     nb_http_send_json(a->req, 200, json_pack("{s:o}", "functions", arr));
@@ -353,8 +381,44 @@ static void r_get(route_args *a)
         nb_http_send_error(a->req, &err);
         return;
     }
-    nb_http_send_json(a->req, 200, nb_fn_version_to_json(v, updated));
+    nb_http_send_json(a->req, 200, fn_object(a->api, v, updated));
     nb_fn_version_unref(v);
+}
+
+/* Scaling settings only: never a new version, never a restart (docs/api.md). */
+static void r_scaling(route_args *a)
+{
+    nb_api *api = a->api;
+    json_t *body = json_body(a);
+    if (!body) return;
+    nb_err err = {0};
+    int64_t updated = 0;
+    nb_fn_version *cur = api->store->ops->fn_get(api->store, a->ns, a->name, 0, &updated, &err);
+    if (!cur) {
+        json_decref(body);
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_fn_config cfg;
+    nb_fn_config_copy(&cfg, &cur->cfg);
+    nb_put_result res = {0};
+    int rc = nb_fn_scaling_apply(&cfg.scaling, body, &err);
+    if (rc == 0) rc = api->store->ops->fn_put(api->store, a->ns, a->name, &cfg, &res, &err);
+    json_decref(body);
+    nb_fn_config_release(&cfg);
+    nb_fn_version_unref(cur);
+    if (rc < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    if (res.scaling_changed) {
+        nb_invoker_publish(api->invoker, res.version);
+        nb_info("api", "new scaling for %s/%s", a->ns, a->name);
+    }
+    json_t *o = fn_object(api, res.version, res.updated_at);
+    json_object_set_new(o, "changed", json_false());
+    nb_fn_version_unref(res.version);
+    nb_http_send_json(a->req, 200, o);
 }
 
 static void r_delete(route_args *a)
@@ -413,6 +477,18 @@ static void invoke_done(nb_inv *inv, void *ud)
     pending_invoke *pi = ud;
     pi->inv = NULL;
     h2o_req_t *req = pi->req;
+    if (inv->throttled) {
+        /* Both shapes: the platform's error object, and Lambda's errorType that SDKs and
+         * retry loops look for. */
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", inv->retry_after_s);
+        nb_http_header(req, "retry-after", ra);
+        nb_http_send_json(req, 429,
+                          json_pack("{s:{s:s, s:s}, s:s, s:s, s:s}", "error", "code", NB_E_TOO_MANY,
+                                    "message", inv->body, "errorType", inv->error_type,
+                                    "errorMessage", inv->body, "reason", inv->throttle_reason));
+        return;
+    }
     char v[24];
     snprintf(v, sizeof v, "%lld", (long long)inv->ver->version);
     nb_http_header(req, "x-nimbus-executed-version", v);

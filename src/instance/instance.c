@@ -254,10 +254,18 @@ static void drain_output(inst_impl *in)
     }
 }
 
+/* From the cgroup, never guessed: stays 0 (reported as absent) without one. */
+static void update_peak(inst_impl *in)
+{
+    int64_t peak = nb_spawn_peak_bytes(&in->sr);
+    if (peak > 0) in->pub.max_memory_used_mb = (peak + (1 << 20) - 1) >> 20;
+}
+
 static void deliver_result(inst_impl *in, enum nb_inst_outcome outcome, const char *type,
                            const char *body, size_t len, const char *ctype)
 {
     if (!in->tag) return;
+    update_peak(in);
     drain_output(in);
     void *tag = in->tag;
     in->tag = NULL;
@@ -388,7 +396,7 @@ static void finalize(inst_impl *in)
     nb_inst_state was = in->pub.state;
     /* The cgroup's OOM counter, not the signal, says why: SIGKILL has other senders. */
     int oom = nb_spawn_oom_killed(&in->sr);
-    in->pub.peak_memory_bytes = nb_spawn_peak_bytes(&in->sr);
+    update_peak(in);
     nb_spawn_release(&in->sr);
     if (oom) snprintf(how + strlen(how), sizeof how - strlen(how), " (out of memory)");
     const char *exit_type = oom ? "Runtime.OutOfMemory" : "Runtime.ExitError";
@@ -1114,7 +1122,6 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
     inst_impl *in = calloc(1, sizeof *in);
     if (!in) abort();
     in->pub.id = ++next_id;
-    in->pub.peak_memory_bytes = -1;
     snprintf(in->pub.name, sizeof in->pub.name, "i-%d", in->pub.id);
     in->pub.ver = nb_fn_version_ref(ver);
     in->pub.owner = owner;

@@ -92,12 +92,15 @@ struct nb_inst {
     int id;
     char name[24]; /* "i-<id>" */
     nb_inst_state state;
-    nb_fn_version *ver; /* ref held for the instance's life */
-    void *owner;        /* the pool */
-    void *owner_link[2];
+    nb_fn_version *ver;   /* ref held for the instance's life */
+    void *owner;          /* the pool */
+    void *owner_link[2];  /* the owner's list links (the pool's idle stack) */
+    unsigned owner_flags; /* the owner's; the instance never reads or writes it */
     int64_t started_us, ready_us, idle_since_us;
     int64_t invocations;
-    int64_t peak_memory_bytes; /* from the cgroup once stopped; -1 unknown */
+    /* Peak memory of the instance so far in MB (its cgroup's memory.peak), for the REPORT
+     * line's Max Memory Used. Filled by the sandbox; 0 = not measured, reported as absent. */
+    int64_t max_memory_used_mb;
 };
 
 /* Spawns an instance of ver. On failure (spawn impossible, bootstrap not executable) returns

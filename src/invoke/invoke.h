@@ -1,18 +1,27 @@
-/* nb_invoker: where a function is chosen and an invocation finds an instance.
+/* nb_invoker: where a function is chosen and an invocation finds an instance: the scheduler.
  *
  * The invoker keeps the live registry of functions (the latest version of each, loaded from
- * the store at start and updated by the admin API) and, per function version, a pool of
- * instances. nb_invoke() takes an idle instance (most recently used first, so the pool can
- * shrink), else starts one, else queues; the first instance that becomes free serves the
- * head of the queue. Every accepted invocation ends in exactly one call of its done callback.
+ * the store at start and updated by the admin API), each function's scaling settings and
+ * counters, and per function version a pool of instances. nb_invoke() takes an idle instance
+ * (most recently used first, so the pool can shrink), else starts one if the function's
+ * max_concurrency and the daemon's global caps allow, else waits in the function's bounded
+ * queue; the first instance of the version that becomes free serves the oldest waiter. An
+ * invocation that finds the queue full, or waits past queue_timeout_ms, or whose function is
+ * disabled (max_concurrency 0) is throttled: answered at once, never run later.
+ * Every accepted invocation ends in exactly one call of its done callback.
+ * Design: docs/internals/scheduler.md.
  *
  * Invocation lifecycle (changed only through inv_set_state(), logged at debug level):
- *   QUEUED -> RUNNING -> DONE        (or QUEUED -> DONE when it fails before an instance)
+ *   QUEUED -> RUNNING -> DONE        (or QUEUED -> DONE: throttled, or failed before an instance)
+ * Pool lifecycle (pool_set_state(), logged at info level):
+ *   ACTIVE (the latest version's pool: keeps min_instances, idle ones wait for work)
+ *   -> DRAINING (an older version, a deleted function, an explicit ?version=N: instances stop
+ *   as soon as they are idle) -> freed once its last instance is gone.
  *
  * Memory: an nb_inv belongs to the invoker; the done callback may read it and must not keep
  * it. nb_inv_detach() is for callers that go away first (an HTTP client disconnecting): the
  * invocation still runs to completion, nobody is told.
- * Thread: loop thread only. */
+ * Thread: loop thread only (one invoker per loop). */
 #ifndef NB_INVOKE_H
 #define NB_INVOKE_H
 
@@ -44,6 +53,11 @@ struct nb_inv {
     char content_type[128];
     int cold;        /* served by a freshly started instance */
     int64_t init_ms; /* init duration when cold */
+    /* Throttled (answer 429): outcome is UNHANDLED, error_type "TooManyRequestsException",
+     * body the human message, throttle_reason Lambda's Reason, retry_after_s the advice. */
+    int throttled;
+    char throttle_reason[64];
+    int retry_after_s;
     int64_t queued_us, started_us, ended_us;
 };
 
@@ -52,16 +66,33 @@ typedef struct nb_invoker_config {
     const char *data_dir;
     nb_store *store;
     nb_logs *logs;
-    int max_instances_per_version; /* instances one function version may run at once */
-    int64_t idle_timeout_ms;       /* idle instances are stopped after this */
+    int max_instances;       /* global cap on instances alive at once; 0: sized from memory */
+    int64_t max_memory_mb;   /* global cap on the sum of their memory_mb; 0: from memory */
+    int64_t idle_timeout_ms; /* default for functions without idle_timeout_s; 0: 300 s */
     int64_t init_timeout_ms;
 } nb_invoker_config;
+
+/* Per function, for the API's function object and `nimbus get`. Instances of the latest
+ * version by state; "draining" counts the instances of older versions (or of explicit-version
+ * requests) and instances being stopped. Counters run since the daemon started. */
+typedef struct nb_fn_stats {
+    int starting, idle, busy, draining;
+    int in_flight; /* invocations running */
+    int queued;    /* invocations waiting for an instance */
+    int64_t invocations, cold_starts, throttles, instance_starts;
+    int64_t last_cold_start_ms; /* init duration of the last cold start; -1: none yet */
+} nb_fn_stats;
+
+/* The defaults the daemon uses when its config leaves the caps at 0: from physical memory. */
+void nb_invoker_default_caps(int *max_instances, int64_t *max_memory_mb);
 
 nb_invoker *nb_invoker_new(const nb_invoker_config *cfg);
 /* Loads every function's latest version from the store. */
 int nb_invoker_load(nb_invoker *iv, nb_err *err);
-/* Makes v the latest version of its function; older versions' idle instances stop and busy
- * ones stop after their invocation. */
+/* Makes v the latest version of its function: older versions' pools drain (idle instances
+ * stop now, busy ones after their invocation; their waiters move to v) and min_instances of v
+ * start. v with the latest's version number only brings new scaling settings: nothing
+ * restarts; the function's instances and queue are brought within the new limits. */
 void nb_invoker_publish(nb_invoker *iv, nb_fn_version *v);
 /* Forgets a function; its instances drain as above. */
 void nb_invoker_remove(nb_invoker *iv, const char *ns, const char *name);
@@ -74,6 +105,11 @@ nb_fn_version *nb_invoker_latest(nb_invoker *iv, const char *ns, const char *nam
 void nb_invoke(nb_invoker *iv, nb_fn_version *ver, const char *event, size_t len,
                const char *request_id, nb_inv_done_cb cb, void *ud, nb_inv **handle);
 void nb_inv_detach(nb_inv *inv);
+
+/* 0, or -1 when the function is unknown. */
+int nb_invoker_stats(nb_invoker *iv, const char *ns, const char *name, nb_fn_stats *out);
+/* The caps in force (after defaults). */
+void nb_invoker_caps(const nb_invoker *iv, int *max_instances, int64_t *max_memory_mb);
 
 /* Invocations queued or running. */
 size_t nb_invoker_inflight(const nb_invoker *iv);

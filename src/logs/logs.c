@@ -210,7 +210,9 @@ void nb_logs_format(nb_buf *b, const nb_log_line *line, int64_t ts)
     }
     nb_buf_appendf(b, ",\"stream\":\"%s\",\"line\":\"", line->stream);
     append_json_string(b, line->text, len);
-    nb_buf_append(b, "\"}\n", 3);
+    nb_buf_append(b, "\"", 1);
+    if (line->report_json) nb_buf_appendf(b, ",\"report\":%s", line->report_json);
+    nb_buf_append(b, "}\n", 2);
 }
 
 void nb_logs_append(nb_logs *l, const nb_log_line *line)

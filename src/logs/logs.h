@@ -35,6 +35,9 @@ typedef struct nb_log_line {
     const char *stream;     /* "stdout", "stderr", "platform" */
     const char *text;
     size_t len;
+    /* May be NULL: a JSON object written as the record's "report" field (the REPORT line's
+     * figures, so tools need not parse the text). Must be valid JSON; not escaped. */
+    const char *report_json;
 } nb_log_line;
 
 nb_logs *nb_logs_new(const char *dir, size_t cap_per_function);

@@ -31,12 +31,14 @@ typedef struct nb_put_result {
     nb_fn_version *version; /* the latest version after the call (new ref) */
     int created;            /* the function did not exist */
     int changed;            /* a new version was published */
+    int scaling_changed;    /* only the scaling settings changed (no new version) */
     int64_t updated_at;
 } nb_put_result;
 
 typedef struct nb_store_ops {
     const char *name;
-    /* Publishes cfg as a new version of ns/name unless it equals the latest one. */
+    /* Publishes cfg as a new version of ns/name unless its versioned part equals the latest
+     * one; scaling settings that differ are then updated in place (scaling_changed). */
     int (*fn_put)(nb_store *s, const char *ns, const char *name, const nb_fn_config *cfg,
                   nb_put_result *out, nb_err *err);
     /* version 0 = latest. 404 when absent. updated_at may be NULL. */

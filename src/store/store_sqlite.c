@@ -29,6 +29,8 @@ static const char *migrations[] = {
     "CREATE TABLE code_blobs ("
     "  sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, unpacked_size INTEGER NOT NULL,"
     "  files INTEGER NOT NULL, created_at INTEGER NOT NULL);",
+    /* Scaling settings are the function's, not a version's: JSON, NULL = defaults. */
+    "ALTER TABLE functions ADD COLUMN scaling TEXT;",
 };
 
 int nb_store_sqlite_schema_version(void)
@@ -93,6 +95,12 @@ static nb_fn_version *row_to_version(sqlite_store *s, sqlite3_stmt *st, nb_err *
     int rc = cfg ? nb_fn_config_from_json(&v->cfg, cfg, err)
                  : nb_err_set(err, 500, NB_E_INTERNAL, "stored config: %s", je.text);
     json_decref(cfg);
+    if (rc == 0 && sqlite3_column_type(st, 7) != SQLITE_NULL) {
+        json_t *sc = json_loads((const char *)sqlite3_column_text(st, 7), 0, &je);
+        rc = sc ? nb_fn_scaling_apply(&v->cfg.scaling, sc, err)
+                : nb_err_set(err, 500, NB_E_INTERNAL, "stored scaling: %s", je.text);
+        json_decref(sc);
+    }
     if (rc < 0) {
         (void)s;
         if (err) { /* a bad stored row is our fault, not the caller's: never a 4xx */
@@ -105,7 +113,59 @@ static nb_fn_version *row_to_version(sqlite_store *s, sqlite3_stmt *st, nb_err *
     return v;
 }
 
-#define VERSION_COLS "v.ns, v.name, v.version, v.config, v.created_at, f.created_at, f.updated_at"
+#define VERSION_COLS                                                                               \
+    "v.ns, v.name, v.version, v.config, v.created_at, f.created_at, f.updated_at, f.scaling"
+
+static char *scaling_text(const nb_fn_scaling *sc)
+{
+    json_t *j = json_object();
+    nb_fn_scaling_to_json(sc, j);
+    char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(j);
+    if (!text) abort();
+    return text;
+}
+
+/* Only the scaling settings changed: they are written on the function's row and the latest
+ * version stays; out->version is a fresh copy of it carrying the new settings. */
+static int put_scaling(sqlite_store *s, nb_fn_version *cur, const nb_fn_scaling *sc,
+                       nb_put_result *out, nb_err *err)
+{
+    char *text = scaling_text(sc);
+    int64_t now = nb_now_ms();
+    sqlite3_stmt *st = NULL;
+    int ok = sqlite3_prepare_v2(s->db,
+                                "UPDATE functions SET scaling = ?3, updated_at = ?4"
+                                " WHERE ns = ?1 AND name = ?2",
+                                -1, &st, NULL) == SQLITE_OK;
+    if (ok) {
+        sqlite3_bind_text(st, 1, cur->ns, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, cur->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, text, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, now);
+        ok = sqlite3_step(st) == SQLITE_DONE;
+    }
+    sqlite3_finalize(st);
+    free(text);
+    if (!ok || exec(s, "COMMIT", err) < 0) {
+        if (!ok) db_fail(s, err, "update scaling");
+        exec(s, "ROLLBACK", NULL);
+        return -1;
+    }
+    nb_fn_version *v = nb_fn_version_new();
+    snprintf(v->ns, sizeof v->ns, "%s", cur->ns);
+    snprintf(v->name, sizeof v->name, "%s", cur->name);
+    v->version = cur->version;
+    v->created_at = cur->created_at;
+    v->fn_created_at = cur->fn_created_at;
+    nb_fn_config_release(&v->cfg);
+    nb_fn_config_copy(&v->cfg, &cur->cfg);
+    v->cfg.scaling = *sc;
+    out->version = v;
+    out->scaling_changed = 1;
+    out->updated_at = now;
+    return 0;
+}
 
 static nb_fn_version *sq_fn_get(nb_store *base, const char *ns, const char *name, int64_t version,
                                 int64_t *updated_at, nb_err *err)
@@ -155,6 +215,12 @@ static int sq_fn_put(nb_store *base, const char *ns, const char *name, const nb_
         *err = e2;
         return -1;
     }
+    if (cur && nb_fn_config_equal(&cur->cfg, cfg) &&
+        !nb_fn_scaling_equal(&cur->cfg.scaling, &cfg->scaling)) {
+        int rc = put_scaling(s, cur, &cfg->scaling, out, err);
+        nb_fn_version_unref(cur);
+        return rc;
+    }
     if (cur && nb_fn_config_equal(&cur->cfg, cfg)) {
         exec(s, "ROLLBACK", NULL);
         out->version = cur;
@@ -182,7 +248,7 @@ static int sq_fn_put(nb_store *base, const char *ns, const char *name, const nb_
     }
     int64_t now = nb_now_ms();
     int64_t next = cur ? cur->version + 1 : 1;
-    char *cfg_text = NULL;
+    char *cfg_text = NULL, *sc_text = scaling_text(&cfg->scaling);
     json_t *j = nb_fn_config_to_json(cfg);
     cfg_text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(j);
@@ -190,13 +256,13 @@ static int sq_fn_put(nb_store *base, const char *ns, const char *name, const nb_
     int ok = 0;
     if (cur) {
         ok = sqlite3_prepare_v2(s->db,
-                                "UPDATE functions SET latest_version = ?3, updated_at = ?4"
-                                " WHERE ns = ?1 AND name = ?2",
+                                "UPDATE functions SET latest_version = ?3, updated_at = ?4,"
+                                " scaling = ?5 WHERE ns = ?1 AND name = ?2",
                                 -1, &st, NULL) == SQLITE_OK;
     } else {
         ok = sqlite3_prepare_v2(s->db,
                                 "INSERT INTO functions (ns, name, latest_version, created_at,"
-                                " updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+                                " updated_at, scaling) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
                                 -1, &st, NULL) == SQLITE_OK;
     }
     if (ok) {
@@ -204,9 +270,11 @@ static int sq_fn_put(nb_store *base, const char *ns, const char *name, const nb_
         sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, next);
         sqlite3_bind_int64(st, 4, now);
+        sqlite3_bind_text(st, 5, sc_text, -1, SQLITE_STATIC);
         ok = sqlite3_step(st) == SQLITE_DONE;
     }
     sqlite3_finalize(st);
+    free(sc_text);
     st = NULL;
     if (ok)
         ok = sqlite3_prepare_v2(s->db,

@@ -524,7 +524,8 @@ CGROUP_FS = "/sys/fs/cgroup"
 def sandbox_layers(*cmd):
     """Runs `nimbus doctor` (or `nimbus CMD...`): (exit status, {layer: status}, stdout, pid)."""
     p = subprocess.Popen([BIN, *(cmd or ("doctor",))], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=client_env())
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=client_env())
     out, _ = p.communicate(timeout=60)
     rows = [line.split(None, 2) for line in out.splitlines()[1:]]
     return p.returncode, {r[0]: r[1] for r in rows if len(r) >= 2}, out, p.pid
@@ -551,10 +552,18 @@ def host_processes():
             ns = os.readlink(f"/proc/{name}/ns/pid")
         except OSError:
             ns = None
-        out.append({"pid": int(name), "start": start, "ppid": int(st["PPid"]), "uid": int(st["Uid"].split()[0]),
-                    "state": st["State"].strip()[:1], "pidns": ns, "cgroup": cg,
-                    "name": st["Name"].strip()})
+        out.append({"pid": int(name), "start": start, "ppid": int(st["PPid"]),
+                    "uid": int(st["Uid"].split()[0]), "state": st["State"].strip()[:1],
+                    "name": st["Name"].strip(), "pidns": ns, "cgroup": cg})
     return out
+
+
+def describe_processes(procs):
+    """One short line per process of host_processes() for failure messages."""
+    def groups(p):
+        return ",".join(g.split(":", 2)[2] for g in p["cgroup"].splitlines() if "/nimbus-" in g)
+    return "\n".join(f"  pid {p['pid']} {p['name']} uid={p['uid']} state={p['state']} "
+                     f"ppid={p['ppid']} {p['pidns']} {groups(p)[:200]}" for p in procs)
 
 
 def cgroup_dirs(name, root=CGROUP_FS, max_depth=6, max_dirs=50000):
@@ -657,17 +666,19 @@ class SandboxTestCase(NimbusTestCase):
     """Base of the sandbox tests: one daemon per class with a hello function; skipped unless
     root and `nimbus doctor` reports namespaces, root, user and seccomp (`layers` has its rows).
 
-    Other daemons on the host hand out the same sandbox uids, so a process is taken for one of
-    this daemon's when it is in the daemon's cgroup tree (tag: "nimbus-<pid>", read from its
-    log) or belongs to an instance a test tracked (its pid namespace and uid, or a process
-    seen in it), or has a sandbox uid and no nimbus cgroup at all (it got out of its group)."""
+    Other daemons on the host run instances too, so a process is taken for one of this
+    daemon's when it is in the daemon's cgroup tree (tag: "nimbus-<pid>", read from its log),
+    or belongs to an instance a test tracked (a process seen in it, or its uid with its pid
+    namespace or no nimbus cgroup at all), or, with cgroups, has a sandbox uid and no nimbus
+    cgroup at all (it got out of its group)."""
 
     @classmethod
     def start_sandbox_daemon(cls, **kw):
         if os.geteuid() != 0:
             raise unittest.SkipTest("the sandbox needs root (namespaces, pivot_root, uid drop)")
         _, cls.layers, table, _ = sandbox_layers()
-        missing = [x for x in ("namespaces", "root", "user", "seccomp") if cls.layers.get(x) != "ok"]
+        missing = [x for x in ("namespaces", "root", "user", "seccomp")
+                   if cls.layers.get(x) != "ok"]
         if missing:
             raise unittest.SkipTest(f"nimbus doctor reports {', '.join(missing)} missing:\n{table}")
         cls.tracked = []
@@ -701,37 +712,43 @@ class SandboxTestCase(NimbusTestCase):
         return re.search(rf"/{re.escape(cls.cg_tag)}(/|$)", proc["cgroup"], re.M) is not None
 
     @classmethod
+    def escaped(cls, proc):
+        """A sandbox uid outside every nimbus cgroup (meaningful only with cgroups)."""
+        return "/nimbus-" not in proc["cgroup"] and cls.layers.get("cgroups") == "ok"
+
+    @classmethod
     def leftovers_of(cls, inst, procs=None):
         """Processes of a tracked instance still there (zombies included)."""
         return [p for p in (procs if procs is not None else host_processes())
                 if (p["pid"], p["start"]) in inst["members"] or (p["uid"] == inst["uid"] and (
-                    p["pidns"] == inst["pidns"] or cls.in_tree(p) or "/nimbus-" not in p["cgroup"]))]
+                    p["pidns"] == inst["pidns"] or cls.in_tree(p) or cls.escaped(p)))]
 
     def assert_instance_gone(self, inst, timeout=10):
         left = wait_until(lambda: not self.leftovers_of(inst), timeout)
-        self.assertTrue(left, f"processes of a gone instance survive: {self.leftovers_of(inst)}")
+        self.assertTrue(left, "processes of a gone instance survive:\n"
+                        + describe_processes(self.leftovers_of(inst)))
 
     @classmethod
     def own_processes(cls):
         procs = host_processes()
         return [p for p in procs if p["pid"] != cls.d.proc.pid and (
-            cls.in_tree(p) or (p["uid"] in SANDBOX_UIDS and "/nimbus-" not in p["cgroup"])
+            cls.in_tree(p) or (p["uid"] in SANDBOX_UIDS and cls.escaped(p))
             or any(cls.leftovers_of(i, [p]) for i in cls.tracked))]
 
     @classmethod
     def stray_slots(cls):
         """[(slot group, pids)] of slots holding processes but no instance init (a child of the
         daemon): what is left of an instance that is gone."""
-        stray = []
+        stray, ppid = [], {p["pid"]: p["ppid"] for p in host_processes()}
         for base in cgroup_dirs(cls.cg_tag):
             with contextlib.suppress(OSError):
                 for e in os.scandir(base):
                     if not (e.is_dir() and re.fullmatch(r"s\d+", e.name)):
                         continue
-                    with contextlib.suppress(OSError), open(os.path.join(e.path, "cgroup.procs")) as f:
-                        pids = [int(x) for x in f.read().split()]
-                        parents = {p["ppid"] for p in host_processes() if p["pid"] in pids}
-                        if pids and cls.d.proc.pid not in parents:
+                    with contextlib.suppress(OSError):
+                        with open(os.path.join(e.path, "cgroup.procs")) as f:
+                            pids = [int(x) for x in f.read().split()]
+                        if pids and cls.d.proc.pid not in {ppid.get(p) for p in pids}:
                             stray.append((e.path, pids))
         return stray
 
@@ -754,16 +771,19 @@ class SandboxTestCase(NimbusTestCase):
         problems = []
 
         def busy():  # what is left but the daemon's idle children (pre-spawned shells)
-            return [p for p in cls.own_processes() if p["ppid"] != d.proc.pid or p["state"] == "Z"]
+            return [p for p in cls.own_processes()
+                    if p["ppid"] != d.proc.pid or p["state"] == "Z"]
         if not wait_until(lambda: not busy(), 15):
-            problems.append(f"instance processes after deleting every function: {busy()}")
-        if cls.layers.get("cgroups") == "ok" and cls.stray_slots():
+            problems.append("instance processes after deleting every function:\n"
+                            + describe_processes(busy()))
+        if cls.layers.get("cgroups") == "ok" and not wait_until(lambda: not cls.stray_slots(), 10):
             problems.append(f"slot groups with processes: {cls.stray_slots()}")
         rc = d.stop()
         if rc != 0:
             problems.append(f"nimbus serve exited with {rc}")
         if not wait_until(lambda: not cls.own_processes(), 10):
-            problems.append(f"processes after the daemon stopped: {cls.own_processes()}")
+            problems.append("processes after the daemon stopped:\n"
+                            + describe_processes(cls.own_processes()))
         problems += [f"mount left: {m}" for m in mounts_under(d.data)]
         problems += [f"cgroup group left: {g}" for g in cgroup_dirs(cls.cg_tag)]
         if problems:

@@ -91,6 +91,8 @@ class RoutesAnswer(NimbusTestCase):
             body = self.archive
         elif (method, path) == ("PUT", "/v1/functions/{name}"):
             body = {"runtime": "python3", "handler": "app.handler", "code_sha256": self.sha}
+        elif (method, path) == ("PUT", "/v1/functions/{name}/scaling"):
+            body = {"max_queue": 50}
         elif (method, path) == ("POST", "/v1/functions/{name}/invoke"):
             body = b'{"x": 1}'
         elif method in ("POST", "PUT"):
@@ -208,6 +210,16 @@ class RoutesAnswer(NimbusTestCase):
         for code, status in codes.items():
             with self.subTest(code=code):
                 if code in untriggerable:
+                    continue
+                if code == "too_many_requests":  # also carries Lambda's errorType: own shape
+                    self.assertEqual(d.api("PUT", "/v1/functions/fn/scaling",
+                                           {"max_concurrency": 0, "min_instances": 0}).status, 200)
+                    r = d.invoke("fn")
+                    d.api("PUT", "/v1/functions/fn/scaling", {"max_concurrency": None})
+                    self.assertEqual(r.status, status, r)
+                    self.assertEqual(r.json()["error"]["code"], code, r)
+                    self.assertEqual(r.json()["errorType"], "TooManyRequestsException", r)
+                    self.assertTrue(r.headers.get("retry-after"), r.headers)
                     continue
                 self.assertIn(code, triggers, f"docs/api.md lists {code}: teach test_api_doc.py to trigger it")
                 self.assert_api_error(triggers[code](), status, code)

@@ -518,6 +518,65 @@ static void check_files(const char *runtime, const char *handler, const char *co
     nb_fn_config_release(&cfg);
 }
 
+static void test_scaling(void)
+{
+    nb_fn_config cfg;
+    make_py(&cfg);
+    CHECK(cfg.scaling.max_concurrency == NB_SCALE_UNSET && cfg.scaling.min_instances == 0);
+    CHECK(cfg.scaling.idle_timeout_s == NB_SCALE_UNSET);
+    CHECK(cfg.scaling.max_queue == NB_SCALE_DEFAULT_QUEUE);
+    CHECK(cfg.scaling.queue_timeout_ms == NB_SCALE_DEFAULT_QUEUE_MS);
+    nb_err err;
+    nb_fn_config before;
+    nb_fn_config_copy(&before, &cfg);
+    CHECK(apply(&cfg,
+                "{\"max_concurrency\":3,\"min_instances\":2,\"idle_timeout_s\":5,"
+                "\"max_queue\":0,\"queue_timeout_ms\":250}",
+                0, &err) == 0);
+    CHECK(cfg.scaling.max_concurrency == 3 && cfg.scaling.min_instances == 2);
+    CHECK(cfg.scaling.idle_timeout_s == 5 && cfg.scaling.max_queue == 0);
+    CHECK(cfg.scaling.queue_timeout_ms == 250);
+    /* Not versioned: equal to before. */
+    CHECK(nb_fn_config_equal(&cfg, &before));
+    CHECK(!nb_fn_scaling_equal(&cfg.scaling, &before.scaling));
+    /* null unsets; 0 disables. */
+    CHECK(apply(&cfg, "{\"max_concurrency\":null,\"idle_timeout_s\":null}", 0, &err) == 0);
+    CHECK(cfg.scaling.max_concurrency == NB_SCALE_UNSET);
+    CHECK(cfg.scaling.idle_timeout_s == NB_SCALE_UNSET);
+    CHECK(apply(&cfg, "{\"max_concurrency\":0,\"min_instances\":0}", 0, &err) == 0);
+    CHECK(cfg.scaling.max_concurrency == 0);
+    expect_fail(&cfg, "{\"min_instances\":1}", 0, NB_E_INVALID_VALUE); /* above max */
+    expect_fail(&cfg, "{\"max_concurrency\":-1}", 0, NB_E_INVALID_VALUE);
+    expect_fail(&cfg, "{\"max_concurrency\":10001}", 0, NB_E_INVALID_VALUE);
+    expect_fail(&cfg, "{\"max_concurrency\":\"2\"}", 0, NB_E_INVALID_VALUE);
+    expect_fail(&cfg, "{\"min_instances\":null}", 0, NB_E_INVALID_VALUE);
+    expect_fail(&cfg, "{\"idle_timeout_s\":0}", 0, NB_E_INVALID_VALUE);
+    expect_fail(&cfg, "{\"max_queue\":-1}", 0, NB_E_INVALID_VALUE);
+    expect_fail(&cfg, "{\"queue_timeout_ms\":0}", 0, NB_E_INVALID_VALUE);
+    expect_fail(&cfg, "{\"queue_timeout_ms\":1.5}", 0, NB_E_INVALID_VALUE);
+    /* The stored form of a version has none of them; the API object has all. */
+    json_t *j = nb_fn_config_to_json(&cfg);
+    CHECK(!json_object_get(j, "max_concurrency") && !json_object_get(j, "max_queue"));
+    json_decref(j);
+    /* The scaling-only body: anything else is unknown. */
+    nb_fn_scaling sc = cfg.scaling;
+    json_t *body = parse("{\"max_queue\":7,\"memory_mb\":256}");
+    nb_err_clear(&err);
+    CHECK(nb_fn_scaling_apply(&sc, body, &err) < 0 && strcmp(err.code, NB_E_UNKNOWN_FIELD) == 0);
+    CHECK(sc.max_queue == cfg.scaling.max_queue); /* unchanged on error */
+    json_decref(body);
+    body = parse("{\"max_queue\":7,\"max_concurrency\":null}");
+    CHECK(nb_fn_scaling_apply(&sc, body, &err) == 0 && sc.max_queue == 7);
+    json_decref(body);
+    json_t *o = json_object();
+    nb_fn_scaling_to_json(&sc, o);
+    CHECK(json_is_null(json_object_get(o, "max_concurrency")));
+    CHECK(json_integer_value(json_object_get(o, "max_queue")) == 7);
+    json_decref(o);
+    nb_fn_config_release(&before);
+    nb_fn_config_release(&cfg);
+}
+
 static void test_handler_files(void)
 {
     check_files("python3.12", "app.handler",
@@ -563,6 +622,7 @@ int main(void)
     test_handlers();
     test_equal_and_json();
     test_handler_files();
+    test_scaling();
     printf("test_function: ok\n");
     return 0;
 }

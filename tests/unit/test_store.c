@@ -196,6 +196,49 @@ static void test_put_get(nb_store *s)
     nb_fn_config_release(&c2);
 }
 
+/* Scaling settings live on the function: changing only them publishes nothing, every version
+ * read carries the current ones, and a stored row without them reads as the defaults. */
+static void test_scaling(nb_store *s)
+{
+    nb_fn_config c;
+    cfg_make(&c, SHA_A, 128);
+    nb_put_result r;
+    nb_err err = {0};
+    CHECK(s->ops->fn_put(s, "default", "sc", &c, &r, &err) == 0);
+    CHECK(r.changed == 1 && r.scaling_changed == 0 && r.version->version == 1);
+    nb_fn_version_unref(r.version);
+    c.scaling.max_concurrency = 2;
+    c.scaling.min_instances = 1;
+    CHECK(s->ops->fn_put(s, "default", "sc", &c, &r, &err) == 0);
+    CHECK(r.changed == 0 && r.scaling_changed == 1 && r.version->version == 1);
+    CHECK(r.version->cfg.scaling.max_concurrency == 2 && r.version->cfg.scaling.min_instances == 1);
+    nb_fn_version_unref(r.version);
+    CHECK(side_int("SELECT count(*) FROM versions WHERE name = 'sc'") == 1);
+    CHECK(s->ops->fn_put(s, "default", "sc", &c, &r, &err) == 0);
+    CHECK(r.changed == 0 && r.scaling_changed == 0);
+    nb_fn_version_unref(r.version);
+    /* A new version keeps them; an old version read now carries them too. */
+    c.memory_mb = 256;
+    CHECK(s->ops->fn_put(s, "default", "sc", &c, &r, &err) == 0);
+    CHECK(r.changed == 1 && r.version->version == 2);
+    nb_fn_version_unref(r.version);
+    nb_fn_version *v = s->ops->fn_get(s, "default", "sc", 1, NULL, &err);
+    CHECK(v && v->cfg.memory_mb == 128 && v->cfg.scaling.max_concurrency == 2);
+    nb_fn_version_unref(v);
+    /* A row from before the column existed. */
+    sqlite3 *db;
+    CHECK(sqlite3_open(dbpath, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "UPDATE functions SET scaling = NULL WHERE name = 'sc'", NULL, NULL,
+                       NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    v = s->ops->fn_get(s, "default", "sc", 0, NULL, &err);
+    CHECK(v && v->cfg.scaling.max_concurrency == NB_SCALE_UNSET);
+    CHECK(v->cfg.scaling.max_queue == NB_SCALE_DEFAULT_QUEUE && v->cfg.scaling.min_instances == 0);
+    nb_fn_version_unref(v);
+    CHECK(s->ops->fn_delete(s, "default", "sc", &err) == 0);
+    nb_fn_config_release(&c);
+}
+
 static void test_list_versions(nb_store *s)
 {
     nb_fn_config c;
@@ -402,6 +445,7 @@ int main(void)
     test_schema();
     nb_store *s = open_store();
     test_put_get(s);
+    test_scaling(s);
     test_list_versions(s);
     test_delete(s);
     test_blobs(s);
