@@ -3,6 +3,7 @@
  * the client's connection flags; each command parses the rest itself. */
 #include "cli/cli.h"
 #include "daemon/daemon.h"
+#include "instance/spawn.h"
 
 #include "base/util.h"
 
@@ -19,6 +20,13 @@ static int run_serve(const nb_cli_globals *g, int argc, char **argv)
 {
     (void)g;
     return nb_daemon_main(argc, argv);
+}
+
+/* The kernel lays the argv strings out back to back: the whole area, for nb_spawn to blank in
+ * each instance's copy of the daemon. */
+static void remember_cmdline(int argc, char **argv)
+{
+    nb_spawn_set_cmdline(argv[0], (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]));
 }
 
 static int run_doctor(const nb_cli_globals *g, int argc, char **argv)
@@ -119,6 +127,7 @@ int main(int argc, char **argv)
         .data = nb_cli_args_get(&a, "data"),
         .verbose = nb_cli_args_has(&a, "verbose"),
     };
+    if (cmd->run == run_serve) remember_cmdline(argc, argv);
     rc = cmd->run(&g, argc - a.next, argv + a.next);
 out:
     nb_cli_args_free(&a);

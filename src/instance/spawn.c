@@ -180,7 +180,28 @@ static void rlim(struct rlimit *r, rlim_t v)
     r->rlim_cur = r->rlim_max = v;
 }
 
+static char *cmdline_area;
+static size_t cmdline_len;
+
+void nb_spawn_set_cmdline(char *area, size_t len)
+{
+    cmdline_area = area;
+    cmdline_len = len;
+}
+
 /* ---------- child side: only async-signal-safe calls below ---------- */
+
+/* An init never execs, so /proc/1/cmdline would show the daemon's (its data dir among it) to
+ * the function: overwrite this copy's command line, as setproctitle does. */
+static void rename_init(void)
+{
+    static const char name[] = "nimbus-init";
+    if (cmdline_area && cmdline_len >= sizeof name) {
+        memset(cmdline_area, 0, cmdline_len);
+        memcpy(cmdline_area, name, sizeof name);
+    }
+    prctl(PR_SET_NAME, name, 0, 0, 0);
+}
 
 enum step {
     STEP_OK,
@@ -470,6 +491,7 @@ static void isolated_init(const child_ctx *cx, int report)
     int keep[NB_CG_MAX_JOIN + 4] = {report, spec->stdout_fd, spec->stderr_fd, spec->channel_fd};
     memcpy(keep + 4, cx->join_fds, sizeof(int) * (size_t)cx->njoin);
     close_except(keep, cx->njoin + 4);
+    rename_init();
     detach_from_terminal(report);
     /* init is a copy of the daemon's memory (admin token, other functions' config): not
      * dumpable, so its /proc/1/mem cannot be read by the runtime. */
@@ -652,6 +674,7 @@ static void shell_main(child_ctx *cx, int sock)
     int keep[NB_CG_MAX_JOIN + 1] = {sock};
     memcpy(keep + 1, cx->join_fds, sizeof(int) * (size_t)cx->njoin);
     close_except(keep, cx->njoin + 1);
+    rename_init();
     detach_from_terminal(sock);
     prctl(PR_SET_DUMPABLE, 0);
     join_cgroup(cx, sock);

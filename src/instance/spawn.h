@@ -61,6 +61,10 @@ typedef struct nb_spawn_result {
     int host_net;   /* in the host's network: Runtime API peers must be checked */
 } nb_spawn_result;
 
+/* The daemon's argv area (contiguous, from argv[0] to the end of the last argument): each
+ * instance's init overwrites its own copy so the function cannot read the daemon's command line.
+ * Main thread, before the first spawn. */
+void nb_spawn_set_cmdline(char *area, size_t len);
 /* Starts / stops the pool of pre-spawned shells (NIMBUS_SPAWN_SHELLS, default 4; 0 disables):
  * after nb_sbx_init, from the main thread. */
 void nb_spawn_start(void);
