@@ -76,7 +76,8 @@ static void usage(FILE *f)
         "                       (the same table as 'nimbus doctor'; exit 1 if a layer is missing)\n"
         "  -h, --help           this help\n\n"
         "Environment: NIMBUS_LOG_LEVEL=debug|info|warn|error, NIMBUS_IDLE_TIMEOUT_S (default "
-        "300),\nNIMBUS_SANDBOX=off (no isolation at all: benchmarks and debugging only).\n");
+        "300),\nNIMBUS_SPAWN_SHELLS (pre-spawned instance shells, default 8), NIMBUS_SANDBOX=off "
+        "(no isolation\nat all: benchmarks and debugging only).\n");
 }
 
 /* A positive integer option or environment value; -1 if malformed or out of range. */

@@ -762,7 +762,7 @@ static int read_reports(int sock, nb_spawn_result *out, int *exec_errno, const p
 
 /* ---- the shell pool: filled by a background thread, emptied by spawns ---- */
 
-#define SHELLS_MAX 16
+#define SHELLS_MAX 64
 
 typedef struct shell {
     pid_t pid;
@@ -858,7 +858,7 @@ void nb_spawn_start(void)
 {
     const nb_sbx_status *sb = nb_sbx_get();
     const char *env = getenv("NIMBUS_SPAWN_SHELLS");
-    int want = env ? atoi(env) : 4;
+    int want = env ? atoi(env) : 8;
     if (want <= 0 || !sb->rootfs || sb->disabled || pool.running) return;
     /* Handing a function its code needs the new mount API (Linux 5.2). */
     int probe = (int)syscall(SYS_open_tree, AT_FDCWD, "/proc", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);

@@ -65,8 +65,8 @@ typedef struct nb_spawn_result {
  * instance's init overwrites its own copy so the function cannot read the daemon's command line.
  * Main thread, before the first spawn. */
 void nb_spawn_set_cmdline(char *area, size_t len);
-/* Starts / stops the pool of pre-spawned shells (NIMBUS_SPAWN_SHELLS, default 4; 0 disables):
- * after nb_sbx_init, from the main thread. */
+/* Starts / stops the pool of pre-spawned shells (NIMBUS_SPAWN_SHELLS, default 8, at most 64; 0
+ * disables): after nb_sbx_init, from the main thread. */
 void nb_spawn_start(void);
 void nb_spawn_stop(void);
 /* 1 when instances see the sandbox's paths (/var/task, /var/runtime) rather than the host's. */
