@@ -60,6 +60,9 @@ typedef struct inst_impl {
     uv_timer_t aux;   /* output throttle resume, reap grace */
     int timer_is_init;
 
+    uv_poll_t report_poll; /* the spawn's reports: the listener, then exec or failure */
+    int report_open;
+
     uv_tcp_t rapi_listener;
     int rapi_open;
     rapi_conn *conns;
@@ -347,8 +350,17 @@ static void became_ready(inst_impl *in)
     in->hooks->ready(&in->pub);
 }
 
+static void close_report(inst_impl *in)
+{
+    if (!in->report_open) return;
+    in->report_open = 0;
+    uv_poll_stop(&in->report_poll);
+    close_handle(in, (uv_handle_t *)&in->report_poll);
+}
+
 static void close_all(inst_impl *in)
 {
+    close_report(in);
     if (in->chan_open) {
         in->chan_open = 0;
         close_handle(in, (uv_handle_t *)&in->chan);
@@ -463,6 +475,10 @@ int nb_inst_reaped(pid_t pid, int status)
 static void handle_close_cb(uv_handle_t *h)
 {
     inst_impl *in = h->data;
+    if (h == (uv_handle_t *)&in->report_poll) {
+        close(in->sr.report_fd);
+        in->sr.report_fd = -1;
+    }
     if (h->type == UV_TCP && h != (uv_handle_t *)&in->rapi_listener) {
         rapi_conn *c = (rapi_conn *)h;
         for (rapi_conn **p = &in->conns; *p; p = &(*p)->next) {
@@ -1061,6 +1077,42 @@ static void rapi_accept(uv_stream_t *server, int status)
 
 /* ---------- start ---------- */
 
+static void attach_listener(inst_impl *in)
+{
+    int fd = in->sr.runtime_api_fd;
+    in->sr.runtime_api_fd = -1;
+    if (in->pub.state >= NB_INST_STOPPING) {
+        close(fd);
+        return;
+    }
+    uv_tcp_init(in->env.loop, &in->rapi_listener);
+    in->rapi_listener.data = in;
+    uv_tcp_open(&in->rapi_listener, fd);
+    uv_listen((uv_stream_t *)&in->rapi_listener, 16, rapi_accept);
+    in->rapi_open = 1;
+    in->handles++;
+}
+
+/* The child's reports while it sets up: the sandbox work runs there, not on this loop. */
+static void report_ready(uv_poll_t *h, int status, int events)
+{
+    inst_impl *in = h->data;
+    (void)events;
+    int exec_errno = 0;
+    nb_err err = {0};
+    int r = status < 0 ? nb_err_set(&err, 500, NB_E_INTERNAL, "spawn: %s", uv_strerror(status))
+                       : nb_spawn_poll(&in->sr, &exec_errno, &err);
+    if (in->sr.runtime_api_fd >= 0) attach_listener(in);
+    if (r == NB_SPAWN_PENDING) return;
+    close_report(in);
+    if (r == NB_SPAWN_EXECED) return;
+    const char *type = exec_errno ? "Runtime.InvalidEntrypoint" : "Sandbox.Failure";
+    nb_warn("instance", "%s start failed: %s", in->pub.name, err.msg);
+    platform_line(in, "%s: %s", type, err.msg);
+    init_error_message(in, type, "%s", err.msg);
+    kill_process(in, "start failed");
+}
+
 static void env_add(char **envp, int *n, int max, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void env_add(char **envp, int *n, int max, const char *fmt, ...)
@@ -1171,9 +1223,8 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
     int outp[2] = {-1, -1}, errp[2] = {-1, -1}, chan[2] = {-1, -1};
     int ok = pipe2(outp, O_CLOEXEC) == 0 && pipe2(errp, O_CLOEXEC) == 0 &&
              socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) == 0;
-    nb_spawn_result sr = {.pid = -1, .runtime_api_fd = -1, .uid = (uid_t)-1};
+    nb_spawn_result sr = {.pid = -1, .report_fd = -1, .runtime_api_fd = -1, .uid = (uid_t)-1};
     nb_err err = {0};
-    int exec_errno = 0;
     if (ok) {
         nb_spawn_spec spec = {
             .argv = (char *const *)argv,
@@ -1197,7 +1248,7 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
             spec.runtime_api_env = api_env;
             spec.runtime_api_env_size = sizeof api_env;
         }
-        ok = nb_spawn(&spec, &sr, &exec_errno, &err) == 0;
+        ok = nb_spawn(&spec, &sr, &err) == 0;
         envp[ne] = NULL;
     } else {
         nb_err_sys(&err, errno, "instance pipes");
@@ -1213,7 +1264,7 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
         if (chan[0] >= 0) close(chan[0]);
         snprintf(errbuf, errsize, "%s", err.msg);
         res_out->outcome = NB_OUTCOME_UNHANDLED;
-        res_out->error_type = exec_errno ? "Runtime.InvalidEntrypoint" : "Sandbox.Failure";
+        res_out->error_type = "Sandbox.Failure";
         nb_warn("instance", "start %s v%lld failed: %s", ver->name, (long long)ver->version,
                 err.msg);
         nb_fn_version_unref(in->pub.ver);
@@ -1248,14 +1299,11 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
     uv_timer_init(env->loop, &in->aux);
     in->aux.data = in;
     in->handles = 5;
-    if (sr.runtime_api_fd >= 0) {
-        uv_tcp_init(env->loop, &in->rapi_listener);
-        in->rapi_listener.data = in;
-        uv_tcp_open(&in->rapi_listener, sr.runtime_api_fd);
-        uv_listen((uv_stream_t *)&in->rapi_listener, 16, rapi_accept);
-        in->rapi_open = 1;
-        in->handles++;
-    }
+    uv_poll_init(env->loop, &in->report_poll, sr.report_fd);
+    in->report_poll.data = in;
+    in->report_open = 1;
+    in->handles++;
+    uv_poll_start(&in->report_poll, UV_READABLE, report_ready);
     uv_timer_start(&in->timer, timer_fired, (uint64_t)env->init_timeout_ms, 0);
     nb_info("instance", "%s starting fn=%s v=%lld runtime=%s pid=%d", in->pub.name, ver->name,
             (long long)ver->version, cfg->runtime, (int)in->pid);

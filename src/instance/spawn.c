@@ -227,7 +227,7 @@ struct report {
     int step;
     int err;
     int port;
-    int detail; /* the mount step that failed */
+    char what[120]; /* the mount point that failed, when step is STEP_MOUNT */
 };
 
 /* Everything the child needs, prepared by the parent. */
@@ -242,9 +242,11 @@ typedef struct child_ctx {
     struct rlimit nofile, fsize, core, nproc;
 } child_ctx;
 
-static void child_fail_at(int fd, int step, int detail)
+static void child_fail_at(int fd, int step, const char *what)
 {
-    struct report r = {step, errno, 0, detail};
+    struct report r = {step, errno, 0, ""};
+    for (size_t i = 0; what && what[i] && i < sizeof r.what - 1; i++)
+        r.what[i] = what[i];
     ssize_t w = write(fd, &r, sizeof r);
     (void)w;
     _exit(127);
@@ -252,7 +254,7 @@ static void child_fail_at(int fd, int step, int detail)
 
 static void child_fail(int fd, int step)
 {
-    child_fail_at(fd, step, -1);
+    child_fail_at(fd, step, NULL);
 }
 
 static int bind_ro(const char *src, const char *dst, unsigned long extra)
@@ -302,7 +304,7 @@ static void build_root(const child_ctx *cx, int report)
 {
     const plan *p = cx->plan;
     for (int i = 0; i < p->n; i++)
-        if (run_step(&p->steps[i]) < 0) child_fail_at(report, STEP_MOUNT, i);
+        if (run_step(&p->steps[i]) < 0) child_fail_at(report, STEP_MOUNT, p->steps[i].dst);
     /* pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only the
      * new root visible, with no directory needed to park the old one in. */
     if (chdir(p->steps[0].dst) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
@@ -375,7 +377,7 @@ static void set_api_env(const nb_spawn_spec *spec, int port)
 
 static int send_fd(int sock, int fd, int port)
 {
-    struct report r = {STEP_OK, 0, port, -1};
+    struct report r = {STEP_OK, 0, port, ""};
     struct iovec iov = {&r, sizeof r};
     char ctrl[CMSG_SPACE(sizeof(int))];
     memset(ctrl, 0, sizeof ctrl);
@@ -681,18 +683,18 @@ static void shell_main(child_ctx *cx, int sock)
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(sock, STEP_MOUNT);
     build_root(cx, sock);
     if (loopback_up() < 0) child_fail(sock, STEP_LOOPBACK);
-    struct report ready = {STEP_OK, 0, 0, -1};
+    struct report ready = {STEP_OK, 0, 0, ""};
     if (write(sock, &ready, sizeof ready) != (ssize_t)sizeof ready) _exit(127);
     shell_go(cx, sock);
 }
 
 /* ---------- parent side ---------- */
 
-static void fail_message(nb_err *err, const struct report *r, const plan *p)
+static void fail_message(nb_err *err, const struct report *r)
 {
     const char *what = r->step >= 0 && r->step <= STEP_EXEC ? step_names[r->step] : "?";
-    if (r->step == STEP_MOUNT && p && r->detail >= 0 && r->detail < p->n)
-        nb_err_set(err, 500, NB_E_INTERNAL, "spawn: mount %s failed: %s", p->steps[r->detail].dst,
+    if (r->step == STEP_MOUNT && r->what[0])
+        nb_err_set(err, 500, NB_E_INTERNAL, "spawn: mount %.119s failed: %s", r->what,
                    strerror(r->err));
     else
         nb_err_set(err, 500, NB_E_INTERNAL, "spawn: %s failed: %s", what, strerror(r->err));
@@ -732,10 +734,7 @@ static void close_join(child_ctx *cx)
     cx->njoin = 0;
 }
 
-/* Reads the child's reports until EOF: an optional listener fd, then either nothing (exec
- * succeeded) or a failure record. */
-static int read_reports(int sock, nb_spawn_result *out, int *exec_errno, const plan *pl,
-                        nb_err *err)
+int nb_spawn_poll(nb_spawn_result *out, int *exec_errno, nb_err *err)
 {
     for (;;) {
         struct report r;
@@ -743,9 +742,10 @@ static int read_reports(int sock, nb_spawn_result *out, int *exec_errno, const p
         struct iovec iov = {&r, sizeof r};
         struct msghdr m = {
             .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl, .msg_controllen = sizeof ctrl};
-        ssize_t n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+        ssize_t n = recvmsg(out->report_fd, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
         if (n < 0 && errno == EINTR) continue;
-        if (n == 0) return 0;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return NB_SPAWN_PENDING;
+        if (n == 0) return NB_SPAWN_EXECED;
         if (n != (ssize_t)sizeof r)
             return nb_err_set(err, 500, NB_E_INTERNAL, "spawn: short report from child");
         struct cmsghdr *c = CMSG_FIRSTHDR(&m);
@@ -755,7 +755,7 @@ static int read_reports(int sock, nb_spawn_result *out, int *exec_errno, const p
             continue;
         }
         if (r.step == STEP_EXEC) *exec_errno = r.err;
-        fail_message(err, &r, pl);
+        fail_message(err, &r);
         return -1;
     }
 }
@@ -968,8 +968,7 @@ static int shell_send(int sock, const nb_spawn_spec *spec, uid_t uid, int tree_t
 }
 
 /* 1: started through a shell (0 or -1 in *rc); 0: no usable shell, spawn directly. */
-static int spawn_in_shell(const nb_spawn_spec *spec, nb_spawn_result *out, int *exec_errno,
-                          nb_err *err, int *rc)
+static int spawn_in_shell(const nb_spawn_spec *spec, nb_spawn_result *out, nb_err *err, int *rc)
 {
     shell sh;
     if (!pool.running || spec->network_host || !shell_take(&sh)) return 0;
@@ -995,26 +994,25 @@ static int spawn_in_shell(const nb_spawn_spec *spec, nb_spawn_result *out, int *
     }
     if (tree_task >= 0) close(tree_task);
     if (tree_rt >= 0) close(tree_rt);
-    if (*rc == 0) *rc = read_reports(sh.sock, out, exec_errno, NULL, err);
-    close(sh.sock);
-    nb_debug("spawn", "pid %d: shell handed over, runtime exec'd after %lld us", (int)out->pid,
+    nb_debug("spawn", "pid %d: shell handed over in %lld us", (int)out->pid,
              (long long)(nb_mono_us() - t0));
     if (*rc < 0) {
+        close(sh.sock);
         nb_spawn_kill(out);
         waitpid(out->pid, NULL, 0);
-        if (out->runtime_api_fd >= 0) close(out->runtime_api_fd);
-        out->runtime_api_fd = -1;
         out->pid = -1;
         nb_spawn_release(out);
+        return 1;
     }
+    out->report_fd = sh.sock;
     return 1;
 }
 
-int nb_spawn(const nb_spawn_spec *spec, nb_spawn_result *out, int *exec_errno, nb_err *err)
+int nb_spawn(const nb_spawn_spec *spec, nb_spawn_result *out, nb_err *err)
 {
     const nb_sbx_status *sb = nb_sbx_get();
-    *exec_errno = 0;
     out->pid = -1;
+    out->report_fd = -1;
     out->runtime_api_fd = -1;
     out->runtime_api_port = 0;
     out->uid = (uid_t)-1;
@@ -1023,7 +1021,8 @@ int nb_spawn(const nb_spawn_spec *spec, nb_spawn_result *out, int *exec_errno, n
     base_ctx(&cx, sb->namespaces && !spec->network_host, spec->tmp_mb);
     out->host_net = !cx.own_net;
     int rc;
-    if (spawn_in_shell(spec, out, exec_errno, err, &rc)) return rc;
+    if (spawn_in_shell(spec, out, err, &rc)) return rc;
+    int64_t t1 = nb_mono_us();
 
     cx.spec = spec;
     /* plan is large: static per thread instead of on a loop thread's stack. */
@@ -1073,17 +1072,9 @@ int nb_spawn(const nb_spawn_spec *spec, nb_spawn_result *out, int *exec_errno, n
         return nb_err_sys(err, clone_errno, "spawn: clone");
     }
     out->pid = pid;
-    rc = read_reports(sv[0], out, exec_errno, cx.plan, err);
-    close(sv[0]);
-    if (rc < 0) {
-        nb_spawn_kill(out);
-        waitpid(pid, NULL, 0);
-        if (out->runtime_api_fd >= 0) close(out->runtime_api_fd);
-        out->runtime_api_fd = -1;
-        out->pid = -1;
-        nb_spawn_release(out);
-    }
-    return rc;
+    out->report_fd = sv[0];
+    nb_debug("spawn", "pid %d: cloned after %lld us", (int)pid, (long long)(nb_mono_us() - t1));
+    return 0;
 }
 
 void nb_spawn_kill(const nb_spawn_result *r)

@@ -15,9 +15,12 @@
  * start. With no namespaces at all (not root) a spawn is a plain child in its own process
  * group, with the Runtime API on an ephemeral loopback port.
  *
- * Setup failures in the child travel back over a close-on-exec socket (step, errno, and which
- * mount); EOF on it means execve succeeded. Called on a loop thread; blocks until the exec
- * (about a millisecond). The result owns a uid and a cgroup slot until nb_spawn_release. */
+ * nb_spawn returns once the child exists (a clone, or a hand-over to a pre-spawned shell): the
+ * slow part of a sandboxed start (cgroup join, mounts) runs in the child while the caller's
+ * loop goes on. What follows arrives on result->report_fd, to watch for readability and drain
+ * with nb_spawn_poll: the Runtime API listener if asked for, then EOF when execve succeeded or a
+ * failure record (step, errno, the mount point). Called on a loop thread. The result owns a
+ * uid, a cgroup slot and report_fd until nb_spawn_release / the caller closes report_fd. */
 #ifndef NB_SPAWN_H
 #define NB_SPAWN_H
 
@@ -54,6 +57,7 @@ typedef struct nb_spawn_spec {
 
 typedef struct nb_spawn_result {
     pid_t pid;          /* the instance's init (or the runtime itself when degraded) */
+    int report_fd;      /* nonblocking reports of the start; the caller closes it */
     int runtime_api_fd; /* listening socket, or -1 */
     int runtime_api_port;
     uid_t uid;      /* the instance's uid, (uid_t)-1 when it runs as the daemon's */
@@ -71,9 +75,16 @@ void nb_spawn_start(void);
 void nb_spawn_stop(void);
 /* 1 when instances see the sandbox's paths (/var/task, /var/runtime) rather than the host's. */
 int nb_spawn_rootfs(void);
-/* 0 on success; on failure err says which step failed (exec errors map to
- * Runtime.InvalidEntrypoint in the caller). *exec_errno is set when execve itself failed. */
-int nb_spawn(const nb_spawn_spec *spec, nb_spawn_result *out, int *exec_errno, nb_err *err);
+/* 0 once the child runs (the start may still fail: see nb_spawn_poll), -1 with err when it
+ * could not even begin. */
+int nb_spawn(const nb_spawn_spec *spec, nb_spawn_result *out, nb_err *err);
+
+enum { NB_SPAWN_PENDING = 0, NB_SPAWN_EXECED = 1 };
+/* Drains report_fd without blocking. PENDING: nothing more yet (a listener that arrived is now
+ * in runtime_api_fd/port); EXECED: execve succeeded, report_fd is spent; -1: the start failed,
+ * err says at which step, *exec_errno is set when execve itself failed (the caller maps that
+ * to Runtime.InvalidEntrypoint); the child is exiting. */
+int nb_spawn_poll(nb_spawn_result *out, int *exec_errno, nb_err *err);
 /* Kills the instance and all its descendants. */
 void nb_spawn_kill(const nb_spawn_result *r);
 /* After the instance's init was reaped: did the kernel's OOM killer act in its cgroup? */
