@@ -53,9 +53,11 @@ class Scaling(NimbusTestCase):
         # after the first instances are free again and rightly reuse them, so "almost all".
         self.assertGreaterEqual(len(pids), 45, "instances did not reach the concurrency")
         st = stats(self.d, "burst")
-        self.assertEqual(st["instance_starts"], len(pids), st)
+        # A waiter takes whichever instance is free first, so an instance started for it may
+        # stay unused: at least one start per instance that served, each served once cold.
+        self.assertGreaterEqual(st["instance_starts"], len(pids), st)
         self.assertEqual(st["cold_starts"], len(pids), st)
-        self.assertEqual(st["instances"]["idle"], len(pids), st)
+        self.assertEqual(st["instances"]["idle"], st["instance_starts"], st)
         self.assertEqual((st["in_flight"], st["queued"], st["throttles"]), (0, 0, 0), st)
         self.assertIsInstance(st["last_cold_start_ms"], int)
         # Each invocation's REPORT says it was a cold start and how long init took.
