@@ -487,12 +487,15 @@ static void join_cgroup(const child_ctx *cx, int report)
 
 static void start_runtime(const child_ctx *cx, int report) __attribute__((noreturn));
 
-static void isolated_init(const child_ctx *cx, int report)
+/* What every init does first, direct or shell: keep only the descriptors it needs (keep, and
+ * the cgroup files), take its own name and session, become undumpable, join its cgroup, and
+ * stop mount propagation to the host. */
+static void init_prologue(const child_ctx *cx, const int *keep, int nkeep, int report)
 {
-    const nb_spawn_spec *spec = cx->spec;
-    int keep[NB_CG_MAX_JOIN + 4] = {report, spec->stdout_fd, spec->stderr_fd, spec->channel_fd};
-    memcpy(keep + 4, cx->join_fds, sizeof(int) * (size_t)cx->njoin);
-    close_except(keep, cx->njoin + 4);
+    int fds[NB_CG_MAX_JOIN + 4];
+    memcpy(fds, keep, sizeof(int) * (size_t)nkeep);
+    memcpy(fds + nkeep, cx->join_fds, sizeof(int) * (size_t)cx->njoin);
+    close_except(fds, nkeep + cx->njoin);
     rename_init();
     detach_from_terminal(report);
     /* init is a copy of the daemon's memory (admin token, other functions' config): not
@@ -500,6 +503,13 @@ static void isolated_init(const child_ctx *cx, int report)
     prctl(PR_SET_DUMPABLE, 0);
     join_cgroup(cx, report);
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(report, STEP_MOUNT);
+}
+
+static void isolated_init(const child_ctx *cx, int report)
+{
+    const nb_spawn_spec *spec = cx->spec;
+    int keep[4] = {report, spec->stdout_fd, spec->stderr_fd, spec->channel_fd};
+    init_prologue(cx, keep, 4, report);
     if (cx->plan) {
         build_root(cx, report);
         seal_root(report);
@@ -673,14 +683,8 @@ static void shell_go(child_ctx *cx, int sock)
 
 static void shell_main(child_ctx *cx, int sock)
 {
-    int keep[NB_CG_MAX_JOIN + 1] = {sock};
-    memcpy(keep + 1, cx->join_fds, sizeof(int) * (size_t)cx->njoin);
-    close_except(keep, cx->njoin + 1);
-    rename_init();
-    detach_from_terminal(sock);
-    prctl(PR_SET_DUMPABLE, 0);
-    join_cgroup(cx, sock);
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(sock, STEP_MOUNT);
+    int keep[1] = {sock};
+    init_prologue(cx, keep, 1, sock);
     build_root(cx, sock);
     if (loopback_up() < 0) child_fail(sock, STEP_LOOPBACK);
     struct report ready = {STEP_OK, 0, 0, ""};
