@@ -14,7 +14,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,8 +33,38 @@ struct nb_embedded_file {
 };
 extern const struct nb_embedded_file nb_embedded_files[];
 
-typedef struct daemon {
+typedef struct daemon daemon_t;
+
+/* One event loop of the data plane: its thread (loop 0 is the main thread's), its listener,
+ * HTTP context, API, invoker (pools, instances) and logs. */
+typedef struct dloop {
+    daemon_t *d;
+    int index;
+    char tag[12]; /* X-Nimbus-Loop */
+    uv_loop_t own;
     uv_loop_t *loop;
+    pthread_t thread;
+    int has_thread;
+    nb_logs *logs;
+    nb_invoker *invoker;
+    nb_http *http;
+    nb_api api;
+    uv_async_t ctl;   /* the main thread's orders: drain, stop */
+    atomic_int order; /* ORDER_* (only ever raised) */
+    int order_done;   /* the last order this loop carried out */
+    uv_prepare_t log_flush;
+    int stopped;
+} dloop;
+
+enum { ORDER_NONE, ORDER_DRAIN, ORDER_STOP };
+
+struct daemon {
+    uv_loop_t *loop; /* loop 0's */
+    int nloops;
+    dloop *loops;
+    nb_sched *sched;
+    pthread_mutex_t admin_mu;
+    atomic_int loops_done; /* threads whose loop has ended */
     char data_dir[PATH_MAX];
     char listen_host[256];
     int listen_port;
@@ -41,24 +73,20 @@ typedef struct daemon {
     int64_t max_memory_mb; /* 0: sized from memory */
     int lock_fd;
     nb_store *store;
-    nb_logs *logs;
-    nb_invoker *invoker;
-    nb_http *http;
-    nb_api api;
+    char token[80];
     uv_signal_t sigterm, sigint, sigchld;
     uv_timer_t drain_timer;
-    uv_prepare_t log_flush;
     int64_t drain_deadline_us;
     int shutting_down;
-    int stopped; /* instances told to stop; the loop ends when the last is reaped */
-} daemon_t;
+    int stopping; /* every loop was told to stop */
+};
 
 static void usage(FILE *f)
 {
     fprintf(
         f,
         "usage: nimbus serve [--listen HOST:PORT] [--data DIR] [--drain-timeout S]\n"
-        "                    [--max-instances N] [--max-memory-mb MB]\n\n"
+        "                    [--max-instances N] [--max-memory-mb MB] [--loops N]\n\n"
         "Runs the nimbus daemon: the admin API, the function instances and their logs.\n\n"
         "Options:\n"
         "  --listen HOST:PORT   address to serve on (env NIMBUS_LISTEN; default 127.0.0.1:8080;\n"
@@ -71,6 +99,9 @@ static void usage(FILE *f)
         "  --max-memory-mb MB   sum of the memory_mb of those instances (env "
         "NIMBUS_MAX_MEMORY_MB;\n"
         "                       default: three quarters of physical memory)\n"
+        "  --loops N            event loops serving requests, each on its own thread with its\n"
+        "                       own listener on the address (env NIMBUS_LOOPS; default: one per\n"
+        "                       online CPU, at most 64)\n"
         "  --routes             print the admin API's routes and exit\n"
         "  --check              print what isolation this host gives functions and exit\n"
         "                       (the same table as 'nimbus doctor'; exit 1 if a layer is missing)\n"
@@ -143,9 +174,9 @@ static int ensure_token(daemon_t *d)
     char *tok = nb_read_file(path, 256, &len);
     if (tok) {
         tok[strcspn(tok, "\r\n")] = 0;
-        snprintf(d->api.token, sizeof d->api.token, "%s", tok);
+        snprintf(d->token, sizeof d->token, "%s", tok);
         free(tok);
-        if (strlen(d->api.token) >= 32) return 0;
+        if (strlen(d->token) >= 32) return 0;
         nb_warn("daemon", "%s is too short; generating a new token", path);
     }
     char hex[65];
@@ -156,7 +187,7 @@ static int ensure_token(daemon_t *d)
         nb_error("daemon", "cannot write %s: %s", path, strerror(errno));
         return -1;
     }
-    snprintf(d->api.token, sizeof d->api.token, "%s", hex);
+    snprintf(d->token, sizeof d->token, "%s", hex);
     nb_info("daemon", "created admin token in %s", path);
     return 0;
 }
@@ -178,6 +209,7 @@ static int write_runtimes(daemon_t *d)
     return 0;
 }
 
+/* Loop 0 reaps every child; nb_inst_reaped hands each exit to the loop that owns it. */
 static void on_sigchld(uv_signal_t *s, int signum)
 {
     (void)s;
@@ -191,26 +223,52 @@ static void on_sigchld(uv_signal_t *s, int signum)
 /* Runs before the loop blocks: whatever this turn logged goes to disk in one write per file. */
 static void on_prepare(uv_prepare_t *p)
 {
-    nb_logs_flush(((daemon_t *)p->data)->logs);
+    nb_logs_flush(((dloop *)p->data)->logs);
+}
+
+/* The order to drain or stop, carried out on the loop's own thread. */
+static void on_ctl(uv_async_t *a)
+{
+    dloop *l = a->data;
+    int order = atomic_load(&l->order);
+    if (order >= ORDER_DRAIN && l->order_done < ORDER_DRAIN) {
+        l->api.draining = 1;
+        nb_http_stop_accepting(l->http);
+        l->order_done = ORDER_DRAIN;
+    }
+    if (order >= ORDER_STOP && l->order_done < ORDER_STOP) {
+        nb_invoker_stop_all(l->invoker);
+        nb_api_end_streams(&l->api);
+        l->order_done = ORDER_STOP;
+        /* The loop ends once every instance is reaped (see run_loop). */
+        l->stopped = 1;
+    }
+}
+
+static void give_order(daemon_t *d, int order)
+{
+    for (int i = 0; i < d->nloops; i++) {
+        atomic_store(&d->loops[i].order, order);
+        uv_async_send(&d->loops[i].ctl);
+    }
 }
 
 static void finish_shutdown(daemon_t *d)
 {
     uv_timer_stop(&d->drain_timer);
-    nb_info("daemon", "stopping %zu instances", nb_invoker_instances(d->invoker));
-    nb_invoker_stop_all(d->invoker);
-    nb_api_end_streams(&d->api);
+    nb_info("daemon", "stopping the instances of %d loops", d->nloops);
+    d->stopping = 1;
+    give_order(d, ORDER_STOP);
     uv_close((uv_handle_t *)&d->drain_timer, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
-    /* SIGCHLD stays referenced: uv_run must keep polling until every instance is reaped. */
-    d->stopped = 1;
+    /* SIGCHLD stays referenced: loop 0 must keep reaping until every loop's instances are. */
 }
 
 static void drain_tick(uv_timer_t *t)
 {
     daemon_t *d = t->data;
-    size_t left = nb_invoker_inflight(d->invoker);
+    size_t left = nb_sched_inflight(d->sched);
     if (left == 0 || nb_mono_us() >= d->drain_deadline_us) {
         if (left) nb_warn("daemon", "drain deadline passed with %zu invocations in flight", left);
         finish_shutdown(d);
@@ -226,12 +284,86 @@ static void on_stop_signal(uv_signal_t *s, int signum)
         return;
     }
     d->shutting_down = 1;
-    d->api.draining = 1;
     nb_info("daemon", "%s: draining %zu in-flight invocations (up to %lld ms)", strsignal(signum),
-            nb_invoker_inflight(d->invoker), (long long)d->drain_timeout_ms);
-    nb_http_stop_accepting(d->http);
+            nb_sched_inflight(d->sched), (long long)d->drain_timeout_ms);
+    give_order(d, ORDER_DRAIN);
     d->drain_deadline_us = nb_mono_us() + d->drain_timeout_ms * 1000;
     uv_timer_start(&d->drain_timer, drain_tick, 0, 20);
+}
+
+/* Everything of one loop but its thread; on the main thread, before any loop runs. */
+static void loop_init(daemon_t *d, dloop *l, int index, int64_t idle_s)
+{
+    l->d = d;
+    l->index = index;
+    snprintf(l->tag, sizeof l->tag, "%d", index);
+    if (index == 0) {
+        l->loop = uv_default_loop();
+    } else {
+        uv_loop_init(&l->own);
+        l->loop = &l->own;
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/logs", d->data_dir);
+    l->logs = nb_logs_new(path, 0);
+    nb_logs_attach(l->logs, l->loop);
+    nb_invoker_config icfg = {
+        .loop = l->loop,
+        .sched = d->sched,
+        .index = index,
+        .data_dir = d->data_dir,
+        .store = d->store,
+        .logs = l->logs,
+        .idle_timeout_ms = idle_s * 1000,
+    };
+    l->invoker = nb_invoker_new(&icfg);
+    l->api.data_dir = d->data_dir;
+    snprintf(l->api.token, sizeof l->api.token, "%s", d->token);
+    l->api.store = d->store;
+    l->api.invoker = l->invoker;
+    l->api.logs = l->logs;
+    l->api.admin_mu = &d->admin_mu;
+    snprintf(l->api.blob_root, sizeof l->api.blob_root, "%s/blobs", d->data_dir);
+    snprintf(l->api.code_root, sizeof l->api.code_root, "%s/code", d->data_dir);
+    l->http = nb_http_new(l->loop, nb_api_handle, &l->api);
+    if (d->nloops > 1) nb_http_set_loop_tag(l->http, l->tag);
+    uv_async_init(l->loop, &l->ctl, on_ctl);
+    l->ctl.data = l;
+    uv_prepare_init(l->loop, &l->log_flush);
+    l->log_flush.data = l;
+    uv_prepare_start(&l->log_flush, on_prepare);
+    uv_unref((uv_handle_t *)&l->log_flush);
+}
+
+/* Runs a loop until it was told to stop and its last instance is gone. */
+static void run_loop(dloop *l)
+{
+    while (!l->stopped || nb_invoker_allocated(l->invoker) > 0)
+        uv_run(l->loop, UV_RUN_ONCE);
+}
+
+static void *loop_thread(void *arg)
+{
+    dloop *l = arg;
+    run_loop(l);
+    atomic_fetch_add(&l->d->loops_done, 1);
+    /* Loop 0 waits for every loop to end before it ends: wake it. */
+    uv_async_send(&l->d->loops[0].ctl);
+    return NULL;
+}
+
+/* After the loop ended (its thread joined): closes and frees what it owned. */
+static void loop_release(dloop *l)
+{
+    if (!l->invoker) return;
+    uv_close((uv_handle_t *)&l->ctl, NULL);
+    uv_close((uv_handle_t *)&l->log_flush, NULL);
+    nb_logs_detach(l->logs);
+    nb_invoker_free(l->invoker);
+    /* Let pending closes run. */
+    uv_run(l->loop, UV_RUN_NOWAIT);
+    uv_run(l->loop, UV_RUN_NOWAIT);
+    if (l->index != 0) uv_loop_close(l->loop);
 }
 
 int nb_daemon_doctor(void)
@@ -254,6 +386,7 @@ int nb_daemon_main(int argc, char **argv)
     const char *max_inst = getenv("NIMBUS_MAX_INSTANCES");
     const char *max_mem = getenv("NIMBUS_MAX_MEMORY_MB");
     const char *idle = getenv("NIMBUS_IDLE_TIMEOUT_S");
+    const char *loops = getenv("NIMBUS_LOOPS");
     if (!listen || !*listen) listen = "127.0.0.1:8080";
     if (!data || !*data) data = "./nimbus-data";
     for (int i = 1; i < argc; i++) {
@@ -288,6 +421,9 @@ int nb_daemon_main(int argc, char **argv)
         } else if (strcmp(a, "--max-memory-mb") == 0 && val) {
             max_mem = val;
             i++;
+        } else if (strcmp(a, "--loops") == 0 && val) {
+            loops = val;
+            i++;
         } else {
             fprintf(
                 stderr,
@@ -303,6 +439,13 @@ int nb_daemon_main(int argc, char **argv)
     if (max_mem && *max_mem && (d.max_memory_mb = parse_count(max_mem, INT64_C(1) << 40)) < 0) {
         fprintf(stderr, "nimbus: --max-memory-mb / NIMBUS_MAX_MEMORY_MB must be a positive "
                         "number of MB\n");
+        return 2;
+    }
+    d.nloops = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (d.nloops < 1) d.nloops = 1;
+    if (d.nloops > 64) d.nloops = 64;
+    if (loops && *loops && (d.nloops = (int)parse_count(loops, 64)) < 0) {
+        fprintf(stderr, "nimbus: --loops / NIMBUS_LOOPS must be 1..64\n");
         return 2;
     }
     int64_t idle_s = 0;
@@ -330,44 +473,38 @@ int nb_daemon_main(int argc, char **argv)
         nb_error("daemon", "%s", err.msg);
         goto out;
     }
+    d.store = nb_store_locked(d.store);
     nb_sbx_init(d.data_dir);
     nb_sbx_log();
     nb_spawn_start();
-    d.loop = uv_default_loop();
-    snprintf(path, sizeof path, "%s/logs", d.data_dir);
-    d.logs = nb_logs_new(path, 0);
-    nb_invoker_config icfg = {
-        .loop = d.loop,
-        .data_dir = d.data_dir,
-        .store = d.store,
-        .logs = d.logs,
-        .idle_timeout_ms = idle_s * 1000,
-        .max_instances = d.max_instances,
-        .max_memory_mb = d.max_memory_mb,
-    };
-    d.invoker = nb_invoker_new(&icfg);
-    if (nb_invoker_load(d.invoker, &err) < 0) {
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    /* Recursive: an admin route's answer may, through h2o, run another request's handler. */
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&d.admin_mu, &ma);
+    pthread_mutexattr_destroy(&ma);
+    d.sched = nb_sched_new(d.nloops, d.max_instances, d.max_memory_mb);
+    d.loops = calloc((size_t)d.nloops, sizeof *d.loops);
+    if (!d.loops) abort();
+    for (int i = 0; i < d.nloops; i++)
+        loop_init(&d, &d.loops[i], i, idle_s);
+    d.loop = d.loops[0].loop;
+    if (nb_invoker_load(d.loops[0].invoker, &err) < 0) {
         nb_error("daemon", "%s", err.msg);
         goto out;
     }
-    d.api.data_dir = d.data_dir;
-    d.api.store = d.store;
-    d.api.invoker = d.invoker;
-    d.api.logs = d.logs;
-    snprintf(d.api.blob_root, sizeof d.api.blob_root, "%s/blobs", d.data_dir);
-    snprintf(d.api.code_root, sizeof d.api.code_root, "%s/code", d.data_dir);
-    d.http = nb_http_new(d.loop, nb_api_handle, &d.api);
-    int port = 0;
-    if (nb_http_listen(d.http, d.listen_host, d.listen_port, &port, &err) < 0) {
-        nb_error("daemon", "%s", err.msg);
-        goto out;
+    int port = d.listen_port;
+    for (int i = 0; i < d.nloops; i++) {
+        /* Port 0: the first listener picks it, the others bind the same one. */
+        if (nb_http_listen(d.loops[i].http, d.listen_host, port, d.nloops > 1, &port, &err) < 0) {
+            nb_error("daemon", "%s", err.msg);
+            goto out;
+        }
     }
     char addr[300];
     snprintf(addr, sizeof addr, "%s:%d\n", strchr(d.listen_host, ':') ? "[::1]" : d.listen_host,
              port);
     if (strchr(d.listen_host, ':')) snprintf(addr, sizeof addr, "[%s]:%d\n", d.listen_host, port);
-    snprintf(path, sizeof path, "%s/listen", d.data_dir);
-    nb_write_file(path, addr, strlen(addr), 0644);
 
     uv_signal_init(d.loop, &d.sigchld);
     uv_signal_start(&d.sigchld, on_sigchld, SIGCHLD);
@@ -379,24 +516,45 @@ int nb_daemon_main(int argc, char **argv)
     uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
     uv_timer_init(d.loop, &d.drain_timer);
     d.drain_timer.data = &d;
-    uv_prepare_init(d.loop, &d.log_flush);
-    d.log_flush.data = &d;
-    uv_prepare_start(&d.log_flush, on_prepare);
-    uv_unref((uv_handle_t *)&d.log_flush);
-    nb_info("daemon", "nimbus %s serving on http://%s:%d data=%s store=%s sandbox=%s",
-            NIMBUS_VERSION, d.listen_host, port, d.data_dir, d.store->ops->name, nb_sbx_summary());
+    for (int i = 1; i < d.nloops; i++) {
+        /* Signals go to loop 0 (the main thread): the loops' threads block them. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        d.loops[i].has_thread =
+            pthread_create(&d.loops[i].thread, NULL, loop_thread, &d.loops[i]) == 0;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (!d.loops[i].has_thread) {
+            nb_error("daemon", "cannot start the thread of loop %d", i);
+            abort();
+        }
+    }
+    /* Written once every loop listens: whoever reads it may connect to any of them. */
+    snprintf(path, sizeof path, "%s/listen", d.data_dir);
+    nb_write_file(path, addr, strlen(addr), 0644);
+    nb_info("daemon", "nimbus %s serving on http://%s:%d loops=%d data=%s store=%s sandbox=%s",
+            NIMBUS_VERSION, d.listen_host, port, d.nloops, d.data_dir, d.store->ops->name,
+            nb_sbx_summary());
 
-    while (!d.stopped || nb_invoker_allocated(d.invoker) > 0)
+    run_loop(&d.loops[0]);
+    /* Loop 0 reaps for all: it goes on until every other loop has ended. */
+    while (atomic_load(&d.loops_done) < d.nloops - 1)
         uv_run(d.loop, UV_RUN_ONCE);
+    for (int i = 1; i < d.nloops; i++)
+        if (d.loops[i].has_thread) pthread_join(d.loops[i].thread, NULL);
     uv_close((uv_handle_t *)&d.sigchld, NULL);
-    nb_invoker_free(d.invoker);
-    /* Let pending closes run. */
-    uv_run(d.loop, UV_RUN_NOWAIT);
+    for (int i = 0; i < d.nloops; i++)
+        loop_release(&d.loops[i]);
     nb_info("daemon", "stopped cleanly");
     rc = 0;
 out:
+    if (rc != 0 && d.loops) _exit(1); /* loops half set up: nothing worth tidying */
     if (d.store) d.store->ops->close(d.store);
-    nb_logs_free(d.logs);
+    for (int i = 0; d.loops && i < d.nloops; i++)
+        nb_logs_free(d.loops[i].logs);
+    free(d.loops);
+    nb_sched_free(d.sched);
+    pthread_mutex_destroy(&d.admin_mu);
     nb_spawn_stop();
     nb_sbx_shutdown();
     if (d.lock_fd >= 0) close(d.lock_fd);

@@ -395,13 +395,13 @@ nb_fn_version *nb_fn_version_new(void)
 
 nb_fn_version *nb_fn_version_ref(nb_fn_version *v)
 {
-    v->refs++;
+    atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
     return v;
 }
 
 void nb_fn_version_unref(nb_fn_version *v)
 {
-    if (!v || --v->refs > 0) return;
+    if (!v || atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) > 1) return;
     nb_fn_config_release(&v->cfg);
     free(v);
 }

@@ -3,8 +3,9 @@
  * A function version is immutable once published: nb_fn_version values are built once (from
  * the store or from a validated request) and then shared read-only, refcounted, by the
  * scheduler and every instance and invocation that uses them, so a redeploy never changes a
- * config under a running invocation. Refcounting is not atomic: versions are only touched on
- * the loop thread. */
+ * config under a running invocation. The refcount is atomic: a version is published to every
+ * loop and a forwarded invocation carries it to another loop's thread; everything else in it is
+ * read-only once built, so any thread may read it while it holds a ref. */
 #ifndef NB_FUNCTION_H
 #define NB_FUNCTION_H
 
@@ -12,6 +13,7 @@
 
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #define NB_NAME_MAX      64
@@ -65,7 +67,7 @@ typedef struct nb_fn_config {
 } nb_fn_config;
 
 typedef struct nb_fn_version {
-    int refs;
+    _Atomic int refs; /* versions cross loop threads (publish, forwarded invocations) */
     char ns[NB_NAME_MAX + 1];
     char name[NB_NAME_MAX + 1];
     int64_t version;

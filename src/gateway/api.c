@@ -227,7 +227,22 @@ static void r_version(route_args *a)
         json_pack("{s:s, s:s}", "version", NIMBUS_VERSION, "store", a->api->store->ops->name));
 }
 
-static void r_code(route_args *a)
+/* The routes that change state run one at a time over every loop (see api.h). */
+#define ADMIN_LOCKED(api, name)                                                                    \
+    static void name##_locked(route_args *a);                                                      \
+    static void name(route_args *a)                                                                \
+    {                                                                                              \
+        pthread_mutex_lock((api)->admin_mu);                                                       \
+        name##_locked(a);                                                                          \
+        pthread_mutex_unlock((api)->admin_mu);                                                     \
+    }
+
+ADMIN_LOCKED(a->api, r_code)
+ADMIN_LOCKED(a->api, r_put)
+ADMIN_LOCKED(a->api, r_scaling)
+ADMIN_LOCKED(a->api, r_delete)
+
+static void r_code_locked(route_args *a)
 {
     nb_api *api = a->api;
     if (body_too_big(a, NB_BUNDLE_MAX_UPLOAD)) return;
@@ -314,7 +329,7 @@ static json_t *json_body(route_args *a)
     return body;
 }
 
-static void r_put(route_args *a)
+static void r_put_locked(route_args *a)
 {
     nb_api *api = a->api;
     json_t *body = json_body(a);
@@ -386,7 +401,7 @@ static void r_get(route_args *a)
 }
 
 /* Scaling settings only: never a new version, never a restart (docs/api.md). */
-static void r_scaling(route_args *a)
+static void r_scaling_locked(route_args *a)
 {
     nb_api *api = a->api;
     json_t *body = json_body(a);
@@ -421,7 +436,7 @@ static void r_scaling(route_args *a)
     nb_http_send_json(a->req, 200, o);
 }
 
-static void r_delete(route_args *a)
+static void r_delete_locked(route_args *a)
 {
     nb_api *api = a->api;
     nb_err err = {0};

@@ -4,7 +4,11 @@
  * The route table in api.c is the single declaration of what the server serves; `nimbus serve
  * --routes` prints it and a test checks it against docs/api.md.
  *
- * Thread: loop thread only. The context is owned by the daemon and outlives every request. */
+ * Threads: one nb_api per loop (its invoker, logs and followers), used on that loop's thread.
+ * They share the store (nb_store_locked) and admin_mu, which serialises the requests that
+ * change state (code upload, deploy, scaling, delete), so the store's order of versions is the
+ * order in which every loop sees them. Invokes never take it. The context is owned by the
+ * daemon and outlives every request. */
 #ifndef NB_API_H
 #define NB_API_H
 
@@ -14,6 +18,7 @@
 
 #include <h2o.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 
 typedef struct nb_api_follower nb_api_follower;
@@ -27,6 +32,7 @@ typedef struct nb_api {
     nb_invoker *invoker;
     nb_logs *logs;
     nb_api_follower *followers;
+    pthread_mutex_t *admin_mu; /* shared by every loop's nb_api */
     int draining;
 } nb_api;
 

@@ -3,11 +3,15 @@
 #include "base/log.h"
 #include "base/util.h"
 
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 typedef struct route_handler {
     h2o_handler_t super;
@@ -23,6 +27,7 @@ struct nb_http {
     int listening;
     nb_http_handler handler;
     void *ud;
+    const char *loop_tag; /* X-Nimbus-Loop value, or NULL */
 };
 
 static const char *reason_of(int status)
@@ -69,6 +74,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     char *rid = h2o_mem_alloc_pool(&req->pool, 37);
     nb_uuid4(rid);
     nb_http_header(req, "x-nimbus-request-id", rid);
+    if (h->loop_tag) nb_http_header(req, "x-nimbus-loop", h->loop_tag);
     if (h->handler(h->ud, req, rid) != 0)
         nb_http_error(req, 500, NB_E_INTERNAL, "request not handled");
     return 0;
@@ -111,7 +117,8 @@ nb_http *nb_http_new(uv_loop_t *loop, nb_http_handler handler, void *ud)
     return h;
 }
 
-int nb_http_listen(nb_http *h, const char *host, int port, int *bound_port, nb_err *err)
+int nb_http_listen(nb_http *h, const char *host, int port, int reuseport, int *bound_port,
+                   nb_err *err)
 {
     struct sockaddr_storage addr;
     if (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) != 0 &&
@@ -120,7 +127,25 @@ int nb_http_listen(nb_http *h, const char *host, int port, int *bound_port, nb_e
     uv_tcp_init(h->loop, &h->listener);
     h->listener.data = h;
     h->listening = 1;
-    int rc = uv_tcp_bind(&h->listener, (struct sockaddr *)&addr, 0);
+    int rc = 0;
+    if (reuseport) {
+        /* One listener per loop on the same address: the kernel spreads connections over them.
+         * libuv binds without SO_REUSEPORT, so the socket is made here and handed over. */
+        int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        int one = 1;
+        socklen_t alen =
+            addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+            bind(fd, (struct sockaddr *)&addr, alen) < 0) {
+            rc = uv_translate_sys_error(errno);
+            if (fd >= 0) close(fd);
+        } else {
+            rc = uv_tcp_open(&h->listener, fd);
+        }
+    } else {
+        rc = uv_tcp_bind(&h->listener, (struct sockaddr *)&addr, 0);
+    }
     if (rc == 0) rc = uv_listen((uv_stream_t *)&h->listener, 1024, on_accept);
     if (rc != 0)
         return nb_err_set(err, 500, NB_E_INTERNAL, "listen on %s:%d: %s", host, port,
@@ -131,6 +156,11 @@ int nb_http_listen(nb_http *h, const char *host, int port, int *bound_port, nb_e
     *bound_port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                     : ((struct sockaddr_in *)&bound)->sin_port);
     return 0;
+}
+
+void nb_http_set_loop_tag(nb_http *h, const char *tag)
+{
+    h->loop_tag = tag;
 }
 
 void nb_http_stop_accepting(nb_http *h)

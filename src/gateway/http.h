@@ -5,7 +5,8 @@
  * keep every answer in one shape: JSON bodies, {"error":{"code","message"}} errors and an
  * X-Nimbus-Request-Id header on everything.
  *
- * Thread: loop thread only. */
+ * Thread: one nb_http per loop, used only on its loop's thread (the daemon runs one per loop,
+ * each with its own listener on the same address). */
 #ifndef NB_HTTP_H
 #define NB_HTTP_H
 
@@ -21,8 +22,13 @@ typedef struct nb_http nb_http;
 typedef int (*nb_http_handler)(void *ud, h2o_req_t *req, const char *request_id);
 
 nb_http *nb_http_new(uv_loop_t *loop, nb_http_handler handler, void *ud);
-/* Binds host:port (port 0 = any); *bound_port receives the port in use. */
-int nb_http_listen(nb_http *h, const char *host, int port, int *bound_port, nb_err *err);
+/* Binds host:port (port 0 = any); *bound_port receives the port in use. reuseport: with
+ * SO_REUSEPORT, so that every loop's listener binds the same address (the first one binds
+ * port 0, the others the port it got). */
+int nb_http_listen(nb_http *h, const char *host, int port, int reuseport, int *bound_port,
+                   nb_err *err);
+/* Adds "X-Nimbus-Loop: tag" to every answer (tag must outlive h); NULL for none. */
+void nb_http_set_loop_tag(nb_http *h, const char *tag);
 /* Stops accepting new connections; existing ones finish. The server is not freed: the daemon
  * exits with connections possibly open and the kernel closes them. */
 void nb_http_stop_accepting(nb_http *h);

@@ -10,6 +10,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +90,21 @@ typedef struct inst_impl {
     struct inst_impl *next_all;
 } inst_impl;
 
+/* An exit reaped on the SIGCHLD thread, on its way to the owning loop. */
+typedef struct reaped_exit {
+    pid_t pid;
+    int status;
+    struct reaped_exit *next;
+} reaped_exit;
+
+struct nb_inst_loop {
+    uv_loop_t *loop;
+    inst_impl *all; /* every instance of this loop until freed */
+    uv_async_t wake;
+    pthread_mutex_t mu; /* guards exits: written by the reaping thread */
+    reaped_exit *exits;
+};
+
 struct rapi_conn {
     uv_tcp_t tcp;
     inst_impl *inst;
@@ -99,8 +116,22 @@ struct rapi_conn {
     rapi_conn *next;
 };
 
-static inst_impl *all_instances;
-static int next_id;
+static atomic_int next_id; /* instance names are unique across loops */
+
+/* pid -> owning loop, for nb_inst_reaped (written at spawn, read at reap: the cold path only,
+ * so one mutex for the process is fine). Exits reaped before their pid is registered wait in
+ * `early` (bounded: the shell pool's own children pass through here too). */
+#define ROUTE_BUCKETS 256
+#define EARLY_MAX     64
+typedef struct route {
+    pid_t pid;
+    nb_inst_loop *owner;
+    struct route *next;
+} route;
+static pthread_mutex_t route_mu = PTHREAD_MUTEX_INITIALIZER;
+static route *routes[ROUTE_BUCKETS];
+static reaped_exit *early;
+static int n_early;
 
 static const char *state_names[] = {"starting", "idle", "busy", "stopping", "stopped"};
 
@@ -152,7 +183,7 @@ static void close_handle(inst_impl *in, uv_handle_t *h)
 
 /* Every read of an instance's pipes and Runtime API connections lands here: the read
  * callbacks consume or copy the bytes before the loop reads again (loop thread only). */
-static char read_scratch[64 << 10];
+static _Thread_local char read_scratch[64 << 10];
 
 static void scratch_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
@@ -242,7 +273,7 @@ static void drain_output(inst_impl *in)
 {
     /* Not read_scratch: this runs inside a Runtime API read callback (an answer arriving),
      * whose pipelined bytes may still be waiting in read_scratch. */
-    static char buf[64 << 10];
+    static _Thread_local char buf[64 << 10];
     out_stream *streams[2] = {&in->out, &in->err};
     for (int i = 0; i < 2; i++) {
         out_stream *os = streams[i];
@@ -452,9 +483,9 @@ static void reap_grace(uv_timer_t *t)
     if (in->reaped && !in->finalized) finalize(in);
 }
 
-int nb_inst_reaped(pid_t pid, int status)
+static void reaped_here(nb_inst_loop *l, pid_t pid, int status)
 {
-    for (inst_impl *in = all_instances; in; in = in->next_all) {
+    for (inst_impl *in = l->all; in; in = in->next_all) {
         if (in->pid != pid || in->reaped) continue;
         in->reaped = 1;
         in->exit_status = status;
@@ -467,9 +498,121 @@ int nb_inst_reaped(pid_t pid, int status)
         if (in->err.open) uv_read_start((uv_stream_t *)&in->err.pipe, scratch_alloc, out_read);
         uv_timer_start(&in->aux, reap_grace, REAP_GRACE_MS, 0);
         maybe_finalize(in);
-        return 1;
+        return;
     }
+}
+
+static void deliver(nb_inst_loop *l, pid_t pid, int status)
+{
+    reaped_exit *e = malloc(sizeof *e);
+    if (!e) abort();
+    e->pid = pid;
+    e->status = status;
+    pthread_mutex_lock(&l->mu);
+    e->next = l->exits;
+    l->exits = e;
+    pthread_mutex_unlock(&l->mu);
+    uv_async_send(&l->wake);
+}
+
+int nb_inst_reaped(pid_t pid, int status)
+{
+    pthread_mutex_lock(&route_mu);
+    for (route **p = &routes[(unsigned)pid % ROUTE_BUCKETS]; *p; p = &(*p)->next) {
+        if ((*p)->pid == pid) {
+            route *r = *p;
+            *p = r->next;
+            pthread_mutex_unlock(&route_mu);
+            deliver(r->owner, pid, status);
+            free(r);
+            return 1;
+        }
+    }
+    reaped_exit *e = malloc(sizeof *e);
+    if (!e) abort();
+    e->pid = pid;
+    e->status = status;
+    e->next = early;
+    early = e;
+    if (++n_early > EARLY_MAX) { /* drop the oldest: not an instance's, or long forgotten */
+        reaped_exit **pp = &early;
+        while ((*pp)->next)
+            pp = &(*pp)->next;
+        free(*pp);
+        *pp = NULL;
+        n_early--;
+    }
+    pthread_mutex_unlock(&route_mu);
     return 0;
+}
+
+/* Right after the spawn: from now on the pid's exit reaches l (or already has). */
+static void route_add(nb_inst_loop *l, pid_t pid)
+{
+    pthread_mutex_lock(&route_mu);
+    for (reaped_exit **p = &early; *p; p = &(*p)->next) {
+        if ((*p)->pid == pid) {
+            reaped_exit *e = *p;
+            *p = e->next;
+            n_early--;
+            pthread_mutex_unlock(&route_mu);
+            deliver(l, e->pid, e->status);
+            free(e);
+            return;
+        }
+    }
+    route *r = malloc(sizeof *r);
+    if (!r) abort();
+    r->pid = pid;
+    r->owner = l;
+    r->next = routes[(unsigned)pid % ROUTE_BUCKETS];
+    routes[(unsigned)pid % ROUTE_BUCKETS] = r;
+    pthread_mutex_unlock(&route_mu);
+}
+
+static void on_wake(uv_async_t *a)
+{
+    nb_inst_loop *l = a->data;
+    pthread_mutex_lock(&l->mu);
+    reaped_exit *list = l->exits;
+    l->exits = NULL;
+    pthread_mutex_unlock(&l->mu);
+    while (list) {
+        reaped_exit *next = list->next;
+        reaped_here(l, list->pid, list->status);
+        free(list);
+        list = next;
+    }
+}
+
+nb_inst_loop *nb_inst_loop_new(uv_loop_t *loop)
+{
+    nb_inst_loop *l = calloc(1, sizeof *l);
+    if (!l) abort();
+    l->loop = loop;
+    pthread_mutex_init(&l->mu, NULL);
+    uv_async_init(loop, &l->wake, on_wake);
+    l->wake.data = l;
+    /* Does not keep the loop alive by itself: instances' own handles do. */
+    uv_unref((uv_handle_t *)&l->wake);
+    return l;
+}
+
+static void free_iloop(uv_handle_t *h)
+{
+    nb_inst_loop *l = h->data;
+    while (l->exits) {
+        reaped_exit *n = l->exits->next;
+        free(l->exits);
+        l->exits = n;
+    }
+    pthread_mutex_destroy(&l->mu);
+    free(l);
+}
+
+void nb_inst_loop_free(nb_inst_loop *l)
+{
+    if (l) uv_close((uv_handle_t *)&l->wake, free_iloop);
 }
 
 static void handle_close_cb(uv_handle_t *h)
@@ -496,7 +639,7 @@ static void handle_close_cb(uv_handle_t *h)
         maybe_finalize(in);
         return;
     }
-    for (inst_impl **p = &all_instances; *p; p = &(*p)->next_all) {
+    for (inst_impl **p = &in->env.iloop->all; *p; p = &(*p)->next_all) {
         if (*p == in) {
             *p = in->next_all;
             break;
@@ -1173,7 +1316,7 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
 
     inst_impl *in = calloc(1, sizeof *in);
     if (!in) abort();
-    in->pub.id = ++next_id;
+    in->pub.id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed) + 1;
     snprintf(in->pub.name, sizeof in->pub.name, "i-%d", in->pub.id);
     in->pub.ver = nb_fn_version_ref(ver);
     in->pub.owner = owner;
@@ -1277,8 +1420,9 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
     }
     in->pid = sr.pid;
     in->sr = sr;
-    in->next_all = all_instances;
-    all_instances = in;
+    in->next_all = env->iloop->all;
+    env->iloop->all = in;
+    route_add(env->iloop, sr.pid);
 
     uv_pipe_init(env->loop, &in->chan, 0);
     uv_pipe_open(&in->chan, chan[0]);
@@ -1358,8 +1502,8 @@ int64_t nb_inst_init_ms(const nb_inst *inst)
     return inst->ready_us ? (inst->ready_us - inst->started_us) / 1000 : 0;
 }
 
-void nb_inst_stop_all(void)
+void nb_inst_stop_all(nb_inst_loop *l)
 {
-    for (inst_impl *in = all_instances; in; in = in->next_all)
+    for (inst_impl *in = l->all; in; in = in->next_all)
         if (in->pub.state != NB_INST_STOPPED) nb_inst_stop(&in->pub, "shutdown");
 }

@@ -14,7 +14,12 @@
  * The owner (the scheduler's pool) gets every event through nb_inst_hooks and never sees the
  * transport. Memory: the owner creates instances with nb_inst_start(); the instance frees
  * itself after STOPPED once its process is reaped and its pipes are drained, calling
- * hooks->freed last. Thread: loop thread only. */
+ * hooks->freed last.
+ *
+ * Threads: an instance belongs to the loop it was started on (its nb_inst_loop) and every call
+ * about it is made on that loop's thread. The exceptions are nb_inst_reaped(), called by the
+ * one thread that reaps children, which hands the exit to the owning loop, and instance ids,
+ * which are unique across loops. */
 #ifndef NB_INSTANCE_H
 #define NB_INSTANCE_H
 
@@ -80,8 +85,13 @@ typedef struct nb_inst_hooks {
     void (*freed)(nb_inst *inst); /* memory is about to go */
 } nb_inst_hooks;
 
+/* The instances of one loop: their list (for shutdown and for finding a reaped pid) and the
+ * wake-up through which exits reaped on another thread reach the loop. */
+typedef struct nb_inst_loop nb_inst_loop;
+
 typedef struct nb_inst_env {
     uv_loop_t *loop;
+    nb_inst_loop *iloop;      /* of the same loop */
     const char *runtimes_dir; /* DATA/runtimes */
     const char *code_root;    /* DATA/code */
     nb_logs *logs;
@@ -112,9 +122,14 @@ int nb_inst_dispatch(nb_inst *inst, const nb_inst_job *job, void *tag);
 /* Stops the instance (killing it if busy: the owner must not do that to a busy instance
  * unless it is shutting down). */
 void nb_inst_stop(nb_inst *inst, const char *why);
-/* Stops every instance of the process (shutdown). */
-void nb_inst_stop_all(void);
-/* Called by the daemon's SIGCHLD handler; 1 if pid belonged to an instance. */
+/* On the loop's thread. Freed with nb_inst_loop_free once none of its instances is left. */
+nb_inst_loop *nb_inst_loop_new(uv_loop_t *loop);
+void nb_inst_loop_free(nb_inst_loop *l);
+/* Stops every instance of the loop (shutdown). Loop thread. */
+void nb_inst_stop_all(nb_inst_loop *l);
+/* Called by the daemon's SIGCHLD handler, on any thread: the exit is handed to the loop that
+ * owns pid (and handled there on its next turn). An exit reaped before its instance was
+ * registered (a child that died within its spawn) is kept until it is. 1 if routed. */
 int nb_inst_reaped(pid_t pid, int status);
 int64_t nb_inst_init_ms(const nb_inst *inst);
 

@@ -5,7 +5,9 @@
 #include "logs/logs.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,74 @@
 
 typedef struct fn_entry fn_entry;
 typedef struct inv_impl inv_impl;
+
+/* ---------- what the loops share (docs/internals/scheduler.md, "Threading model") ----------
+ *
+ * Each loop has its own nb_invoker: registry copy, pools, queues, instances. What must hold
+ * across loops is shared through atomics only, never a lock on the invocation path:
+ * - per function (fn_shared): instances alive (max_concurrency), waiters with no instance
+ *   coming (max_queue), and one slot per loop of figures that loop alone writes (stats, and
+ *   where idle or usable instances are, which is how a loop picks another to forward to);
+ * - daemon-wide (nb_sched): instances alive and their memory (the global caps), instances being
+ *   stopped, and per loop its in-flight count, idle instances and whether it has waiters.
+ * Registry changes (publish, remove) come from the admin path under the sched mutex, as
+ * messages to every loop plus a generation number a loop checks before each lookup. */
+
+#define MAX_LOOPS 64
+
+/* One loop's share of a function: written by that loop only, read by any (relaxed). */
+typedef struct loop_slot {
+    atomic_int starting, idle, busy, draining, in_flight, queued;
+    atomic_int usable;      /* starting + idle + running, every version */
+    atomic_int idle_active; /* idle instances of the latest version: where to forward */
+    atomic_llong invocations, cold_starts, throttles, starts;
+} __attribute__((aligned(64))) loop_slot;
+
+typedef struct fn_shared {
+    atomic_int refs;
+    atomic_int live;   /* instances of every version on every loop not yet STOPPED */
+    atomic_int queued; /* waiters with no instance coming, every loop: what max_queue bounds */
+    atomic_llong last_cold_start_ms;
+    char ns[NB_NAME_MAX + 1];
+    char name[NB_NAME_MAX + 1];
+    struct fn_shared *next; /* the sched's registry (under its mutex) */
+    loop_slot *slots;       /* nloops */
+} fn_shared;
+
+/* Per loop, daemon-wide figures: written by that loop only. */
+typedef struct loop_stat {
+    atomic_long inflight;
+    atomic_int idle_total; /* idle instances, any function: where room can be made */
+    atomic_int waiting;    /* has pools with waiters: wants to hear of freed capacity */
+} __attribute__((aligned(64))) loop_stat;
+
+typedef enum msg_type { M_PUBLISH, M_REMOVE, M_INVOKE, M_RESULT, M_GIVEBACK } msg_type;
+
+typedef struct xmsg {
+    msg_type type;
+    nb_fn_version *ver;
+    fn_shared *sh;
+    char ns[NB_NAME_MAX + 1];
+    char name[NB_NAME_MAX + 1];
+    inv_impl *inv;
+    struct xmsg *next;
+} xmsg;
+
+struct nb_sched {
+    int nloops;
+    int max_instances;
+    int64_t max_memory_mb;
+    atomic_int instances;   /* alive (not yet STOPPED), every loop */
+    atomic_llong mem_mb;    /* their memory_mb */
+    atomic_int releasing;   /* stopped by a scheduler, still counted */
+    atomic_int room_wanted; /* a loop waits for the caps and has no idle instance to stop */
+    pthread_mutex_t mu;     /* fns and the registry queues */
+    atomic_uint gen;        /* bumped with every registry message */
+    fn_shared *fns;
+    nb_invoker *loops[MAX_LOOPS];
+    xmsg *reg_head[MAX_LOOPS], *reg_tail[MAX_LOOPS];
+    loop_stat lstat[MAX_LOOPS];
+};
 
 typedef enum pool_state { POOL_ACTIVE, POOL_DRAINING } pool_state;
 static const char *pool_state_names[] = {"active", "draining"};
@@ -37,6 +107,8 @@ typedef struct pool {
     int n_alloc;    /* not yet freed */
     inv_impl *q_head, *q_tail;
     int q_len;
+    int n_qslots;     /* this pool's part of fn_shared.queued: max(0, q_len - n_starting) */
+    int64_t asked_us; /* last time it asked another loop to give an instance back */
     struct pool *wprev, *wnext; /* iv->waiting: pools with a non-empty queue */
     int waiting;
     int64_t retry_at_us; /* min_instances: no restart before this after an init failure */
@@ -50,7 +122,7 @@ struct fn_entry {
     nb_fn_version *latest;
     nb_fn_scaling scale; /* the latest's settings: the function's, whatever the version */
     pool *pools;
-    int n_live; /* instances of every version, not yet STOPPED */
+    fn_shared *sh; /* shared with the other loops' entries of the function */
     int64_t invocations, cold_starts, throttles, starts, last_cold_start_ms;
     fn_entry *next;
 };
@@ -68,6 +140,7 @@ struct inv_impl {
     nb_inst *inst;
     int explicit_version; /* asked for ?version=N: never moved to a newer version */
     int requeued;         /* handed back once by an instance that died before fetching it */
+    nb_invoker *home;     /* the loop whose HTTP request waits for it (cb runs there) */
 };
 
 #define BUCKETS       1024
@@ -83,11 +156,17 @@ struct nb_invoker {
     pool *orphans; /* pools of deleted functions, draining */
     pool *waiting; /* pools with waiters, oldest first (a FIFO of who gets freed capacity) */
     pool *waiting_tail;
-    size_t inflight;
-    size_t instances; /* not yet STOPPED */
+    nb_sched *sched;
+    int index;
+    unsigned gen_seen;
+    size_t inflight;  /* this loop's: its own requests' invocations, wherever they run */
+    size_t instances; /* this loop's, not yet STOPPED */
     size_t allocated; /* not yet freed (hooks still to come) */
-    int64_t mem_mb;   /* memory_mb of the instances not yet STOPPED */
-    int releasing;    /* instances the scheduler stopped that still count against the caps */
+    int idle_total;
+    pthread_mutex_t inbox_mu; /* guards the inbox: other loops post to it */
+    xmsg *in_head, *in_tail;
+    uv_async_t wake;
+    atomic_int poked; /* capacity was given back somewhere: kick the waiting pools */
     uv_timer_t reaper;
     uv_timer_t qtimer; /* queue timeouts, running only while someone waits */
     int stopping;
@@ -97,6 +176,62 @@ struct nb_invoker {
 static const char *inv_state_names[] = {"queued", "running", "done"};
 
 static void queue_tick(uv_timer_t *t);
+static void touch(pool *p);
+
+static void set_inflight(nb_invoker *iv, size_t n)
+{
+    iv->inflight = n;
+    atomic_store_explicit(&iv->sched->lstat[iv->index].inflight, (long)n, memory_order_relaxed);
+}
+
+static void poke(nb_invoker *t)
+{
+    atomic_store(&t->poked, 1);
+    uv_async_send(&t->wake);
+}
+
+/* Capacity came back: the other loops that have waiters try to use it. */
+static void poke_waiting(nb_invoker *iv)
+{
+    nb_sched *s = iv->sched;
+    for (int i = 0; i < s->nloops; i++)
+        if (i != iv->index && atomic_load_explicit(&s->lstat[i].waiting, memory_order_relaxed))
+            poke(s->loops[i]);
+}
+
+static void post(nb_invoker *t, xmsg *m)
+{
+    m->next = NULL;
+    pthread_mutex_lock(&t->inbox_mu);
+    if (t->in_tail)
+        t->in_tail->next = m;
+    else
+        t->in_head = m;
+    t->in_tail = m;
+    pthread_mutex_unlock(&t->inbox_mu);
+    uv_async_send(&t->wake);
+}
+
+static xmsg *msg_new(msg_type type)
+{
+    xmsg *m = calloc(1, sizeof *m);
+    if (!m) abort();
+    m->type = type;
+    return m;
+}
+
+static fn_shared *sh_ref(fn_shared *f)
+{
+    if (f) atomic_fetch_add(&f->refs, 1);
+    return f;
+}
+
+static void sh_unref(fn_shared *f)
+{
+    if (!f || atomic_fetch_sub(&f->refs, 1) > 1) return;
+    free(f->slots);
+    free(f);
+}
 
 static void inv_set_state(inv_impl *inv, nb_inv_state s)
 {
@@ -134,8 +269,11 @@ static fn_entry *lookup(nb_invoker *iv, const char *ns, const char *name)
     return NULL;
 }
 
+static void registry_sync(nb_invoker *iv);
+
 nb_fn_version *nb_invoker_latest(nb_invoker *iv, const char *ns, const char *name)
 {
+    registry_sync(iv);
     fn_entry *e = lookup(iv, ns, name);
     return e ? e->latest : NULL;
 }
@@ -213,6 +351,10 @@ static void idle_push(pool *p, nb_inst *inst)
     p->idle_top = inst;
     inst->owner_flags |= INST_IN_IDLE;
     p->n_idle++;
+    p->iv->idle_total++;
+    atomic_store_explicit(&p->iv->sched->lstat[p->iv->index].idle_total, p->iv->idle_total,
+                          memory_order_relaxed);
+    touch(p);
 }
 
 static void idle_remove(pool *p, nb_inst *inst)
@@ -229,6 +371,10 @@ static void idle_remove(pool *p, nb_inst *inst)
         p->idle_bottom = newer;
     inst->owner_flags &= ~INST_IN_IDLE;
     p->n_idle--;
+    p->iv->idle_total--;
+    atomic_store_explicit(&p->iv->sched->lstat[p->iv->index].idle_total, p->iv->idle_total,
+                          memory_order_relaxed);
+    touch(p);
 }
 
 /* Instances that are or will be able to serve: what min_instances and scale-down count. */
@@ -254,6 +400,90 @@ static int fn_queued(const fn_entry *e)
     return n;
 }
 
+/* Usable instances of e on every loop: this loop's counted now, the others' from their slots
+ * (what max_concurrency scale-down compares). */
+static int fn_usable_all(const nb_invoker *iv, const fn_entry *e)
+{
+    int n = fn_usable(e);
+    for (int i = 0; i < iv->sched->nloops; i++)
+        if (i != iv->index)
+            n += atomic_load_explicit(&e->sh->slots[i].usable, memory_order_relaxed);
+    return n;
+}
+
+/* This loop's figures of e, as the API shows them. */
+static void local_stats(const fn_entry *e, nb_fn_stats *out, int *idle_active)
+{
+    memset(out, 0, sizeof *out);
+    *idle_active = 0;
+    for (const pool *p = e->pools; p; p = p->next) {
+        int stopping = p->n_live - pool_usable(p);
+        if (stopping < 0) stopping = 0;
+        if (p->state == POOL_ACTIVE) {
+            out->starting += p->n_starting;
+            out->idle += p->n_idle;
+            out->busy += p->n_running;
+            out->draining += stopping;
+            *idle_active += p->n_idle;
+        } else {
+            out->draining += p->n_live;
+        }
+        out->in_flight += p->n_running;
+        out->queued += p->q_len;
+    }
+    out->invocations = e->invocations;
+    out->cold_starts = e->cold_starts;
+    out->throttles = e->throttles;
+    out->instance_starts = e->starts;
+}
+
+static void publish_slot(const nb_invoker *iv, const fn_entry *e);
+
+/* After any change to p: its share of the function's queue count, and this loop's slot. */
+static void touch(pool *p)
+{
+    if (!p) return;
+    fn_entry *e = p->fn;
+    int want = p->q_len > p->n_starting ? p->q_len - p->n_starting : 0;
+    if (want != p->n_qslots) {
+        if (e) atomic_fetch_add(&e->sh->queued, want - p->n_qslots);
+        p->n_qslots = want;
+    }
+    if (e) publish_slot(p->iv, e);
+}
+
+static void publish_slot(const nb_invoker *iv, const fn_entry *e)
+{
+    nb_fn_stats st;
+    int idle_active;
+    local_stats(e, &st, &idle_active);
+    loop_slot *sl = &e->sh->slots[iv->index];
+    atomic_store_explicit(&sl->starting, st.starting, memory_order_relaxed);
+    atomic_store_explicit(&sl->idle, st.idle, memory_order_relaxed);
+    atomic_store_explicit(&sl->busy, st.busy, memory_order_relaxed);
+    atomic_store_explicit(&sl->draining, st.draining, memory_order_relaxed);
+    atomic_store_explicit(&sl->in_flight, st.in_flight, memory_order_relaxed);
+    atomic_store_explicit(&sl->queued, st.queued, memory_order_relaxed);
+    atomic_store_explicit(&sl->usable, fn_usable(e), memory_order_relaxed);
+    atomic_store_explicit(&sl->idle_active, idle_active, memory_order_relaxed);
+    atomic_store_explicit(&sl->invocations, st.invocations, memory_order_relaxed);
+    atomic_store_explicit(&sl->cold_starts, st.cold_starts, memory_order_relaxed);
+    atomic_store_explicit(&sl->throttles, st.throttles, memory_order_relaxed);
+    atomic_store_explicit(&sl->starts, st.instance_starts, memory_order_relaxed);
+}
+
+/* Whether another loop has waiters of e and no usable instance of it. */
+static int starved_loop(const nb_invoker *iv, const fn_entry *e)
+{
+    for (int i = 0; i < iv->sched->nloops; i++) {
+        const loop_slot *sl = &e->sh->slots[i];
+        if (i != iv->index && atomic_load_explicit(&sl->queued, memory_order_relaxed) > 0 &&
+            atomic_load_explicit(&sl->usable, memory_order_relaxed) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 static int min_instances(const pool *p)
 {
     return p->state == POOL_ACTIVE && p->fn ? p->fn->scale.min_instances : 0;
@@ -265,7 +495,7 @@ static void release(pool *p, nb_inst *inst, const char *why)
     idle_remove(p, inst);
     if (!(inst->owner_flags & INST_RELEASING)) {
         inst->owner_flags |= INST_RELEASING;
-        p->iv->releasing++;
+        atomic_fetch_add(&p->iv->sched->releasing, 1);
     }
     nb_inst_stop(inst, why);
 }
@@ -291,6 +521,7 @@ static void waiting_link(pool *p)
     else
         iv->waiting = p;
     iv->waiting_tail = p;
+    atomic_store_explicit(&iv->sched->lstat[iv->index].waiting, 1, memory_order_relaxed);
     if (!uv_is_active((uv_handle_t *)&iv->qtimer))
         uv_timer_start(&iv->qtimer, queue_tick, QUEUE_TICK_MS, QUEUE_TICK_MS);
 }
@@ -309,6 +540,8 @@ static void waiting_unlink(pool *p)
     else
         iv->waiting_tail = p->wprev;
     p->wprev = p->wnext = NULL;
+    if (!iv->waiting)
+        atomic_store_explicit(&iv->sched->lstat[iv->index].waiting, 0, memory_order_relaxed);
 }
 
 /* ---------- invocations ---------- */
@@ -372,6 +605,16 @@ static void log_report(inv_impl *inv)
                  peak_txt, init_txt);
 }
 
+/* On the home loop: the caller hears of it, and the invocation is freed. */
+static void inv_deliver(inv_impl *inv)
+{
+    if (inv->cb) inv->cb(&inv->pub, inv->ud);
+    free(inv->pub.body);
+    free(inv->event);
+    nb_fn_version_unref(inv->pub.ver);
+    free(inv);
+}
+
 static void inv_finish(inv_impl *inv, enum nb_inst_outcome outcome, const char *type,
                        const char *body, size_t len, const char *ctype)
 {
@@ -391,12 +634,16 @@ static void inv_finish(inv_impl *inv, enum nb_inst_outcome outcome, const char *
         log_report(inv);
     }
     inv_set_state(inv, NB_INV_DONE);
-    iv->inflight--;
-    if (inv->cb) inv->cb(&inv->pub, inv->ud);
-    free(inv->pub.body);
-    free(inv->event);
-    nb_fn_version_unref(inv->pub.ver);
-    free(inv);
+    touch(inv->pool);
+    if (inv->home != iv) {
+        /* Forwarded here: the answer goes back to the loop of its request. */
+        xmsg *m = msg_new(M_RESULT);
+        m->inv = inv;
+        post(inv->home, m);
+        return;
+    }
+    set_inflight(iv, iv->inflight - 1);
+    inv_deliver(inv);
 }
 
 static void inv_fail(inv_impl *inv, const char *type, const char *fmt, ...)
@@ -421,7 +668,10 @@ static void inv_throttle(inv_impl *inv, fn_entry *e, const char *reason, const c
     va_start(ap, fmt);
     int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (e) e->throttles++;
+    if (e) {
+        e->throttles++;
+        publish_slot(inv->iv, e);
+    }
     inv->pub.throttled = 1;
     inv->pub.retry_after_s = 1;
     snprintf(inv->pub.throttle_reason, sizeof inv->pub.throttle_reason, "%s", reason);
@@ -469,9 +719,11 @@ static void run_on(pool *p, inv_impl *inv, nb_inst *inst, int cold)
         if (cold) {
             p->fn->cold_starts++;
             p->fn->last_cold_start_ms = inv->pub.init_ms;
+            atomic_store(&p->fn->sh->last_cold_start_ms, inv->pub.init_ms);
         }
     }
     p->n_running++;
+    touch(p);
     inv_set_state(inv, NB_INV_RUNNING);
     log_platform(inv, inst, NULL, "START RequestId: %s Version: %lld", inv->pub.request_id,
                  (long long)inv->pub.ver->version);
@@ -497,6 +749,7 @@ static void queue_unlink(pool *p, inv_impl *inv)
     inv->qprev = inv->qnext = NULL;
     p->q_len--;
     if (p->q_len == 0) waiting_unlink(p);
+    touch(p);
 }
 
 static void queue_push(pool *p, inv_impl *inv, int at_head)
@@ -521,6 +774,7 @@ static void queue_push(pool *p, inv_impl *inv, int at_head)
     }
     p->q_len++;
     waiting_link(p);
+    touch(p);
 }
 
 static inv_impl *queue_pop(pool *p)
@@ -534,37 +788,76 @@ static inv_impl *queue_pop(pool *p)
 
 static const nb_inst_hooks hooks;
 
-/* Whether one more instance of p may start now, within the function's and the daemon's caps.
- * Instances still stopping count: their memory is not yet given back. */
-static int room_for(const pool *p, int *fn_bound)
+/* Takes the credit for one more instance of p, within the function's max_concurrency and the
+ * daemon's caps, counted over every loop: compare-and-swap, so two loops never both take the
+ * last one. Instances still stopping count: their memory is not yet given back. *fn_bound
+ * says which limit refused. */
+static int reserve(const pool *p, int *fn_bound)
 {
     const nb_invoker *iv = p->iv;
+    nb_sched *s = iv->sched;
+    fn_shared *f = p->fn ? p->fn->sh : NULL;
     *fn_bound = 0;
     if (iv->stopping) return 0;
-    if (p->fn && p->fn->scale.max_concurrency != NB_SCALE_UNSET &&
-        p->fn->n_live >= p->fn->scale.max_concurrency) {
-        *fn_bound = 1;
-        return 0;
+    if (f) {
+        int max = p->fn->scale.max_concurrency;
+        int cur = atomic_load(&f->live);
+        do {
+            if (max != NB_SCALE_UNSET && cur >= max) {
+                *fn_bound = 1;
+                return 0;
+            }
+        } while (!atomic_compare_exchange_weak(&f->live, &cur, cur + 1));
     }
-    return (int64_t)iv->instances < iv->cfg.max_instances &&
-           iv->mem_mb + p->ver->cfg.memory_mb <= iv->cfg.max_memory_mb;
+    int n = atomic_load(&s->instances);
+    do {
+        if (n >= s->max_instances) goto no_instance;
+    } while (!atomic_compare_exchange_weak(&s->instances, &n, n + 1));
+    long long mem = atomic_load(&s->mem_mb), want = p->ver->cfg.memory_mb;
+    do {
+        if (mem + want > s->max_memory_mb) goto no_memory;
+    } while (!atomic_compare_exchange_weak(&s->mem_mb, &mem, mem + want));
+    return 1;
+no_memory:
+    atomic_fetch_sub(&s->instances, 1);
+no_instance:
+    /* Another loop refused while this one held the credit for a moment retries at its next
+     * queue tick (10 ms): no poke here, two loops at their caps would wake each other forever. */
+    if (f) atomic_fetch_sub(&f->live, 1);
+    return 0;
 }
 
+/* Gives back what reserve() took (an instance that failed to start, or one that stopped). */
+static void unreserve(const pool *p)
+{
+    nb_sched *s = p->iv->sched;
+    if (p->fn) atomic_fetch_sub(&p->fn->sh->live, 1);
+    atomic_fetch_sub(&s->instances, 1);
+    atomic_fetch_sub(&s->mem_mb, p->ver->cfg.memory_mb);
+}
+
+/* Starts an instance with a credit already reserved; on failure the credit is given back. */
 static nb_inst *start_one(pool *p, nb_inst_result *res, char *why, size_t size)
 {
     nb_invoker *iv = p->iv;
+    /* The spawn takes about a millisecond: other loops must see this instance coming during it,
+     * or they would queue where no instance will serve (touch() below sets the exact figure). */
+    if (p->fn)
+        atomic_fetch_add_explicit(&p->fn->sh->slots[iv->index].usable, 1, memory_order_relaxed);
     nb_inst *inst = nb_inst_start(&iv->env, p->ver, &hooks, p, res, why, size);
-    if (!inst) return NULL;
+    if (!inst) {
+        touch(p);
+        unreserve(p);
+        poke_waiting(iv);
+        return NULL;
+    }
     p->n_starting++;
     p->n_live++;
     p->n_alloc++;
-    if (p->fn) {
-        p->fn->n_live++;
-        p->fn->starts++;
-    }
+    if (p->fn) p->fn->starts++;
     iv->instances++;
     iv->allocated++;
-    iv->mem_mb += p->ver->cfg.memory_mb;
+    touch(p);
     return inst;
 }
 
@@ -583,30 +876,67 @@ static nb_inst *lru_idle(pool *list, const pool *except, pool **owner)
     return best;
 }
 
+static nb_inst *lru_idle_any(nb_invoker *iv, const pool *except, pool **owner)
+{
+    nb_inst *victim = NULL;
+    for (int b = 0; b < BUCKETS; b++) {
+        for (fn_entry *e = iv->buckets[b]; e; e = e->next) {
+            pool *o = NULL;
+            nb_inst *c = lru_idle(e->pools, except, &o);
+            if (c && (!victim || c->idle_since_us < victim->idle_since_us)) {
+                victim = c;
+                *owner = o;
+            }
+        }
+    }
+    return victim;
+}
+
+/* Another loop whose slot for e says it has idle instances of the latest version, or -1. */
+static int loop_with_idle(const nb_invoker *iv, const fn_entry *e)
+{
+    int best = -1, most = 0;
+    for (int i = 0; i < iv->sched->nloops; i++) {
+        int n = atomic_load_explicit(&e->sh->slots[i].idle_active, memory_order_relaxed);
+        if (i != iv->index && n > most) {
+            most = n;
+            best = i;
+        }
+    }
+    return best;
+}
+
 /* p has waiters and no room: stop idle instances elsewhere (least recently used first) to
- * make some, unless enough are already on their way out. */
+ * make some, unless enough are already on their way out. Idle instances on other loops are
+ * asked for: of the same function by a message to the loop that has them (at most every 20 ms
+ * per pool), for the caps through room_wanted, which any loop with an idle instance answers. */
 static void make_room(pool *p, int fn_bound)
 {
     nb_invoker *iv = p->iv;
-    while (p->q_len - p->n_starting > iv->releasing) {
+    nb_sched *s = iv->sched;
+    while (p->q_len - p->n_starting > atomic_load(&s->releasing)) {
         pool *owner = NULL;
-        nb_inst *victim = NULL;
-        if (fn_bound) {
-            victim = lru_idle(p->fn->pools, p, &owner);
-        } else {
-            for (int b = 0; b < BUCKETS; b++) {
-                for (fn_entry *e = iv->buckets[b]; e; e = e->next) {
-                    pool *o = NULL;
-                    nb_inst *c = lru_idle(e->pools, p, &o);
-                    if (c && (!victim || c->idle_since_us < victim->idle_since_us)) {
-                        victim = c;
-                        owner = o;
-                    }
-                }
-            }
-        }
-        if (!victim) return;
+        nb_inst *victim =
+            fn_bound ? lru_idle(p->fn->pools, p, &owner) : lru_idle_any(iv, p, &owner);
+        if (!victim) break;
         release(owner, victim, fn_bound ? "making room (max_concurrency)" : "making room (caps)");
+    }
+    if (p->q_len - p->n_starting <= atomic_load(&s->releasing) || s->nloops == 1) return;
+    int64_t now = nb_mono_us();
+    if (now - p->asked_us < 20000) return;
+    p->asked_us = now;
+    if (fn_bound) {
+        /* Only when no instance of the function here will serve these waiters. */
+        int t = p->fn && fn_usable(p->fn) == 0 ? loop_with_idle(iv, p->fn) : -1;
+        if (t < 0) return;
+        xmsg *m = msg_new(M_GIVEBACK);
+        snprintf(m->ns, sizeof m->ns, "%s", p->fn->ns);
+        snprintf(m->name, sizeof m->name, "%s", p->fn->name);
+        post(s->loops[t], m);
+    } else {
+        atomic_store(&s->room_wanted, 1);
+        for (int i = 0; i < s->nloops; i++)
+            if (i != iv->index && atomic_load(&s->lstat[i].idle_total) > 0) poke(s->loops[i]);
     }
 }
 
@@ -615,7 +945,7 @@ static void start_instances(pool *p)
 {
     while (p->q_len > p->n_starting) {
         int fn_bound;
-        if (!room_for(p, &fn_bound)) {
+        if (!reserve(p, &fn_bound)) {
             make_room(p, fn_bound);
             return;
         }
@@ -646,10 +976,12 @@ static void kick_waiting(nb_invoker *iv)
 static void ensure_min(fn_entry *e)
 {
     pool *p = active_pool(e);
-    if (!p || p->iv->stopping || nb_mono_us() < p->retry_at_us) return;
+    /* Loop 0 keeps them: the other loops forward to its idle instances (one place to count,
+     * no loop keeps more than its share of warm instances idle). */
+    if (!p || p->iv->index != 0 || p->iv->stopping || nb_mono_us() < p->retry_at_us) return;
     while (pool_usable(p) < e->scale.min_instances) {
         int fn_bound;
-        if (!room_for(p, &fn_bound)) return;
+        if (!reserve(p, &fn_bound)) return;
         nb_inst_result res = {0};
         char why[NB_ERR_MSG_MAX];
         if (!start_one(p, &res, why, sizeof why)) {
@@ -674,7 +1006,7 @@ static void serve(pool *p, nb_inst *inst, int cold)
         return;
     }
     if (p->fn && p->fn->scale.max_concurrency != NB_SCALE_UNSET &&
-        fn_usable(p->fn) >= p->fn->scale.max_concurrency) {
+        fn_usable_all(iv, p->fn) >= p->fn->scale.max_concurrency) {
         release(p, inst, "above max_concurrency");
         return;
     }
@@ -688,6 +1020,19 @@ static void serve(pool *p, nb_inst *inst, int cold)
         pool_maybe_free(p);
         return;
     }
+    /* Nobody here wants it, but another loop has waiters of the function and no instance of
+     * it at all: the credit goes back so that loop can start one (instances cannot change
+     * loop). A loop with instances of its own is left to them: that costs no restart. */
+    if (p->fn && pool_usable(p) >= min_instances(p) &&
+        atomic_load(&p->fn->sh->queued) > fn_queued(p->fn) && starved_loop(iv, p->fn)) {
+        release(p, inst, "wanted by another loop");
+        return;
+    }
+    if (atomic_load(&iv->sched->room_wanted) && pool_usable(p) >= min_instances(p) &&
+        atomic_exchange(&iv->sched->room_wanted, 0)) {
+        release(p, inst, "making room (caps, another loop)");
+        return;
+    }
     idle_push(p, inst);
     /* Other functions may be waiting for capacity this one could give up. */
     if (iv->waiting) kick_waiting(iv);
@@ -697,6 +1042,7 @@ static void hook_ready(nb_inst *inst)
 {
     pool *p = inst->owner;
     p->n_starting--;
+    touch(p);
     p->backoff_ms = 0;
     serve(p, inst, 1);
 }
@@ -736,12 +1082,12 @@ static void hook_stopped(nb_inst *inst, const nb_inst_result *init_error)
     nb_invoker *iv = p->iv;
     idle_remove(p, inst);
     p->n_live--;
-    if (p->fn) p->fn->n_live--;
     iv->instances--;
-    iv->mem_mb -= p->ver->cfg.memory_mb;
-    if (inst->owner_flags & INST_RELEASING) iv->releasing--;
+    unreserve(p);
+    if (inst->owner_flags & INST_RELEASING) atomic_fetch_sub(&iv->sched->releasing, 1);
     if (!inst->ready_us) {
         p->n_starting--;
+        touch(p);
         /* The invocation waiting longest gets the init failure, as the one that caused the
          * cold start would on Lambda; the others wait for the replacement started below. */
         if (init_error && init_error->error_type[0]) {
@@ -755,8 +1101,10 @@ static void hook_stopped(nb_inst *inst, const nb_inst_result *init_error)
         if (p->backoff_ms > 60000) p->backoff_ms = 60000;
         p->retry_at_us = nb_mono_us() + p->backoff_ms * 1000;
     }
+    touch(p);
     if (!iv->stopping) {
         kick_waiting(iv);
+        poke_waiting(iv);
         ensure_min(p->fn);
     }
     pool_maybe_free(p);
@@ -781,24 +1129,52 @@ static const nb_inst_hooks hooks = {
 
 /* ---------- invoke ---------- */
 
-void nb_invoke(nb_invoker *iv, nb_fn_version *ver, const char *event, size_t len,
-               const char *request_id, nb_inv_done_cb cb, void *ud, nb_inv **handle)
+static void forward(nb_invoker *iv, inv_impl *inv, int target)
 {
-    inv_impl *inv = calloc(1, sizeof *inv);
-    if (!inv) abort();
-    inv->iv = iv;
-    inv->pub.ver = nb_fn_version_ref(ver);
-    snprintf(inv->pub.request_id, sizeof inv->pub.request_id, "%s", request_id);
-    inv->pub.queued_us = nb_mono_us();
-    inv->event = malloc(len + 1);
-    if (!inv->event) abort();
-    if (len) memcpy(inv->event, event, len);
-    inv->event[len] = 0;
-    inv->event_len = len;
-    inv->cb = cb;
-    inv->ud = ud;
-    iv->inflight++;
-    if (handle) *handle = &inv->pub;
+    nb_debug("invoke", "%s forwarded fn=%s loop %d -> %d", inv->pub.request_id, inv->pub.ver->name,
+             iv->index, target);
+    xmsg *m = msg_new(M_INVOKE);
+    m->inv = inv;
+    post(iv->sched->loops[target], m);
+}
+
+/* The loop holding the most usable instances of e other than this one, if it holds any (the
+ * function is at max_concurrency: the next free instance is there), or -1. */
+static int loop_with_usable(const nb_invoker *iv, const fn_entry *e)
+{
+    int best = -1, most = fn_usable(e);
+    for (int i = 0; i < iv->sched->nloops; i++) {
+        int n = atomic_load_explicit(&e->sh->slots[i].usable, memory_order_relaxed);
+        if (i != iv->index && n > most) {
+            most = n;
+            best = i;
+        }
+    }
+    return best;
+}
+
+/* The loop with the most idle instances (of any function) other than this one, if this one
+ * has none to stop: the caps are full and room is made there. -1 otherwise. */
+static int loop_with_room(const nb_invoker *iv, const pool *p)
+{
+    pool *o;
+    if (lru_idle_any((nb_invoker *)iv, p, &o)) return -1;
+    int best = -1, most = 0;
+    for (int i = 0; i < iv->sched->nloops; i++) {
+        int n = atomic_load_explicit(&iv->sched->lstat[i].idle_total, memory_order_relaxed);
+        if (i != iv->index && n > most) {
+            most = n;
+            best = i;
+        }
+    }
+    return best;
+}
+
+/* The scheduling decision for inv on this loop. may_forward: it arrived here from HTTP (an
+ * invocation is forwarded at most once, so it can never bounce between loops). */
+static void invoke_here(nb_invoker *iv, inv_impl *inv, int may_forward)
+{
+    nb_fn_version *ver = inv->pub.ver;
     fn_entry *e = lookup(iv, ver->ns, ver->name);
     if (!e || iv->stopping) {
         inv_fail(inv, "Sandbox.Failure", "function %s is not available", ver->name);
@@ -818,23 +1194,76 @@ void nb_invoke(nb_invoker *iv, nb_fn_version *ver, const char *event, size_t len
         run_on(p, inv, inst, 0);
         return;
     }
-    /* Decided before queueing, since starting an instance may fail and answer a waiter at
-     * once: is an instance already coming for this waiter, or can one start? Else it waits in
-     * the bounded queue. */
-    int fn_bound;
-    int covered = p->q_len < p->n_starting || room_for(p, &fn_bound);
-    if (!covered && fn_queued(e) >= sc->max_queue) {
-        int cap_reached = sc->max_concurrency != NB_SCALE_UNSET;
-        inv_throttle(inv, e,
-                     cap_reached ? "ReservedFunctionConcurrentInvocationLimitExceeded"
-                                 : "ConcurrentInvocationLimitExceeded",
-                     "Rate Exceeded: %s is at its %s and %d invocations are queued (max_queue)",
-                     e->name, cap_reached ? "max_concurrency" : "instance limit", fn_queued(e));
+    may_forward = may_forward && iv->sched->nloops > 1 && !inv->explicit_version;
+    /* Warm elsewhere beats cold here. */
+    int t = may_forward ? loop_with_idle(iv, e) : -1;
+    if (t >= 0) {
+        forward(iv, inv, t);
         return;
+    }
+    /* Decided before queueing, since starting an instance may fail and answer the invocation
+     * at once: is an instance already coming for this waiter, or can one start? */
+    int fn_bound = 0;
+    int covered = p->q_len < p->n_starting;
+    int reserved = !covered && reserve(p, &fn_bound);
+    if (!covered && !reserved && may_forward) {
+        /* At a limit: wait where capacity will come free (the loop with the function's
+         * instances) or can be made (the loop with idle instances to stop). */
+        t = fn_bound ? loop_with_usable(iv, e) : loop_with_room(iv, p);
+        if (t >= 0) {
+            forward(iv, inv, t);
+            return;
+        }
+    }
+    if (reserved) {
+        nb_inst_result res = {0};
+        char why[NB_ERR_MSG_MAX];
+        if (!start_one(p, &res, why, sizeof why)) {
+            inv_fail(inv, res.error_type, "RequestId: %s Error: %s", inv->pub.request_id, why);
+            return;
+        }
+    } else if (!covered) {
+        /* A place in the bounded queue, counted over every loop. */
+        int q = atomic_load(&e->sh->queued);
+        do {
+            if (q >= sc->max_queue) {
+                int cap_reached = sc->max_concurrency != NB_SCALE_UNSET;
+                inv_throttle(inv, e,
+                             cap_reached ? "ReservedFunctionConcurrentInvocationLimitExceeded"
+                                         : "ConcurrentInvocationLimitExceeded",
+                             "Rate Exceeded: %s is at its %s and %d invocations are queued "
+                             "(max_queue)",
+                             e->name, cap_reached ? "max_concurrency" : "instance limit", q);
+                return;
+            }
+        } while (!atomic_compare_exchange_weak(&e->sh->queued, &q, q + 1));
+        p->n_qslots++; /* taken above: queue_push's touch() must not count it again */
     }
     inv->deadline_us = inv->pub.queued_us + (int64_t)sc->queue_timeout_ms * 1000;
     queue_push(p, inv, 0);
     start_instances(p);
+}
+
+void nb_invoke(nb_invoker *iv, nb_fn_version *ver, const char *event, size_t len,
+               const char *request_id, nb_inv_done_cb cb, void *ud, nb_inv **handle)
+{
+    inv_impl *inv = calloc(1, sizeof *inv);
+    if (!inv) abort();
+    inv->iv = iv;
+    inv->home = iv;
+    inv->pub.ver = nb_fn_version_ref(ver);
+    snprintf(inv->pub.request_id, sizeof inv->pub.request_id, "%s", request_id);
+    inv->pub.queued_us = nb_mono_us();
+    inv->event = malloc(len + 1);
+    if (!inv->event) abort();
+    if (len) memcpy(inv->event, event, len);
+    inv->event[len] = 0;
+    inv->event_len = len;
+    inv->cb = cb;
+    inv->ud = ud;
+    set_inflight(iv, iv->inflight + 1);
+    if (handle) *handle = &inv->pub;
+    invoke_here(iv, inv, 1);
 }
 
 void nb_inv_detach(nb_inv *pub)
@@ -869,6 +1298,9 @@ static void queue_tick(uv_timer_t *t)
         pool_maybe_free(p);
         p = next;
     }
+    /* Capacity freed on another loop reaches this one through a poke; retrying here too
+     * covers a credit this loop lost a race for. */
+    kick_waiting(iv);
     if (!iv->waiting) uv_timer_stop(&iv->qtimer);
 }
 
@@ -890,7 +1322,7 @@ static void apply_scaling(nb_invoker *iv, fn_entry *e)
         }
     }
     if (sc->max_concurrency != NB_SCALE_UNSET) {
-        while (fn_usable(e) > sc->max_concurrency) {
+        while (fn_usable_all(iv, e) > sc->max_concurrency) {
             pool *owner = NULL;
             nb_inst *victim = NULL;
             for (pool *p = e->pools; p; p = p->next) {
@@ -913,12 +1345,14 @@ static void apply_scaling(nb_invoker *iv, fn_entry *e)
     kick_waiting(iv);
 }
 
-void nb_invoker_publish(nb_invoker *iv, nb_fn_version *v)
+static void apply_publish(nb_invoker *iv, nb_fn_version *v, fn_shared *sh)
 {
     fn_entry *e = lookup(iv, v->ns, v->name);
+    if (e && e->latest->version > v->version) return; /* never backwards */
     if (!e) {
         e = calloc(1, sizeof *e);
         if (!e) abort();
+        e->sh = sh_ref(sh);
         snprintf(e->ns, sizeof e->ns, "%s", v->ns);
         snprintf(e->name, sizeof e->name, "%s", v->name);
         e->last_cold_start_ms = -1;
@@ -959,8 +1393,9 @@ void nb_invoker_publish(nb_invoker *iv, nb_fn_version *v)
     apply_scaling(iv, e);
 }
 
-void nb_invoker_remove(nb_invoker *iv, const char *ns, const char *name)
+static void apply_remove(nb_invoker *iv, const char *ns, const char *name)
 {
+    nb_logs_forget(iv->cfg.logs, ns, name);
     unsigned h = hash_key(ns, name);
     for (fn_entry **pe = &iv->buckets[h]; *pe; pe = &(*pe)->next) {
         fn_entry *e = *pe;
@@ -975,9 +1410,105 @@ void nb_invoker_remove(nb_invoker *iv, const char *ns, const char *name)
             pool_drain(p, "function deleted");
         }
         nb_fn_version_unref(e->latest);
+        sh_unref(e->sh);
         free(e);
         return;
     }
+}
+
+/* Applies the registry messages this loop has not seen yet, in the order they were published.
+ * Cheap when there are none: one atomic load, no lock. */
+static void registry_sync(nb_invoker *iv)
+{
+    nb_sched *s = iv->sched;
+    unsigned gen = atomic_load_explicit(&s->gen, memory_order_acquire);
+    if (gen == iv->gen_seen) return;
+    pthread_mutex_lock(&s->mu);
+    xmsg *m = s->reg_head[iv->index];
+    s->reg_head[iv->index] = s->reg_tail[iv->index] = NULL;
+    iv->gen_seen = atomic_load(&s->gen);
+    pthread_mutex_unlock(&s->mu);
+    while (m) {
+        xmsg *next = m->next;
+        if (m->type == M_PUBLISH) {
+            apply_publish(iv, m->ver, m->sh);
+            nb_fn_version_unref(m->ver);
+        } else {
+            apply_remove(iv, m->ns, m->name);
+        }
+        sh_unref(m->sh);
+        free(m);
+        m = next;
+    }
+}
+
+/* Under s->mu: a message for every loop, in the same order for all. */
+static void registry_post(nb_sched *s, msg_type type, nb_fn_version *v, fn_shared *sh,
+                          const char *ns, const char *name)
+{
+    for (int i = 0; i < s->nloops; i++) {
+        xmsg *m = msg_new(type);
+        m->ver = v ? nb_fn_version_ref(v) : NULL;
+        m->sh = sh_ref(sh);
+        snprintf(m->ns, sizeof m->ns, "%s", ns);
+        snprintf(m->name, sizeof m->name, "%s", name);
+        if (s->reg_tail[i])
+            s->reg_tail[i]->next = m;
+        else
+            s->reg_head[i] = m;
+        s->reg_tail[i] = m;
+    }
+    atomic_fetch_add_explicit(&s->gen, 1, memory_order_release);
+}
+
+static void wake_others(nb_invoker *iv)
+{
+    for (int i = 0; i < iv->sched->nloops; i++)
+        if (i != iv->index) uv_async_send(&iv->sched->loops[i]->wake);
+}
+
+void nb_invoker_publish(nb_invoker *iv, nb_fn_version *v)
+{
+    nb_sched *s = iv->sched;
+    pthread_mutex_lock(&s->mu);
+    fn_shared *sh = s->fns;
+    while (sh && (strcmp(sh->ns, v->ns) != 0 || strcmp(sh->name, v->name) != 0))
+        sh = sh->next;
+    if (!sh) {
+        sh = calloc(1, sizeof *sh);
+        if (!sh) abort();
+        if (posix_memalign((void **)&sh->slots, 64, sizeof(loop_slot) * (size_t)s->nloops)) abort();
+        memset(sh->slots, 0, sizeof(loop_slot) * (size_t)s->nloops);
+        atomic_init(&sh->refs, 1); /* the registry's */
+        atomic_init(&sh->last_cold_start_ms, -1);
+        snprintf(sh->ns, sizeof sh->ns, "%s", v->ns);
+        snprintf(sh->name, sizeof sh->name, "%s", v->name);
+        sh->next = s->fns;
+        s->fns = sh;
+    }
+    registry_post(s, M_PUBLISH, v, sh, v->ns, v->name);
+    pthread_mutex_unlock(&s->mu);
+    wake_others(iv);
+    registry_sync(iv);
+}
+
+void nb_invoker_remove(nb_invoker *iv, const char *ns, const char *name)
+{
+    nb_sched *s = iv->sched;
+    pthread_mutex_lock(&s->mu);
+    fn_shared *sh = NULL;
+    for (fn_shared **pp = &s->fns; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->ns, ns) == 0 && strcmp((*pp)->name, name) == 0) {
+            sh = *pp;
+            *pp = sh->next;
+            break;
+        }
+    }
+    registry_post(s, M_REMOVE, NULL, NULL, ns, name);
+    pthread_mutex_unlock(&s->mu);
+    sh_unref(sh);
+    wake_others(iv);
+    registry_sync(iv);
 }
 
 static int64_t idle_timeout_us(const nb_invoker *iv, const fn_entry *e)
@@ -1022,27 +1553,130 @@ void nb_invoker_default_caps(int *max_instances, int64_t *max_memory_mb)
     *max_instances = (int)(n < 8 ? 8 : n > 4096 ? 4096 : n);
 }
 
+nb_sched *nb_sched_new(int nloops, int max_instances, int64_t max_memory_mb)
+{
+    nb_sched *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    int def_n;
+    int64_t def_mem;
+    nb_invoker_default_caps(&def_n, &def_mem);
+    s->nloops = nloops < 1 ? 1 : nloops > MAX_LOOPS ? MAX_LOOPS : nloops;
+    s->max_instances = max_instances > 0 ? max_instances : def_n;
+    s->max_memory_mb = max_memory_mb > 0 ? max_memory_mb : def_mem;
+    pthread_mutex_init(&s->mu, NULL);
+    return s;
+}
+
+void nb_sched_free(nb_sched *s)
+{
+    if (!s) return;
+    while (s->fns) {
+        fn_shared *f = s->fns;
+        s->fns = f->next;
+        sh_unref(f);
+    }
+    for (int i = 0; i < MAX_LOOPS; i++) {
+        while (s->reg_head[i]) {
+            xmsg *m = s->reg_head[i];
+            s->reg_head[i] = m->next;
+            nb_fn_version_unref(m->ver);
+            sh_unref(m->sh);
+            free(m);
+        }
+    }
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+int nb_sched_loops(const nb_sched *s)
+{
+    return s->nloops;
+}
+
+size_t nb_sched_inflight(const nb_sched *s)
+{
+    long n = 0;
+    for (int i = 0; i < s->nloops; i++)
+        n += atomic_load_explicit(&s->lstat[i].inflight, memory_order_relaxed);
+    return n > 0 ? (size_t)n : 0;
+}
+
+/* Another loop's instance of a function that waits here: give one idle instance back. */
+static void give_back(nb_invoker *iv, const char *ns, const char *name)
+{
+    fn_entry *e = lookup(iv, ns, name);
+    pool *owner = NULL;
+    nb_inst *victim = e ? lru_idle(e->pools, NULL, &owner) : NULL;
+    if (victim) release(owner, victim, "wanted by another loop");
+}
+
+/* Messages from other loops, capacity news, registry changes. */
+static void on_wake(uv_async_t *a)
+{
+    nb_invoker *iv = a->data;
+    registry_sync(iv);
+    pthread_mutex_lock(&iv->inbox_mu);
+    xmsg *m = iv->in_head;
+    iv->in_head = iv->in_tail = NULL;
+    pthread_mutex_unlock(&iv->inbox_mu);
+    while (m) {
+        xmsg *next = m->next;
+        inv_impl *inv = m->inv;
+        switch (m->type) {
+        case M_INVOKE:
+            /* Counted in flight by its home loop only, until the answer is back there. */
+            inv->iv = iv;
+            invoke_here(iv, inv, 0);
+            break;
+        case M_RESULT:
+            set_inflight(iv, iv->inflight - 1);
+            inv_deliver(inv);
+            break;
+        case M_GIVEBACK:
+            give_back(iv, m->ns, m->name);
+            break;
+        default:
+            break;
+        }
+        free(m);
+        m = next;
+    }
+    if (atomic_exchange(&iv->poked, 0)) kick_waiting(iv);
+    if (!iv->stopping && atomic_load(&iv->sched->room_wanted)) {
+        pool *owner = NULL;
+        nb_inst *victim = lru_idle_any(iv, NULL, &owner);
+        if (victim && atomic_exchange(&iv->sched->room_wanted, 0))
+            release(owner, victim, "making room (caps, another loop)");
+    }
+}
+
 nb_invoker *nb_invoker_new(const nb_invoker_config *cfg)
 {
     nb_invoker *iv = calloc(1, sizeof *iv);
     if (!iv) abort();
     iv->cfg = *cfg;
-    int def_n;
-    int64_t def_mem;
-    nb_invoker_default_caps(&def_n, &def_mem);
-    if (iv->cfg.max_instances <= 0) iv->cfg.max_instances = def_n;
-    if (iv->cfg.max_memory_mb <= 0) iv->cfg.max_memory_mb = def_mem;
+    iv->sched = cfg->sched;
+    iv->index = cfg->index;
+    iv->sched->loops[iv->index] = iv;
+    iv->gen_seen = 0;
+    iv->cfg.max_instances = iv->sched->max_instances;
+    iv->cfg.max_memory_mb = iv->sched->max_memory_mb;
     if (iv->cfg.idle_timeout_ms <= 0) iv->cfg.idle_timeout_ms = 300000;
     if (iv->cfg.init_timeout_ms <= 0) iv->cfg.init_timeout_ms = 10000;
     snprintf(iv->code_root, sizeof iv->code_root, "%s/code", cfg->data_dir);
     snprintf(iv->runtimes_dir, sizeof iv->runtimes_dir, "%s/runtimes", cfg->data_dir);
     iv->env = (nb_inst_env){
         .loop = cfg->loop,
+        .iloop = nb_inst_loop_new(cfg->loop),
         .runtimes_dir = iv->runtimes_dir,
         .code_root = iv->code_root,
         .logs = cfg->logs,
         .init_timeout_ms = iv->cfg.init_timeout_ms,
     };
+    pthread_mutex_init(&iv->inbox_mu, NULL);
+    uv_async_init(cfg->loop, &iv->wake, on_wake);
+    iv->wake.data = iv;
+    uv_unref((uv_handle_t *)&iv->wake);
     uv_timer_init(cfg->loop, &iv->reaper);
     iv->reaper.data = iv;
     uv_timer_start(&iv->reaper, reap_idle, REAP_EVERY_MS, REAP_EVERY_MS);
@@ -1050,9 +1684,10 @@ nb_invoker *nb_invoker_new(const nb_invoker_config *cfg)
     uv_timer_init(cfg->loop, &iv->qtimer);
     iv->qtimer.data = iv;
     uv_unref((uv_handle_t *)&iv->qtimer);
-    nb_info("invoke", "caps: %d instances, %lld MB of instance memory; idle timeout %lld s",
-            iv->cfg.max_instances, (long long)iv->cfg.max_memory_mb,
-            (long long)(iv->cfg.idle_timeout_ms / 1000));
+    if (iv->index == 0)
+        nb_info("invoke", "caps: %d instances, %lld MB of instance memory; idle timeout %lld s",
+                iv->cfg.max_instances, (long long)iv->cfg.max_memory_mb,
+                (long long)(iv->cfg.idle_timeout_ms / 1000));
     return iv;
 }
 
@@ -1071,27 +1706,26 @@ int nb_invoker_load(nb_invoker *iv, nb_err *err)
 int nb_invoker_stats(nb_invoker *iv, const char *ns, const char *name, nb_fn_stats *out)
 {
     memset(out, 0, sizeof *out);
+    registry_sync(iv);
     fn_entry *e = lookup(iv, ns, name);
     if (!e) return -1;
-    for (pool *p = e->pools; p; p = p->next) {
-        int stopping = p->n_live - pool_usable(p);
-        if (stopping < 0) stopping = 0;
-        if (p->state == POOL_ACTIVE) {
-            out->starting += p->n_starting;
-            out->idle += p->n_idle;
-            out->busy += p->n_running;
-            out->draining += stopping;
-        } else {
-            out->draining += p->n_live;
-        }
-        out->in_flight += p->n_running;
-        out->queued += p->q_len;
+    int idle_active;
+    local_stats(e, out, &idle_active);
+    for (int i = 0; i < iv->sched->nloops; i++) {
+        if (i == iv->index) continue;
+        const loop_slot *sl = &e->sh->slots[i];
+        out->starting += atomic_load_explicit(&sl->starting, memory_order_relaxed);
+        out->idle += atomic_load_explicit(&sl->idle, memory_order_relaxed);
+        out->busy += atomic_load_explicit(&sl->busy, memory_order_relaxed);
+        out->draining += atomic_load_explicit(&sl->draining, memory_order_relaxed);
+        out->in_flight += atomic_load_explicit(&sl->in_flight, memory_order_relaxed);
+        out->queued += atomic_load_explicit(&sl->queued, memory_order_relaxed);
+        out->invocations += atomic_load_explicit(&sl->invocations, memory_order_relaxed);
+        out->cold_starts += atomic_load_explicit(&sl->cold_starts, memory_order_relaxed);
+        out->throttles += atomic_load_explicit(&sl->throttles, memory_order_relaxed);
+        out->instance_starts += atomic_load_explicit(&sl->starts, memory_order_relaxed);
     }
-    out->invocations = e->invocations;
-    out->cold_starts = e->cold_starts;
-    out->throttles = e->throttles;
-    out->instance_starts = e->starts;
-    out->last_cold_start_ms = e->last_cold_start_ms;
+    out->last_cold_start_ms = atomic_load(&e->sh->last_cold_start_ms);
     return 0;
 }
 
@@ -1137,13 +1771,20 @@ void nb_invoker_stop_all(nb_invoker *iv)
                 stop_pool(p);
     for (pool *p = iv->orphans; p; p = p->next)
         stop_pool(p);
-    nb_inst_stop_all();
+    nb_inst_stop_all(iv->env.iloop);
 }
 
 static void free_invoker(uv_handle_t *h)
 {
     nb_invoker *iv = h->data;
-    if (--iv->closes_left == 0) free(iv);
+    if (--iv->closes_left > 0) return;
+    while (iv->in_head) {
+        xmsg *m = iv->in_head;
+        iv->in_head = m->next;
+        free(m);
+    }
+    pthread_mutex_destroy(&iv->inbox_mu);
+    free(iv);
 }
 
 void nb_invoker_free(nb_invoker *iv)
@@ -1158,6 +1799,7 @@ void nb_invoker_free(nb_invoker *iv)
                 pool_free(p);
             }
             nb_fn_version_unref(e->latest);
+            sh_unref(e->sh);
             free(e);
         }
     }
@@ -1167,7 +1809,9 @@ void nb_invoker_free(nb_invoker *iv)
         pool_free(p);
     }
     iv->stopping = 1;
-    iv->closes_left = 2;
+    iv->closes_left = 3;
+    nb_inst_loop_free(iv->env.iloop);
     uv_close((uv_handle_t *)&iv->reaper, free_invoker);
     uv_close((uv_handle_t *)&iv->qtimer, free_invoker);
+    uv_close((uv_handle_t *)&iv->wake, free_invoker);
 }

@@ -21,7 +21,14 @@
  * Memory: an nb_inv belongs to the invoker; the done callback may read it and must not keep
  * it. nb_inv_detach() is for callers that go away first (an HTTP client disconnecting): the
  * invocation still runs to completion, nobody is told.
- * Thread: loop thread only (one invoker per loop). */
+ *
+ * Threads: one nb_invoker per loop, each called only on its loop's thread (its own pools and
+ * instances); the invokers of a daemon share one nb_sched, through which every limit holds
+ * across loops (atomics, no lock on the invocation path). An invocation may be forwarded to
+ * another loop's invoker (to an idle instance there, or to wait where the function's
+ * instances are); its done callback still runs on the loop that called nb_invoke().
+ * nb_invoker_publish/remove may be called on any loop: they reach every loop in order, and a
+ * lookup on any loop after they return sees them. nb_sched_* may be called from any thread. */
 #ifndef NB_INVOKE_H
 #define NB_INVOKE_H
 
@@ -36,6 +43,8 @@
 
 typedef struct nb_invoker nb_invoker;
 typedef struct nb_inv nb_inv;
+/* What the loops of a daemon share: caps, per-function counters, the registry's messages. */
+typedef struct nb_sched nb_sched;
 
 typedef enum nb_inv_state { NB_INV_QUEUED, NB_INV_RUNNING, NB_INV_DONE } nb_inv_state;
 
@@ -63,11 +72,13 @@ struct nb_inv {
 
 typedef struct nb_invoker_config {
     uv_loop_t *loop;
+    nb_sched *sched;
+    int index; /* this loop's, 0..nloops-1; loop 0 keeps the functions' min_instances */
     const char *data_dir;
     nb_store *store;
     nb_logs *logs;
-    int max_instances;       /* global cap on instances alive at once; 0: sized from memory */
-    int64_t max_memory_mb;   /* global cap on the sum of their memory_mb; 0: from memory */
+    int max_instances;       /* ignored: the sched's caps */
+    int64_t max_memory_mb;   /* ignored: the sched's caps */
     int64_t idle_timeout_ms; /* default for functions without idle_timeout_s; 0: 300 s */
     int64_t init_timeout_ms;
 } nb_invoker_config;
@@ -86,8 +97,17 @@ typedef struct nb_fn_stats {
 /* The defaults the daemon uses when its config leaves the caps at 0: from physical memory. */
 void nb_invoker_default_caps(int *max_instances, int64_t *max_memory_mb);
 
+/* caps: instances alive at once and the sum of their memory_mb over every loop (0: sized from
+ * physical memory, nb_invoker_default_caps). Free after every invoker. */
+nb_sched *nb_sched_new(int nloops, int max_instances, int64_t max_memory_mb);
+void nb_sched_free(nb_sched *s);
+int nb_sched_loops(const nb_sched *s);
+/* Invocations queued or running, every loop (the daemon's drain). Any thread. */
+size_t nb_sched_inflight(const nb_sched *s);
+
+/* Creates loop cfg->index's invoker. May be called on another thread before the loop runs. */
 nb_invoker *nb_invoker_new(const nb_invoker_config *cfg);
-/* Loads every function's latest version from the store. */
+/* Loads every function's latest version from the store (once, for every loop). */
 int nb_invoker_load(nb_invoker *iv, nb_err *err);
 /* Makes v the latest version of its function: older versions' pools drain (idle instances
  * stop now, busy ones after their invocation; their waiters move to v) and min_instances of v
@@ -111,7 +131,7 @@ int nb_invoker_stats(nb_invoker *iv, const char *ns, const char *name, nb_fn_sta
 /* The caps in force (after defaults). */
 void nb_invoker_caps(const nb_invoker *iv, int *max_instances, int64_t *max_memory_mb);
 
-/* Invocations queued or running. */
+/* This loop's invocations queued or running (its requests', wherever they run). */
 size_t nb_invoker_inflight(const nb_invoker *iv);
 size_t nb_invoker_instances(const nb_invoker *iv);
 /* Instances whose memory is not yet released (stopped ones still closing included). */

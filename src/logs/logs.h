@@ -9,7 +9,13 @@
  * recently used closed first).
  * Followers (GET .../logs?follow=1) get each new record through a callback.
  *
- * Thread: loop thread only. */
+ * Threads: one nb_logs per loop, used by that loop's thread; the loops append to the same files
+ * (O_APPEND, one write(2) per batch of whole records, so records never interleave). Each nb_logs
+ * has a mutex that only its own loop takes on the invocation path (uncontended) and that a
+ * reader on another loop takes to flush it first, so nb_logs_read sees every loop's records.
+ * Followers are process-wide: a record appended on any loop reaches the follower's callback on
+ * the follower's loop, after nb_logs_attach (through a uv_async; a global mutex is taken per
+ * record only while at least one follower is connected). */
 #ifndef NB_LOGS_H
 #define NB_LOGS_H
 
@@ -18,6 +24,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 #define NB_LOGS_DEFAULT_CAP (8u << 20)
 #define NB_LOGS_LINE_MAX    (16u << 10)
@@ -40,7 +47,13 @@ typedef struct nb_log_line {
     const char *report_json;
 } nb_log_line;
 
+#define NB_LOGS_FOLLOW_MAX (4u << 20) /* records buffered per follower between two deliveries */
+
 nb_logs *nb_logs_new(const char *dir, size_t cap_per_function);
+/* Delivery to this nb_logs' followers happens on loop (its thread); detach before closing the
+ * loop. Without attach, followers subscribed through it get nothing. */
+void nb_logs_attach(nb_logs *l, uv_loop_t *loop);
+void nb_logs_detach(nb_logs *l);
 void nb_logs_free(nb_logs *l);
 /* Queues a record; it reaches the disk at the next nb_logs_flush() (the daemon calls it once
  * per loop turn) or when a function's pending bytes pass 1 MiB. Followers get it at once. */
@@ -55,5 +68,7 @@ nb_logs_sub *nb_logs_subscribe(nb_logs *l, const char *ns, const char *fn, nb_lo
 void nb_logs_unsubscribe(nb_logs *l, nb_logs_sub *s);
 /* Deletes a function's logs (on function delete). Followers stay subscribed. */
 void nb_logs_remove(nb_logs *l, const char *ns, const char *fn);
+/* Drops this loop's fd and unwritten records of a function (its deletion seen by this loop). */
+void nb_logs_forget(nb_logs *l, const char *ns, const char *fn);
 
 #endif

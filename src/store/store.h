@@ -4,8 +4,9 @@
  * implement the same ops for multi-node. Callers never see SQL. Every resource is keyed by
  * namespace first.
  *
- * Threading: a store handle is used by one thread at a time (today: the loop thread). Calls
- * are synchronous and short (single-row writes in WAL mode).
+ * Threading: a store handle is used by one thread at a time. The daemon's loops share one
+ * through nb_store_locked(), which serialises every call with a mutex. Calls are synchronous
+ * and short (single-row writes in WAL mode).
  * Ownership: versions returned are new references the caller unrefs; arrays are malloc'd and
  * freed with nb_store_free_versions(). */
 #ifndef NB_STORE_H
@@ -64,6 +65,10 @@ struct nb_store {
 nb_store *nb_store_sqlite_open(const char *path, nb_err *err);
 /* The schema version the SQLite backend migrates to; for tests. */
 int nb_store_sqlite_schema_version(void);
+
+/* Wraps inner so that any thread may call it (one call at a time); owns inner (close closes
+ * both). */
+nb_store *nb_store_locked(nb_store *inner);
 
 void nb_store_free_versions(nb_fn_version **v, size_t n);
 

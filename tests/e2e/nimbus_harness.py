@@ -224,6 +224,10 @@ class Daemon:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.data, "listen"))
         env = client_env({"NIMBUS_LOG_LEVEL": os.environ.get("NIMBUS_E2E_LOG_LEVEL", "info")})
+        # One event loop unless a test asks for more (--loops) or NIMBUS_E2E_LOOPS says so: the
+        # suite's tests count instances and warm reuse, which with several loops depend on
+        # which loop each connection lands on (test_multiloop.py covers that case).
+        env.setdefault("NIMBUS_LOOPS", os.environ.get("NIMBUS_E2E_LOOPS", "1"))
         env.update(self.env)
         with open(self.log_path, "ab") as log:
             log.write(f"---- {time.strftime('%H:%M:%S')} start serve (test harness)\n".encode())
