@@ -56,7 +56,7 @@ typedef struct loop_stat {
     atomic_int waiting;    /* has pools with waiters: wants to hear of freed capacity */
 } __attribute__((aligned(64))) loop_stat;
 
-typedef enum msg_type { M_PUBLISH, M_REMOVE, M_INVOKE, M_RESULT, M_GIVEBACK } msg_type;
+typedef enum msg_type { M_PUBLISH, M_REMOVE, M_INVOKE, M_RESULT, M_GIVEBACK, M_STEAL } msg_type;
 
 typedef struct xmsg {
     msg_type type;
@@ -65,6 +65,7 @@ typedef struct xmsg {
     char ns[NB_NAME_MAX + 1];
     char name[NB_NAME_MAX + 1];
     inv_impl *inv;
+    int from; /* M_STEAL: the loop with an idle instance */
     struct xmsg *next;
 } xmsg;
 
@@ -998,6 +999,41 @@ static void ensure_min(fn_entry *e)
 
 /* An instance is free: give it the oldest waiter or put it on the idle stack, unless its
  * version is draining or the function is above its max_concurrency (scale-down). */
+static void forward(nb_invoker *iv, inv_impl *inv, int target);
+
+/* Asks one loop with waiters of e to send its oldest one here (M_STEAL). */
+static void offer_idle(nb_invoker *iv, fn_entry *e)
+{
+    nb_sched *s = iv->sched;
+    for (int i = 0; i < s->nloops; i++) {
+        if (i == iv->index ||
+            atomic_load_explicit(&e->sh->slots[i].queued, memory_order_relaxed) == 0)
+            continue;
+        xmsg *m = msg_new(M_STEAL);
+        snprintf(m->ns, sizeof m->ns, "%s", e->sh->ns);
+        snprintf(m->name, sizeof m->name, "%s", e->sh->name);
+        m->from = iv->index;
+        post(s->loops[i], m);
+        return;
+    }
+}
+
+/* The other side of offer_idle: the oldest waiter of the function's latest version goes to
+ * the loop that has an idle instance for it (if it is taken meanwhile, the waiter queues
+ * there, its deadline unchanged). */
+static void steal_waiter(nb_invoker *iv, const char *ns, const char *name, int to)
+{
+    fn_entry *e = lookup(iv, ns, name);
+    pool *p = e ? active_pool(e) : NULL;
+    if (!p || iv->stopping) return;
+    for (inv_impl *inv = p->q_head; inv; inv = inv->qnext) {
+        if (inv->explicit_version) continue;
+        queue_unlink(p, inv);
+        forward(iv, inv, to);
+        return;
+    }
+}
+
 static void serve(pool *p, nb_inst *inst, int cold)
 {
     nb_invoker *iv = p->iv;
@@ -1034,6 +1070,9 @@ static void serve(pool *p, nb_inst *inst, int cold)
         return;
     }
     idle_push(p, inst);
+    /* A request of this function may be waiting on another loop for a cold start there: the
+     * first instance free anywhere serves it, as on a single loop. */
+    if (p->fn && p->state == POOL_ACTIVE && iv->sched->nloops > 1) offer_idle(iv, p->fn);
     /* Other functions may be waiting for capacity this one could give up. */
     if (iv->waiting) kick_waiting(iv);
 }
@@ -1195,8 +1234,11 @@ static void invoke_here(nb_invoker *iv, inv_impl *inv, int may_forward)
         return;
     }
     may_forward = may_forward && iv->sched->nloops > 1 && !inv->explicit_version;
-    /* Warm elsewhere beats cold here. */
-    int t = may_forward ? loop_with_idle(iv, e) : -1;
+    /* Warm elsewhere beats cold here, but only while this loop has none of the function's
+     * instances: once it has its own, it grows its own pool like any other, since a hop to
+     * another loop costs both loops more than the invocation itself and, under load, idle
+     * instances elsewhere only appear for an instant. */
+    int t = may_forward && p->n_alloc == 0 ? loop_with_idle(iv, e) : -1;
     if (t >= 0) {
         forward(iv, inv, t);
         return;
@@ -1634,6 +1676,9 @@ static void on_wake(uv_async_t *a)
             break;
         case M_GIVEBACK:
             give_back(iv, m->ns, m->name);
+            break;
+        case M_STEAL:
+            steal_waiter(iv, m->ns, m->name, m->from);
             break;
         default:
             break;
