@@ -476,6 +476,10 @@ int nb_daemon_main(int argc, char **argv)
     d.store = nb_store_locked(d.store);
     nb_sbx_init(d.data_dir);
     nb_sbx_log();
+    if (nb_sbx_fatal()) {
+        nb_error("sandbox", "%s", nb_sbx_fatal());
+        goto out;
+    }
     nb_spawn_start();
     pthread_mutexattr_t ma;
     pthread_mutexattr_init(&ma);

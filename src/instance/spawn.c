@@ -239,7 +239,9 @@ typedef struct child_ctx {
     uid_t uid; /* (uid_t)-1: keep the daemon's */
     const struct sock_fprog *seccomp;
     int own_net;
+    int refuse_root; /* the sandbox is on: running the function as root is an error */
     struct rlimit nofile, fsize, core, nproc;
+    uid_t uid_lo, uid_hi; /* the daemon's uid block: a hand-over must name a uid in it */
 } child_ctx;
 
 static void child_fail_at(int fd, int step, const char *what)
@@ -257,11 +259,22 @@ static void child_fail(int fd, int step)
     child_fail_at(fd, step, NULL);
 }
 
+/* Read-only, nosuid, nodev on dst and every mount below it (mount_setattr, Linux 5.12); a
+ * classic remount, where that call is missing, reaches the top mount only. */
+static int seal_tree(const char *dst, unsigned long extra)
+{
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                                          (extra & MS_NOEXEC ? MOUNT_ATTR_NOEXEC : 0)};
+    if (syscall(SYS_mount_setattr, AT_FDCWD, dst, AT_RECURSIVE, &attr, sizeof attr) == 0) return 0;
+    if (errno != ENOSYS) return -1;
+    return mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | extra,
+                 NULL);
+}
+
 static int bind_ro(const char *src, const char *dst, unsigned long extra)
 {
     if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0) return -1;
-    return mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | extra,
-                 NULL);
+    return seal_tree(dst, extra);
 }
 
 static int run_step(const mount_step *s)
@@ -391,11 +404,21 @@ static int send_fd(int sock, int fd, int port)
     return sendmsg(sock, &m, MSG_NOSIGNAL) < 0 ? -1 : 0;
 }
 
+/* close_range (Linux 5.9), or every fd up to the hard limit: none may reach the function. */
+static void close_span(unsigned lo, unsigned hi)
+{
+    if (lo > hi || syscall(SYS_close_range, lo, hi, 0) == 0) return;
+    struct rlimit rl;
+    unsigned max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max < (1u << 20)
+                       ? (unsigned)rl.rlim_max
+                       : 1u << 20;
+    for (unsigned fd = lo; fd <= hi && fd < max; fd++)
+        close((int)fd);
+}
+
 static void close_from(int lowfd)
 {
-    if (syscall(SYS_close_range, (unsigned)lowfd, ~0u, 0) == 0) return;
-    for (int fd = lowfd; fd < 65536; fd++)
-        close(fd);
+    close_span((unsigned)lowfd, ~0u);
 }
 
 /* A child of the daemon holds copies of all its descriptors (client connections, the store,
@@ -409,10 +432,10 @@ static void close_except(const int *keep, int n)
         for (int i = 0; i < n; i++)
             if (keep[i] >= lo && (next < 0 || keep[i] < next)) next = keep[i];
         if (next < 0) break;
-        if (next > lo) syscall(SYS_close_range, (unsigned)lo, (unsigned)next - 1, 0);
+        if (next > lo) close_span((unsigned)lo, (unsigned)next - 1);
         lo = next + 1;
     }
-    syscall(SYS_close_range, (unsigned)lo, ~0u, 0);
+    close_span((unsigned)lo, ~0u);
 }
 
 /* Root with every capability to a uid with none: the bounding set is emptied first (that needs
@@ -454,6 +477,12 @@ static void exec_runtime(const child_ctx *cx, int report)
     if (setrlimit(RLIMIT_NOFILE, &cx->nofile) < 0 || setrlimit(RLIMIT_FSIZE, &cx->fsize) < 0 ||
         setrlimit(RLIMIT_CORE, &cx->core) < 0)
         child_fail(4, STEP_LIMITS);
+    /* A second fence behind nb_sbx_fatal: root with every capability is never a function's
+     * identity, unless the operator turned the sandbox off. */
+    if (cx->uid == (uid_t)-1 && cx->refuse_root && geteuid() == 0) {
+        errno = EPERM;
+        child_fail(4, STEP_CREDS);
+    }
     if (cx->uid != (uid_t)-1) {
         /* Per uid, and each instance has its own: a second fence against fork bombs. */
         if (setrlimit(RLIMIT_NPROC, &cx->nproc) < 0) child_fail(4, STEP_LIMITS);
@@ -592,7 +621,7 @@ struct go_hdr {
 static int attach_tree(int tree, const char *dst)
 {
     if (syscall(SYS_move_mount, tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0) return -1;
-    return mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL);
+    return seal_tree(dst, 0);
 }
 
 /* The shell's hand-over: everything arrives in one message; the buffers are static because
@@ -621,6 +650,7 @@ static void shell_go(child_ctx *cx, int sock)
     int fds[GO_FDS];
     memcpy(fds, CMSG_DATA(c), sizeof fds);
     if (h.magic != GO_MAGIC || h.blob_len != (size_t)n - sizeof h || h.nargv < 1 ||
+        h.uid < cx->uid_lo || h.uid >= cx->uid_hi || h.tmp_mb < 1 || h.tmp_mb > 1048576 ||
         h.nargv >= (int)(sizeof argv / sizeof argv[0]) || h.nenv < 0 ||
         h.nenv >= (int)(sizeof envp / sizeof envp[0]) - 1)
         child_fail(sock, STEP_FDS);
@@ -715,7 +745,13 @@ static void base_ctx(child_ctx *cx, int own_net, int tmp_mb)
     /* Past /tmp's size a file cannot grow anyway; the margin lets ENOSPC, the error a
      * function expects from a full disk, come first. */
     rlim(&cx->fsize, ((rlim_t)tmp_mb + 1) << 20);
-    rlim(&cx->core, 0);
+    /* 1, not 0: a pipe core_pattern (systemd-coredump, apport) ignores 0 and would run a root
+     * helper on the function's memory; the kernel refuses pipe dumps at exactly 1, and a file
+     * dump needs a page. */
+    rlim(&cx->core, 1);
+    cx->refuse_root = !sb->disabled;
+    cx->uid_lo = nb_sbx_uid_first();
+    cx->uid_hi = cx->uid_lo + NB_SBX_UID_COUNT;
     rlim(&cx->nproc, PIDS_MAX);
     if (!sb->disabled && sb->seccomp) cx->seccomp = nb_seccomp_program();
 }
@@ -1144,8 +1180,14 @@ static int loopback_peer_uid(int fd, uid_t *uid)
         if (n >= (ssize_t)sizeof *h && NLMSG_OK(h, (size_t)n) &&
             h->nlmsg_type == SOCK_DIAG_BY_FAMILY &&
             h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct inet_diag_msg))) {
-            *uid = ((struct inet_diag_msg *)NLMSG_DATA(h))->idiag_uid;
-            rc = 0;
+            const struct inet_diag_msg *d = NLMSG_DATA(h);
+            /* Only the connecting socket itself will do, never a listener the lookup might
+             * fall back to. */
+            if (d->id.idiag_sport == peer.sin_port && d->id.idiag_dport == self.sin_port &&
+                d->idiag_state != 10 /* TCP_LISTEN */) {
+                *uid = d->idiag_uid;
+                rc = 0;
+            }
         }
     }
     close(nl);

@@ -109,12 +109,20 @@ static int write_accounts(const char *etc)
  * goes with the process, so a crashed daemon frees its block). */
 static int claim_uid_block(void)
 {
-    if (nb_mkdir_p("/run/nimbus", 0755) < 0) return -1;
+    /* Root's alone: a lock anyone could take would let a local user steer (or exhaust) the
+     * daemons' uid ranges. */
+    if (nb_mkdir_p("/run/nimbus", 0700) < 0 || chmod("/run/nimbus", 0700) < 0) return -1;
     for (unsigned k = 0; k < NB_SBX_UID_BLOCKS; k++) {
         char path[64];
         snprintf(path, sizeof path, "/run/nimbus/uids.%u", k);
-        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0) return -1;
+        struct stat sb;
+        if (fstat(fd, &sb) < 0 || sb.st_uid != 0 || !S_ISREG(sb.st_mode) || fchmod(fd, 0600) < 0) {
+            close(fd);
+            errno = EPERM;
+            return -1;
+        }
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
             uid_block_fd = fd;
             uid_first = NB_SBX_UID_BASE + k * NB_SBX_UID_COUNT;
@@ -298,6 +306,17 @@ int nb_sbx_report(FILE *f)
         all &= r[i].ok;
     }
     return all;
+}
+
+const char *nb_sbx_fatal(void)
+{
+    static char why[256];
+    if (st.disabled || geteuid() != 0 || st.uid_drop) return NULL;
+    snprintf(why, sizeof why,
+             "cannot sandbox functions (%s) and will not run them as root; fix that, or set "
+             "NIMBUS_SANDBOX=off for trusted code only",
+             rootfs_why[0] ? rootfs_why : "the root layer is missing");
+    return why;
 }
 
 const char *nb_sbx_summary(void)

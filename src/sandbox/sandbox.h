@@ -46,6 +46,9 @@ const char *nb_sbx_root(void);
 /* Prints the isolation table ("layer  status  detail") to f. Returns 1 when every layer is in
  * place, 0 when something is missing. */
 int nb_sbx_report(FILE *f);
+/* Why the daemon must not start, or NULL: running as root without the uid drop (and the root
+ * it comes with) would run functions as root with every capability. */
+const char *nb_sbx_fatal(void);
 /* "full" (every layer), "partial" (see the table) or "off". */
 const char *nb_sbx_summary(void);
 /* Logs the same table through the structured log (daemon start). */

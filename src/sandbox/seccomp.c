@@ -171,9 +171,11 @@ int nb_seccomp_init(nb_err *err)
                               SCMP_A0(SCMP_CMP_EQ, AF_VSOCK));
         rules++;
     }
-    /* personality: the flags that turn off ASLR, map page zero or make data executable. A
-     * single rule may test an argument only once, so "flag set and not the 0xffffffff query"
-     * is one masked test: no real persona has bit 31. */
+    /* personality: the flags that turn off ASLR, map page zero or make data executable. A rule
+     * may test an argument only once, so "flag set and not the 0xffffffff query" is one
+     * masked test per flag with bit 31 clear, and every value with bit 31 set but one of the
+     * lower bits clear (anything but the query: the kernel stores such values as they are)
+     * is refused by one rule per lower bit. */
     static const unsigned long bad_persona[] = {
         0x0040000 /* ADDR_NO_RANDOMIZE */, 0x0100000 /* MMAP_PAGE_ZERO */,
         0x0200000 /* ADDR_COMPAT_LAYOUT */, 0x0400000 /* READ_IMPLIES_EXEC */};
@@ -181,7 +183,11 @@ int nb_seccomp_init(nb_err *err)
         rc = seccomp_rule_add(
             ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(personality), 1,
             SCMP_A0(SCMP_CMP_MASKED_EQ, bad_persona[i] | 0x80000000ul, bad_persona[i]));
-    if (rc == 0) rules += 2;
+    for (unsigned bit = 0; rc == 0 && bit < 31; bit++)
+        rc = seccomp_rule_add(
+            ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(personality), 1,
+            SCMP_A0(SCMP_CMP_MASKED_EQ, 0x80000000ul | (1ul << bit), 0x80000000ul));
+    if (rc == 0) rules++;
     if (rc < 0) {
         seccomp_release(ctx);
         return nb_err_set(err, 500, NB_E_INTERNAL, "seccomp: building the filter: %s",

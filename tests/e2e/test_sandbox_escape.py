@@ -39,7 +39,7 @@ import subprocess
 import tempfile
 import unittest
 
-from nimbus_harness import (BUILD, SANDBOX_UIDS, SandboxTestCase, cgroup_dirs, dir_files,
+from nimbus_harness import (BIN, BUILD, SANDBOX_UIDS, SandboxTestCase, cgroup_dirs, dir_files,
                             fixture, host_processes, sandbox_layers, wait_until)
 
 C_BOOTSTRAP = os.path.join(BUILD, "tests", "hostile_c", "bootstrap")
@@ -50,7 +50,8 @@ DENIED = ["mount", "umount2", "pivot_root", "chroot", "unshare_user", "unshare_m
           "clone_newuser", "clone_newnet", "ptrace_init", "ptrace_child", "process_vm_readv",
           "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
           "io_uring_setup", "kexec_load", "init_module", "reboot", "swapon", "clock_settime",
-          "sethostname", "open_by_handle_at", "personality_no_aslr", "listmount", "statmount",
+          "sethostname", "open_by_handle_at", "personality_no_aslr", "personality_bit31",
+          "listmount", "statmount",
           "memfd_secret"]
 SIGSYS_EXIT = "Runtime exited with error: signal: Bad system call"
 
@@ -144,6 +145,34 @@ class SandboxEscape(SandboxTestCase):
                 self.assertEqual(rc, 0 if all_ok else 1, table)
                 self.assertEqual(layers, self.layers, "doctor and serve --check disagree")
                 self.assertEqual(cgroup_dirs(f"nimbus-{pid}"), [], "the probe left its cgroups")
+
+    def test_root_without_a_uid_block_refuses_to_start(self):
+        # Every block of sandbox uids taken (here inside a private mount namespace, over a tmpfs
+        # /run/nimbus, so no other daemon is disturbed): the daemon must not fall back to
+        # running functions as root; it says why and exits 1.
+        script = f"""
+import fcntl, os, subprocess, sys
+subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run/nimbus"], check=True)
+held = []
+for k in range(64):
+    fd = os.open(f"/run/nimbus/uids.{{k}}", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    held.append(fd)
+p = subprocess.run([{BIN!r}, "serve", "--listen", "127.0.0.1:0", "--data", sys.argv[1]],
+                   capture_output=True, text=True, timeout=30)
+print(p.returncode)
+print(p.stderr)
+"""
+        os.makedirs("/run/nimbus", exist_ok=True)
+        with tempfile.TemporaryDirectory() as data:
+            p = subprocess.run(["unshare", "-m", "--propagation", "private", "/usr/bin/python3",
+                                "-c", script, data], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        rc, _, log = p.stdout.partition("\n")
+        self.assertEqual(rc, "1", log)
+        self.assertIn("no free block of sandbox uids", log)
+        self.assertIn("will not run them as root", log)
+        self.assert_serving()
 
     # -- files, processes, network -------------------------------------------------------------
 
