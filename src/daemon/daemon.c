@@ -53,6 +53,7 @@ typedef struct dloop {
     atomic_int order; /* ORDER_* (only ever raised) */
     int order_done;   /* the last order this loop carried out */
     uv_prepare_t log_flush;
+    uv_timer_t stop_tick; /* while stopping: re-check the end condition (other loops' work) */
     int stopped;
 } dloop;
 
@@ -227,6 +228,11 @@ static void on_prepare(uv_prepare_t *p)
 }
 
 /* The order to drain or stop, carried out on the loop's own thread. */
+static void on_stop_tick(uv_timer_t *t)
+{
+    (void)t; /* waking up is all: run_loop re-checks */
+}
+
 static void on_ctl(uv_async_t *a)
 {
     dloop *l = a->data;
@@ -240,8 +246,10 @@ static void on_ctl(uv_async_t *a)
         nb_invoker_stop_all(l->invoker);
         nb_api_end_streams(&l->api);
         l->order_done = ORDER_STOP;
-        /* The loop ends once every instance is reaped (see run_loop). */
+        /* The loop ends once every instance is reaped and no invocation is owed anywhere
+         * (see run_loop); that last part changes on other loops, hence the tick. */
         l->stopped = 1;
+        uv_timer_start(&l->stop_tick, on_stop_tick, 20, 20);
     }
 }
 
@@ -329,16 +337,20 @@ static void loop_init(daemon_t *d, dloop *l, int index, int64_t idle_s)
     if (d->nloops > 1) nb_http_set_loop_tag(l->http, l->tag);
     uv_async_init(l->loop, &l->ctl, on_ctl);
     l->ctl.data = l;
+    uv_timer_init(l->loop, &l->stop_tick);
     uv_prepare_init(l->loop, &l->log_flush);
     l->log_flush.data = l;
     uv_prepare_start(&l->log_flush, on_prepare);
     uv_unref((uv_handle_t *)&l->log_flush);
 }
 
-/* Runs a loop until it was told to stop and its last instance is gone. */
+/* Runs a loop until it was told to stop, its last instance is gone and no invocation is in
+ * flight on any loop: an invocation forwarded from here may still be answered by another
+ * loop, or one forwarded to here be waiting for this loop's instances. */
 static void run_loop(dloop *l)
 {
-    while (!l->stopped || nb_invoker_allocated(l->invoker) > 0)
+    while (!l->stopped || nb_invoker_allocated(l->invoker) > 0 ||
+           nb_sched_inflight(l->d->sched) > 0)
         uv_run(l->loop, UV_RUN_ONCE);
 }
 
@@ -357,6 +369,7 @@ static void loop_release(dloop *l)
 {
     if (!l->invoker) return;
     uv_close((uv_handle_t *)&l->ctl, NULL);
+    uv_close((uv_handle_t *)&l->stop_tick, NULL);
     uv_close((uv_handle_t *)&l->log_flush, NULL);
     nb_logs_detach(l->logs);
     nb_invoker_free(l->invoker);

@@ -94,6 +94,7 @@ typedef struct inst_impl {
 typedef struct reaped_exit {
     pid_t pid;
     int status;
+    int64_t at_us; /* when it was reaped */
     struct reaped_exit *next;
 } reaped_exit;
 
@@ -532,6 +533,7 @@ int nb_inst_reaped(pid_t pid, int status)
     if (!e) abort();
     e->pid = pid;
     e->status = status;
+    e->at_us = nb_mono_us();
     e->next = early;
     early = e;
     if (++n_early > EARLY_MAX) { /* drop the oldest: not an instance's, or long forgotten */
@@ -546,8 +548,9 @@ int nb_inst_reaped(pid_t pid, int status)
     return 0;
 }
 
-/* Right after the spawn: from now on the pid's exit reaches l (or already has). */
-static void route_add(nb_inst_loop *l, pid_t pid)
+/* Right after the spawn: from now on the pid's exit reaches l (or already has). An early exit
+ * of the same pid reaped before this spawn began is a former holder of a reused pid. */
+static void route_add(nb_inst_loop *l, pid_t pid, int64_t spawned_us)
 {
     pthread_mutex_lock(&route_mu);
     for (reaped_exit **p = &early; *p; p = &(*p)->next) {
@@ -555,6 +558,10 @@ static void route_add(nb_inst_loop *l, pid_t pid)
             reaped_exit *e = *p;
             *p = e->next;
             n_early--;
+            if (e->at_us < spawned_us) {
+                free(e);
+                break;
+            }
             pthread_mutex_unlock(&route_mu);
             deliver(l, e->pid, e->status);
             free(e);
@@ -1368,6 +1375,7 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
              socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) == 0;
     nb_spawn_result sr = {.pid = -1, .report_fd = -1, .runtime_api_fd = -1, .uid = (uid_t)-1};
     nb_err err = {0};
+    int64_t spawn_us = 0;
     if (ok) {
         nb_spawn_spec spec = {
             .argv = (char *const *)argv,
@@ -1391,6 +1399,7 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
             spec.runtime_api_env = api_env;
             spec.runtime_api_env_size = sizeof api_env;
         }
+        spawn_us = nb_mono_us();
         ok = nb_spawn(&spec, &sr, &err) == 0;
         envp[ne] = NULL;
     } else {
@@ -1422,7 +1431,7 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
     in->sr = sr;
     in->next_all = env->iloop->all;
     env->iloop->all = in;
-    route_add(env->iloop, sr.pid);
+    route_add(env->iloop, sr.pid, spawn_us);
 
     uv_pipe_init(env->loop, &in->chan, 0);
     uv_pipe_open(&in->chan, chan[0]);

@@ -141,6 +141,8 @@ struct inv_impl {
     nb_inst *inst;
     int explicit_version; /* asked for ?version=N: never moved to a newer version */
     int requeued;         /* handed back once by an instance that died before fetching it */
+    int moved;            /* forwarded from its home loop: explicit_version is already decided */
+    int stolen;           /* admitted to a queue on another loop: never throttled again */
     nb_invoker *home;     /* the loop whose HTTP request waits for it (cb runs there) */
 };
 
@@ -1029,6 +1031,7 @@ static void steal_waiter(nb_invoker *iv, const char *ns, const char *name, int t
     for (inv_impl *inv = p->q_head; inv; inv = inv->qnext) {
         if (inv->explicit_version) continue;
         queue_unlink(p, inv);
+        inv->stolen = 1;
         forward(iv, inv, to);
         return;
     }
@@ -1170,6 +1173,10 @@ static const nb_inst_hooks hooks = {
 
 static void forward(nb_invoker *iv, inv_impl *inv, int target)
 {
+    /* From here on the invocation belongs to the target loop: nothing of this loop's (its
+     * pool) may be touched through it there. */
+    inv->pool = NULL;
+    inv->moved = 1;
     nb_debug("invoke", "%s forwarded fn=%s loop %d -> %d", inv->pub.request_id, inv->pub.ver->name,
              iv->index, target);
     xmsg *m = msg_new(M_INVOKE);
@@ -1225,12 +1232,25 @@ static void invoke_here(nb_invoker *iv, inv_impl *inv, int may_forward)
                      "Rate Exceeded: function %s is disabled (max_concurrency 0)", e->name);
         return;
     }
+    if (!inv->moved) {
+        inv->explicit_version = ver->version != e->latest->version;
+    } else if (!inv->explicit_version && ver != e->latest) {
+        /* It asked for "the latest" and a deploy came in while it travelled. */
+        nb_fn_version_unref(inv->pub.ver);
+        ver = inv->pub.ver = nb_fn_version_ref(e->latest);
+    }
     pool *p = pool_get(iv, e, ver);
-    inv->explicit_version = ver->version != e->latest->version;
     if (p->idle_top) {
         nb_inst *inst = p->idle_top;
         idle_remove(p, inst);
         run_on(p, inv, inst, 0);
+        return;
+    }
+    if (inv->stolen) {
+        /* Admitted on its first loop: it waits here, deadline unchanged, whatever max_queue
+         * says now (queue_push counts it in the shared queue). */
+        queue_push(p, inv, 0);
+        start_instances(p);
         return;
     }
     may_forward = may_forward && iv->sched->nloops > 1 && !inv->explicit_version;
@@ -1668,6 +1688,7 @@ static void on_wake(uv_async_t *a)
         case M_INVOKE:
             /* Counted in flight by its home loop only, until the answer is back there. */
             inv->iv = iv;
+            inv->pool = NULL;
             invoke_here(iv, inv, 0);
             break;
         case M_RESULT:

@@ -132,6 +132,10 @@ static void flush_file(log_file *f)
         off += (size_t)w;
     }
     nb_buf_reset(&f->pending);
+    /* Other loops append to the same file: the size that decides rotation is the file's,
+     * taken once per batch, not the sum of this loop's own writes. */
+    struct stat st;
+    if (f->fd >= 0 && fstat(f->fd, &st) == 0) f->size = (size_t)st.st_size;
 }
 
 static void flush_locked(nb_logs *l)
@@ -260,7 +264,7 @@ static void rotate(nb_logs *l, log_file *f, size_t adding)
     }
     if (rename(cur, old) < 0) nb_warn("logs", "rotate %s: %s", cur, strerror(errno));
     close(f->fd);
-    int fd = open(cur, O_WRONLY | O_CREAT | O_APPEND | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = open(cur, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     f->fd = fd;
     f->size = 0;
     atomic_fetch_add_explicit(&rotations, 1, memory_order_release);
