@@ -237,12 +237,24 @@ static void r_version(route_args *a)
         pthread_mutex_unlock((api)->admin_mu);                                                     \
     }
 
-ADMIN_LOCKED(a->api, r_code)
 ADMIN_LOCKED(a->api, r_put)
 ADMIN_LOCKED(a->api, r_scaling)
 ADMIN_LOCKED(a->api, r_delete)
 
-static void r_code_locked(route_args *a)
+static int count_bundle(nb_api *api, route_args *a, nb_code_blob *blob, nb_err *err)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s/.count-XXXXXX", api->code_root);
+    if (!mkdtemp(tmp)) return nb_err_sys(err, errno, "mkdtemp %s", tmp);
+    int rc = nb_bundle_unpack(a->req->entity.base, a->req->entity.len, tmp, NULL, blob, err);
+    nb_rm_rf(tmp);
+    return rc;
+}
+
+/* The unpack (up to 256 MB) runs outside the admin lock, so other loops' admin requests do
+ * not wait for it: the content-addressed directory is made under a unique name and renamed
+ * into place, so concurrent uploads are safe; only the store write takes the lock. */
+static void r_code(route_args *a)
 {
     nb_api *api = a->api;
     if (body_too_big(a, NB_BUNDLE_MAX_UPLOAD)) return;
@@ -259,10 +271,30 @@ static void r_code_locked(route_args *a)
         nb_http_send_error(a->req, &err);
         return;
     }
-    if (existed) {
-        nb_code_blob known;
-        if (api->store->ops->blob_get(api->store, blob.sha256, &known, &err) == 1) blob = known;
-    } else if (api->store->ops->blob_put(api->store, &blob, &err) < 0) {
+    pthread_mutex_lock(api->admin_mu);
+    nb_code_blob known;
+    int rc = 0, found = api->store->ops->blob_get(api->store, blob.sha256, &known, &err) == 1;
+    pthread_mutex_unlock(api->admin_mu);
+    if (found) {
+        blob = known;
+        existed = 1;
+    } else {
+        /* On disk without its row: another loop's upload of the same bytes between its rename
+         * and its store write, or a daemon that died there. Ingest found the directory and
+         * skipped the unpack, so count what it holds the same way, in a scratch directory. */
+        if (existed && count_bundle(api, a, &blob, &err) < 0) {
+            nb_http_send_error(a->req, &err);
+            return;
+        }
+        pthread_mutex_lock(api->admin_mu);
+        if (api->store->ops->blob_get(api->store, blob.sha256, &known, &err) == 1)
+            blob = known;
+        else
+            rc = api->store->ops->blob_put(api->store, &blob, &err);
+        pthread_mutex_unlock(api->admin_mu);
+        existed = 0;
+    }
+    if (rc < 0) {
         nb_http_send_error(a->req, &err);
         return;
     }
