@@ -1003,6 +1003,17 @@ static void ensure_min(fn_entry *e)
  * version is draining or the function is above its max_concurrency (scale-down). */
 static void forward(nb_invoker *iv, inv_impl *inv, int target);
 
+/* room_wanted is raised by a loop whose waiters need the caps' room; once no loop waits any
+ * more (served, timed out) it is stale: lowered instead of stopping an instance for nobody. */
+static int room_still_wanted(nb_sched *s)
+{
+    if (!atomic_load(&s->room_wanted)) return 0;
+    for (int i = 0; i < s->nloops; i++)
+        if (atomic_load_explicit(&s->lstat[i].waiting, memory_order_relaxed)) return 1;
+    atomic_store(&s->room_wanted, 0);
+    return 0;
+}
+
 /* Asks one loop with waiters of e to send its oldest one here (M_STEAL). */
 static void offer_idle(nb_invoker *iv, fn_entry *e)
 {
@@ -1067,7 +1078,7 @@ static void serve(pool *p, nb_inst *inst, int cold)
         release(p, inst, "wanted by another loop");
         return;
     }
-    if (atomic_load(&iv->sched->room_wanted) && pool_usable(p) >= min_instances(p) &&
+    if (room_still_wanted(iv->sched) && pool_usable(p) >= min_instances(p) &&
         atomic_exchange(&iv->sched->room_wanted, 0)) {
         release(p, inst, "making room (caps, another loop)");
         return;
@@ -1708,7 +1719,7 @@ static void on_wake(uv_async_t *a)
         m = next;
     }
     if (atomic_exchange(&iv->poked, 0)) kick_waiting(iv);
-    if (!iv->stopping && atomic_load(&iv->sched->room_wanted)) {
+    if (!iv->stopping && room_still_wanted(iv->sched)) {
         pool *owner = NULL;
         nb_inst *victim = lru_idle_any(iv, NULL, &owner);
         if (victim && atomic_exchange(&iv->sched->room_wanted, 0))
