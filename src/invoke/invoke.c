@@ -35,6 +35,7 @@ typedef struct loop_slot {
     atomic_int starting, idle, busy, draining, in_flight, queued;
     atomic_int usable;      /* starting + idle + running, every version */
     atomic_int idle_active; /* idle instances of the latest version: where to forward */
+    atomic_int movable;     /* waiters another loop's idle instance may take (M_STEAL) */
     atomic_llong invocations, cold_starts, throttles, starts;
 } __attribute__((aligned(64))) loop_slot;
 
@@ -108,6 +109,7 @@ typedef struct pool {
     int n_alloc;    /* not yet freed */
     inv_impl *q_head, *q_tail;
     int q_len;
+    int q_latest;     /* waiters that asked for "the latest" (not ?version=N): movable to a loop */
     int n_qslots;     /* this pool's part of fn_shared.queued: max(0, q_len - n_starting) */
     int64_t asked_us; /* last time it asked another loop to give an instance back */
     struct pool *wprev, *wnext; /* iv->waiting: pools with a non-empty queue */
@@ -469,6 +471,8 @@ static void publish_slot(const nb_invoker *iv, const fn_entry *e)
     atomic_store_explicit(&sl->queued, st.queued, memory_order_relaxed);
     atomic_store_explicit(&sl->usable, fn_usable(e), memory_order_relaxed);
     atomic_store_explicit(&sl->idle_active, idle_active, memory_order_relaxed);
+    const pool *act = active_pool((fn_entry *)e);
+    atomic_store_explicit(&sl->movable, act ? act->q_latest : 0, memory_order_relaxed);
     atomic_store_explicit(&sl->invocations, st.invocations, memory_order_relaxed);
     atomic_store_explicit(&sl->cold_starts, st.cold_starts, memory_order_relaxed);
     atomic_store_explicit(&sl->throttles, st.throttles, memory_order_relaxed);
@@ -751,6 +755,7 @@ static void queue_unlink(pool *p, inv_impl *inv)
         p->q_tail = inv->qprev;
     inv->qprev = inv->qnext = NULL;
     p->q_len--;
+    if (!inv->explicit_version) p->q_latest--;
     if (p->q_len == 0) waiting_unlink(p);
     touch(p);
 }
@@ -776,6 +781,7 @@ static void queue_push(pool *p, inv_impl *inv, int at_head)
         p->q_tail = inv;
     }
     p->q_len++;
+    if (!inv->explicit_version) p->q_latest++;
     waiting_link(p);
     touch(p);
 }
@@ -1020,7 +1026,7 @@ static void offer_idle(nb_invoker *iv, fn_entry *e)
     nb_sched *s = iv->sched;
     for (int i = 0; i < s->nloops; i++) {
         if (i == iv->index ||
-            atomic_load_explicit(&e->sh->slots[i].queued, memory_order_relaxed) == 0)
+            atomic_load_explicit(&e->sh->slots[i].movable, memory_order_relaxed) == 0)
             continue;
         xmsg *m = msg_new(M_STEAL);
         snprintf(m->ns, sizeof m->ns, "%s", e->sh->ns);
