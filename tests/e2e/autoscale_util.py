@@ -46,6 +46,35 @@ def burst(d, name, n, event, timeout=60):
     return out
 
 
+class Stream:
+    """n clients invoking name back to back (event each time) until stop(); results are
+    [(monotonic time sent, Resp)], errors the exceptions. Use as a context manager."""
+
+    def __init__(self, d, name, event, n):
+        self.d, self.name, self.event = d, name, event
+        self.results, self.errors = [], []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client) for _ in range(n)]
+
+    def _client(self):
+        while not self._stop.is_set():
+            t = time.monotonic()
+            try:
+                self.results.append((t, self.d.invoke(self.name, self.event)))
+            except Exception as e:  # noqa: BLE001 - reported by the test
+                self.errors.append(e)
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+
 def stats(d, name):
     r = d.api("GET", f"/v1/functions/{name}")
     assert r.status == 200, r

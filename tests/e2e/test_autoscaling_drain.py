@@ -10,7 +10,7 @@ import threading
 import time
 import unittest
 
-from autoscale_util import SLEEP_FN, burst, live, stats, wait_stats
+from autoscale_util import SLEEP_FN, Stream, burst, live, stats, wait_stats
 from nimbus_harness import NimbusTestCase, wait_until
 
 
@@ -22,32 +22,17 @@ class Drain(NimbusTestCase):
     def test_deploy_during_a_stream_loses_nothing_and_mixes_nothing(self):
         d = self.d
         d.deploy("roll", SLEEP_FN, "python3", "app.handler", timeout_s=30, environment={"VER": "1"})
-        stop = threading.Event()
-        results, errors = [], []
-
-        def client():
-            while not stop.is_set():
-                try:
-                    r = d.invoke("roll", {"sleep": 0.05})
-                    results.append((time.monotonic(), r))
-                except Exception as e:  # noqa: BLE001
-                    errors.append(e)
-
-        threads = [threading.Thread(target=client) for _ in range(6)]
-        for t in threads:
-            t.start()
-        time.sleep(0.5)
-        # A new version (config change), then a settings-only change, then a code+config change.
-        d.deploy("roll", SLEEP_FN, environment={"VER": "2"})
-        time.sleep(0.4)
-        d.api("PUT", "/v1/functions/roll/scaling", {"max_concurrency": 4, "max_queue": 100})
-        time.sleep(0.4)
-        t3 = time.monotonic()
-        d.deploy("roll", SLEEP_FN, environment={"VER": "3"}, timeout_s=20)
-        time.sleep(0.6)
-        stop.set()
-        for t in threads:
-            t.join(30)
+        with Stream(d, "roll", {"sleep": 0.05}, 6) as stream:
+            time.sleep(0.5)
+            # A new version (config change), then a settings-only change, then code+config.
+            d.deploy("roll", SLEEP_FN, environment={"VER": "2"})
+            time.sleep(0.4)
+            d.api("PUT", "/v1/functions/roll/scaling", {"max_concurrency": 4, "max_queue": 100})
+            time.sleep(0.4)
+            t3 = time.monotonic()
+            d.deploy("roll", SLEEP_FN, environment={"VER": "3"}, timeout_s=20)
+            time.sleep(0.6)
+        results, errors = stream.results, stream.errors
         self.assertEqual(errors, [])
         self.assertGreater(len(results), 30)
         seen = set()

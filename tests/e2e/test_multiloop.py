@@ -18,7 +18,7 @@ import threading
 import time
 import unittest
 
-from autoscale_util import SLEEP_FN, burst, stats
+from autoscale_util import SLEEP_FN, Stream, burst, stats
 from nimbus_harness import LineReader, NimbusTestCase, shutdown_socket, wait_until
 
 LOOPS = 3
@@ -79,26 +79,12 @@ class MultiLoop(NimbusTestCase):
     def test_deploy_during_load_loses_nothing(self):
         d = self.d
         d.deploy("roll", SLEEP_FN, "python3", "app.handler", timeout_s=30, environment={"VER": "1"})
-        stop = threading.Event()
-        results, errors = [], []
-
-        def client():
-            while not stop.is_set():
-                try:
-                    results.append((time.monotonic(), d.invoke("roll", {"sleep": 0.02})))
-                except Exception as e:  # noqa: BLE001
-                    errors.append(e)
-
-        threads = [threading.Thread(target=client) for _ in range(8)]
-        for t in threads:
-            t.start()
-        time.sleep(0.4)
-        t2 = time.monotonic()
-        d.deploy("roll", SLEEP_FN, environment={"VER": "2"})
-        time.sleep(0.6)
-        stop.set()
-        for t in threads:
-            t.join(30)
+        with Stream(d, "roll", {"sleep": 0.02}, 8) as stream:
+            time.sleep(0.4)
+            t2 = time.monotonic()
+            d.deploy("roll", SLEEP_FN, environment={"VER": "2"})
+            time.sleep(0.6)
+        results, errors = stream.results, stream.errors
         self.assertEqual(errors, [])
         for _, r in results:
             self.assert_ok(r)
