@@ -47,7 +47,8 @@ struct nb_cg_slot {
     int used;     /* a tenant ran in it: the kernel's peak no longer starts at this acquire */
     int peak_new; /* v2: no tenant before this one, so memory.peak is this tenant's */
     int gone;     /* removed by nb_cg_shutdown while still acquired */
-    int peak_fd;  /* v2: memory.peak reset through this fd (kernel >= 6.12), else -1 */
+    int peak_fd;  /* v1: memory.max_usage_in_bytes kept open; v2: memory.peak reset through this fd
+                     (kernel >= 6.12); else -1 */
     int oom_base; /* -1 when the kernel does not count OOM kills */
     int64_t cpu_base;
     char path[PATH_MAX]; /* in the first hierarchy */
@@ -516,6 +517,13 @@ static void slot_baseline(nb_cg_slot *s)
     slot_dir(s, g.mem_i, mem, sizeof mem);
     if (g.mode == NB_CG_V1) {
         cg_write(mem, "memory.max_usage_in_bytes", "0");
+        /* Read after every invocation (REPORT's Max Memory Used): one pread on a kept fd, not a
+         * path walk through cgroupfs each time. */
+        if (s->peak_fd < 0) {
+            char path[PATH_MAX + 64];
+            snprintf(path, sizeof path, "%s/memory.max_usage_in_bytes", mem);
+            s->peak_fd = open(path, O_RDONLY | O_CLOEXEC);
+        }
     } else if (s->used) {
         /* Since 6.12 a write to memory.peak restarts the peak for reads through the same fd;
          * older kernels refuse the write and only a fresh group's peak is meaningful. */
@@ -1199,7 +1207,6 @@ int64_t nb_cg_peak_bytes(nb_cg_slot *s)
     char dir[PATH_MAX + 16];
     slot_dir(s, g.mem_i, dir, sizeof dir);
     int64_t v;
-    if (g.mode == NB_CG_V1) return cg_read_i64(dir, "memory.max_usage_in_bytes", &v) == 0 ? v : -1;
     if (s->peak_fd >= 0) {
         char buf[64];
         ssize_t n = pread(s->peak_fd, buf, sizeof buf - 1, 0);
@@ -1207,6 +1214,7 @@ int64_t nb_cg_peak_bytes(nb_cg_slot *s)
         buf[n] = 0;
         return strtoll(buf, NULL, 10);
     }
+    if (g.mode == NB_CG_V1) return cg_read_i64(dir, "memory.max_usage_in_bytes", &v) == 0 ? v : -1;
     if (!s->peak_new) return -1; /* the kernel's peak covers earlier tenants too */
     return cg_read_i64(dir, "memory.peak", &v) == 0 ? v : -1;
 }
