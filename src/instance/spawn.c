@@ -1,5 +1,7 @@
 #include "instance/spawn.h"
 
+#include "function/function.h"
+
 #include "base/log.h"
 #include "base/util.h"
 #include "sandbox/sandbox.h"
@@ -31,11 +33,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define NS_FLAGS           (CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC)
-#define RUNTIME_API_PORT   9001
-#define OPEN_FILES_MAX     1024
-#define PIDS_MAX           1024
-#define NB_MEMORY_FLOOR_MB 128 /* a shell's limit until it becomes an instance */
+#define NS_FLAGS         (CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC)
+#define RUNTIME_API_PORT 9001
+#define OPEN_FILES_MAX   1024
+#define PIDS_MAX         1024
+#define GO_FDS           5 /* a shell's hand-over: stdout, stderr, channel, task tree, runtime tree */
 
 /* A raw clone without CLONE_VM behaves like fork() but skips glibc's fork handlers, which take
  * locks (malloc's among them) that another thread of the daemon might hold. */
@@ -388,20 +390,29 @@ static void set_api_env(const nb_spawn_spec *spec, int port)
     *p = 0;
 }
 
-static int send_fd(int sock, int fd, int port)
+/* One message with nfds descriptors attached (at most GO_FDS). Async-signal-safe: the
+ * children use it too. */
+static int send_with_fds(int sock, const void *data, size_t len, const int *fds, int nfds)
 {
-    struct report r = {STEP_OK, 0, port, ""};
-    struct iovec iov = {&r, sizeof r};
-    char ctrl[CMSG_SPACE(sizeof(int))];
+    char ctrl[CMSG_SPACE(sizeof(int) * GO_FDS)];
     memset(ctrl, 0, sizeof ctrl);
-    struct msghdr m = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl, .msg_controllen = sizeof ctrl};
+    struct iovec iov = {(void *)data, len};
+    struct msghdr m = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = ctrl,
+                       .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds)};
     struct cmsghdr *c = CMSG_FIRSTHDR(&m);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
     return sendmsg(sock, &m, MSG_NOSIGNAL) < 0 ? -1 : 0;
+}
+
+static int send_fd(int sock, int fd, int port)
+{
+    struct report r = {STEP_OK, 0, port, ""};
+    return send_with_fds(sock, &r, sizeof r, &fd, 1);
 }
 
 /* close_range (Linux 5.9), or every fd up to the hard limit: none may reach the function. */
@@ -606,7 +617,6 @@ static void degraded_child(const child_ctx *cx, int report)
 
 #define GO_MAGIC    0x6e627331u /* "nbs1" */
 #define GO_BLOB_MAX 32768
-#define GO_FDS      5 /* stdout, stderr, channel, task tree, runtime tree */
 
 struct go_hdr {
     uint32_t magic;
@@ -830,7 +840,7 @@ static int shell_create(shell *out)
 {
     const nb_sbx_status *sb = nb_sbx_get();
     static _Thread_local plan pl;
-    nb_spawn_spec generic = {.tmp_mb = 512};
+    nb_spawn_spec generic = {.tmp_mb = NB_EPHEMERAL_MIN}; /* resized at the hand-over */
     build_plan(&pl, &generic);
     child_ctx cx;
     base_ctx(&cx, 1, generic.tmp_mb);
@@ -838,7 +848,8 @@ static int shell_create(shell *out)
     nb_err err = {0};
     out->cg = NULL;
     if (sb->cgroup != NB_CG_NONE) {
-        nb_cg_limits lim = {NB_MEMORY_FLOOR_MB, PIDS_MAX};
+        /* The smallest a function may ask for, until the hand-over sets its own. */
+        nb_cg_limits lim = {NB_MEMORY_MIN, PIDS_MAX};
         if (!(out->cg = nb_cg_acquire(&lim, &err)) || join_slot(out->cg, &cx, &err) < 0) {
             if (out->cg) nb_cg_release(out->cg);
             return -1;
@@ -993,17 +1004,8 @@ static int shell_send(int sock, const nb_spawn_spec *spec, uid_t uid, int tree_t
     memcpy(msg, &h, sizeof h);
     int fds[GO_FDS] = {spec->stdout_fd, spec->stderr_fd, spec->channel_fd, tree_task,
                        tree_rt >= 0 ? tree_rt : tree_task};
-    char ctrl[CMSG_SPACE(sizeof fds)];
-    memset(ctrl, 0, sizeof ctrl);
-    struct iovec iov = {msg, sizeof h + off};
-    struct msghdr m = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl, .msg_controllen = sizeof ctrl};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof fds);
-    memcpy(CMSG_DATA(c), fds, sizeof fds);
-    if (sendmsg(sock, &m, MSG_NOSIGNAL) < 0) return nb_err_sys(err, errno, "spawn: hand-over");
+    if (send_with_fds(sock, msg, sizeof h + off, fds, GO_FDS) < 0)
+        return nb_err_sys(err, errno, "spawn: hand-over");
     return 0;
 }
 
