@@ -124,7 +124,9 @@ class ApiValidation(NimbusTestCase):
         for field, bad in (("memory_mb", 64), ("memory_mb", 127), ("memory_mb", 10241), ("memory_mb", 20000),
                            ("memory_mb", "256"), ("memory_mb", 256.5), ("memory_mb", None),
                            ("timeout_s", 0), ("timeout_s", 901), ("timeout_s", -1), ("timeout_s", True),
-                           ("timeout_s", "3")):
+                           ("timeout_s", "3"), ("ephemeral_storage_mb", 511),
+                           ("ephemeral_storage_mb", 10241), ("ephemeral_storage_mb", "512"),
+                           ("network", "bridge"), ("network", 1), ("network", None)):
             with self.subTest(field=field, value=bad):
                 body = self.new_fn()
                 body[field] = bad
@@ -277,6 +279,9 @@ class CliValidation(NimbusTestCase):
             (["deploy", "f", hello, "--runtime", "python3", "--handler", "app.handler", "--memory", "64"], "memory"),
             (["deploy", "f", hello, "--runtime", "python3", "--handler", "app.handler", "--timeout", "0"], "timeout"),
             (["deploy", "f", hello, "--runtime", "python3", "--handler", "app.handler", "--timeout", "901"], "timeout"),
+            (["deploy", "f", hello, "--runtime", "python3", "--handler", "app.handler", "--ephemeral-storage", "511"],
+             "ephemeral-storage"),
+            (["deploy", "f", hello, "--runtime", "python3", "--handler", "app.handler", "--network", "bridge"], "network"),
             (["deploy", "f", hello, "--runtime", "python3", "--handler", "app.handler", "--env", "1BAD=x"], None),
             (["deploy", "f", hello, "--runtime", "python3", "--handler", "app.handler", "--env", "NOEQUALS"], None),
             (["deploy", "f"], None),
