@@ -296,7 +296,11 @@ static void update_peak(inst_impl *in)
     if (peak > 0) in->pub.max_memory_used_mb = (peak + (1 << 20) - 1) >> 20;
 }
 
-static void deliver_result(inst_impl *in, enum nb_inst_outcome outcome, const char *type,
+/* Ends the job in flight. keep: the instance carries on, and is IDLE again before the owner
+ * hears the result, so the owner can take it back (next job, free list) before the caller gets
+ * the answer: a caller that sends its next request the moment it has one finds the instance
+ * free, whichever loop takes that request. */
+static void deliver_result(inst_impl *in, int keep, enum nb_inst_outcome outcome, const char *type,
                            const char *body, size_t len, const char *ctype)
 {
     if (!in->tag) return;
@@ -309,34 +313,30 @@ static void deliver_result(inst_impl *in, enum nb_inst_outcome outcome, const ch
     nb_inst_result r = {outcome, type ? type : "", body, len, ctype ? ctype : "application/json"};
     snprintf(in->last_request_id, sizeof in->last_request_id, "%s", in->request_id);
     in->request_id[0] = 0;
+    if (keep && in->pub.state == NB_INST_BUSY) {
+        set_state(in, NB_INST_IDLE, NULL);
+        in->pub.idle_since_us = nb_mono_us();
+    }
     in->hooks->result(&in->pub, tag, &r);
 }
 
-static void platform_error(inst_impl *in, const char *type, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void platform_error(inst_impl *in, const char *type, const char *fmt, ...)
+/* A platform-made error for the job in flight; keep as for deliver_result. */
+static void platform_error(inst_impl *in, int keep, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void platform_error(inst_impl *in, int keep, const char *type, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     char *s = nb_fn_error_vjson(type, fmt, ap);
     va_end(ap);
-    deliver_result(in, NB_OUTCOME_UNHANDLED, type, s, strlen(s), NULL);
+    deliver_result(in, keep, NB_OUTCOME_UNHANDLED, type, s, strlen(s), NULL);
     free(s);
-}
-
-static void become_idle(inst_impl *in)
-{
-    if (in->pub.state != NB_INST_BUSY) return;
-    set_state(in, NB_INST_IDLE, NULL);
-    in->pub.idle_since_us = nb_mono_us();
-    in->hooks->idle(&in->pub);
 }
 
 static void finish_job(inst_impl *in, enum nb_inst_outcome outcome, const char *type,
                        const char *body, size_t len, const char *ctype)
 {
-    deliver_result(in, outcome, type, body, len, ctype);
-    become_idle(in);
+    deliver_result(in, 1, outcome, type, body, len, ctype);
 }
 
 static void set_init_error(inst_impl *in, const char *type, const char *body, size_t len)
@@ -450,7 +450,7 @@ static void finalize(inst_impl *in)
         /* A Runtime API job the runtime never fetched (it exited instead of calling /next, as
          * runtimes do after reporting a crash) did not run: the owner may give it to the
          * replacement instance instead of failing it. */
-        deliver_result(in, in->job_undelivered ? NB_OUTCOME_UNDELIVERED : NB_OUTCOME_UNHANDLED,
+        deliver_result(in, 0, in->job_undelivered ? NB_OUTCOME_UNDELIVERED : NB_OUTCOME_UNHANDLED,
                        exit_type, s, strlen(s), NULL);
         free(s);
     }
@@ -672,7 +672,7 @@ static void timer_fired(uv_timer_t *t)
         double secs = (double)in->job.timeout_ms / 1000.0;
         platform_line(in, "RequestId: %s Error: Task timed out after %.2f seconds", in->request_id,
                       secs);
-        platform_error(in, "Sandbox.Timedout",
+        platform_error(in, 0, "Sandbox.Timedout",
                        "RequestId: %s Error: Task timed out after %.2f seconds", in->request_id,
                        secs);
         kill_process(in, "invocation timeout");
@@ -687,7 +687,7 @@ static void chan_protocol_error(inst_impl *in, const char *what)
     if (in->pub.state == NB_INST_STARTING)
         init_error_message(in, "Runtime.InvalidProtocol", "channel protocol error: %s", what);
     else if (in->tag)
-        platform_error(in, "Runtime.InvalidProtocol",
+        platform_error(in, 0, "Runtime.InvalidProtocol",
                        "RequestId: %s Error: channel protocol error: %s", in->request_id, what);
     kill_process(in, "protocol error");
 }
@@ -713,11 +713,10 @@ static void chan_frame(inst_impl *in, const nb_chan_msg *m)
         if (!id_matches(in, m->request_id.p, m->request_id.len))
             return chan_protocol_error(in, "RESPONSE for a request not in flight");
         if (m->body.len > (6u << 20)) {
-            platform_error(in, "Function.ResponseSizeTooLarge",
+            platform_error(in, 1, "Function.ResponseSizeTooLarge",
                            "Response payload size (%zu bytes) exceeded maximum allowed payload "
                            "size (6291456 bytes).",
                            m->body.len);
-            become_idle(in);
             break;
         }
         finish_job(in, NB_OUTCOME_OK, NULL, m->body.p, m->body.len, NULL);
@@ -731,7 +730,7 @@ static void chan_frame(inst_impl *in, const nb_chan_msg *m)
                  m->error_type.p);
         if (m->type == NB_CHAN_FATAL_ERROR) {
             /* Answer, then retire: the runtime is exiting and must not get the next job. */
-            deliver_result(in, NB_OUTCOME_HANDLED, type, m->body.p, m->body.len, NULL);
+            deliver_result(in, 0, NB_OUTCOME_HANDLED, type, m->body.p, m->body.len, NULL);
             kill_process(in, "runtime crashed");
         } else {
             finish_job(in, NB_OUTCOME_HANDLED, type, m->body.p, m->body.len, NULL);
@@ -1000,10 +999,9 @@ static void rapi_handle(rapi_conn *c)
             /* /next while an invocation is open and no response came: Lambda treats it as a
              * runtime bug; the invocation fails and the instance continues. */
             platform_error(
-                in, "Runtime.InvalidResponse",
+                in, 1, "Runtime.InvalidResponse",
                 "RequestId: %s Error: runtime asked for the next invocation without answering",
                 in->request_id);
-            become_idle(in);
         }
         if (in->pub.state == NB_INST_STARTING) became_ready(in);
         if (in->tag && in->job_undelivered)
@@ -1049,19 +1047,17 @@ static void rapi_handle(rapi_conn *c)
         if (is_resp && r->response_mode[0] && strcasecmp(r->response_mode, "streaming") != 0) {
             rapi_error(c, 400, "Bad Request", "InvalidFunctionResponseMode",
                        "Invalid function response mode");
-            platform_error(in, "Runtime.InvalidResponseModeHeader",
+            platform_error(in, 1, "Runtime.InvalidResponseModeHeader",
                            "RequestId: %s Error: invalid response mode '%s'", in->request_id,
                            r->response_mode);
-            become_idle(in);
             return;
         }
         if (r->too_large) {
             rapi_error(c, 413, "Payload Too Large", "RequestEntityTooLarge",
                        "Exceeded maximum allowed payload size (6291556 bytes).");
             platform_error(
-                in, "Function.ResponseSizeTooLarge",
+                in, 1, "Function.ResponseSizeTooLarge",
                 "Response payload size exceeded maximum allowed payload size (6291556 bytes).");
-            become_idle(in);
             return;
         }
         rapi_json(c, 202, "Accepted", "{\"status\":\"OK\"}");
@@ -1083,10 +1079,9 @@ static void rapi_handle(rapi_conn *c)
             return;
         }
         if (r->body.len == 0) {
-            platform_error(in, type,
+            platform_error(in, 1, type,
                            "RequestId: %s Error: runtime reported an error without details",
                            in->request_id);
-            become_idle(in);
             return;
         }
         finish_job(in, NB_OUTCOME_HANDLED, type, r->body.data, r->body.len, NULL);
@@ -1482,7 +1477,7 @@ int nb_inst_dispatch(nb_inst *pub, const nb_inst_job *job, void *tag)
     uv_timer_start(&in->timer, timer_fired, (uint64_t)job->timeout_ms, 0);
     if (in->transport == TRANSPORT_CHANNEL) {
         if (chan_send_job(in) < 0) {
-            platform_error(in, "Sandbox.Failure",
+            platform_error(in, 0, "Sandbox.Failure",
                            "RequestId: %s Error: could not write to the instance", in->request_id);
             kill_process(in, "channel write failed");
         }
@@ -1501,7 +1496,7 @@ void nb_inst_stop(nb_inst *pub, const char *why)
 {
     inst_impl *in = (inst_impl *)pub;
     if (in->tag)
-        platform_error(in, "Sandbox.Failure", "RequestId: %s Error: instance stopped: %s",
+        platform_error(in, 0, "Sandbox.Failure", "RequestId: %s Error: instance stopped: %s",
                        in->request_id, why);
     kill_process(in, why);
 }

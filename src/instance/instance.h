@@ -76,9 +76,11 @@ typedef struct nb_inst_result {
 } nb_inst_result;
 
 typedef struct nb_inst_hooks {
-    void (*ready)(nb_inst *inst);                                        /* STARTING -> IDLE */
-    void (*result)(nb_inst *inst, void *tag, const nb_inst_result *res); /* job answered */
-    void (*idle)(nb_inst *inst);        /* BUSY -> IDLE after a result */
+    void (*ready)(nb_inst *inst); /* STARTING -> IDLE */
+    /* The job ended. If the instance carries on, it is already IDLE (BUSY -> IDLE) when this is
+     * called, and the owner takes it back here (it may dispatch the next job from inside the
+     * call); no other hook says so. */
+    void (*result)(nb_inst *inst, void *tag, const nb_inst_result *res);
     void (*unavailable)(nb_inst *inst); /* IDLE -> STOPPING: take it off the free list */
     /* -> STOPPED. When it never became ready, init_error says why. */
     void (*stopped)(nb_inst *inst, const nb_inst_result *init_error);

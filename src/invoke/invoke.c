@@ -622,10 +622,11 @@ static void inv_deliver(inv_impl *inv)
     free(inv);
 }
 
-static void inv_finish(inv_impl *inv, enum nb_inst_outcome outcome, const char *type,
-                       const char *body, size_t len, const char *ctype)
+/* The invocation's end, recorded: its result copied, its REPORT logged. The caller is told
+ * by inv_answer. */
+static void inv_complete(inv_impl *inv, enum nb_inst_outcome outcome, const char *type,
+                         const char *body, size_t len, const char *ctype)
 {
-    nb_invoker *iv = inv->iv;
     inv->pub.ended_us = nb_mono_us();
     inv->pub.outcome = outcome;
     snprintf(inv->pub.error_type, sizeof inv->pub.error_type, "%s", type ? type : "");
@@ -642,6 +643,11 @@ static void inv_finish(inv_impl *inv, enum nb_inst_outcome outcome, const char *
     }
     inv_set_state(inv, NB_INV_DONE);
     touch(inv->pool);
+}
+
+static void inv_answer(inv_impl *inv)
+{
+    nb_invoker *iv = inv->iv;
     if (inv->home != iv) {
         /* Forwarded here: the answer goes back to the loop of its request. */
         xmsg *m = msg_new(M_RESULT);
@@ -651,6 +657,13 @@ static void inv_finish(inv_impl *inv, enum nb_inst_outcome outcome, const char *
     }
     set_inflight(iv, iv->inflight - 1);
     inv_deliver(inv);
+}
+
+static void inv_finish(inv_impl *inv, enum nb_inst_outcome outcome, const char *type,
+                       const char *body, size_t len, const char *ctype)
+{
+    inv_complete(inv, outcome, type, body, len, ctype);
+    inv_answer(inv);
 }
 
 static void inv_fail(inv_impl *inv, const char *type, const char *fmt, ...)
@@ -1121,13 +1134,12 @@ static void hook_result(nb_inst *inst, void *tag, const nb_inst_result *res)
         queue_push(p, inv, 1);
         return;
     }
-    inv_finish(inv, res->outcome == NB_OUTCOME_UNDELIVERED ? NB_OUTCOME_UNHANDLED : res->outcome,
-               res->error_type, res->body, res->len, res->content_type);
-}
-
-static void hook_idle(nb_inst *inst)
-{
-    serve(inst->owner, inst, 0);
+    inv_complete(inv, res->outcome == NB_OUTCOME_UNDELIVERED ? NB_OUTCOME_UNHANDLED : res->outcome,
+                 res->error_type, res->body, res->len, res->content_type);
+    /* Free again before the caller hears (see the hook's contract): its next request must not
+     * start a second instance because this one was not yet back. */
+    if (inst->state == NB_INST_IDLE) serve(p, inst, 0);
+    inv_answer(inv);
 }
 
 static void hook_unavailable(nb_inst *inst)
@@ -1180,7 +1192,6 @@ static void hook_freed(nb_inst *inst)
 static const nb_inst_hooks hooks = {
     .ready = hook_ready,
     .result = hook_result,
-    .idle = hook_idle,
     .unavailable = hook_unavailable,
     .stopped = hook_stopped,
     .freed = hook_freed,
