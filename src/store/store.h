@@ -36,6 +36,18 @@ typedef struct nb_put_result {
     int64_t updated_at;
 } nb_put_result;
 
+/* A gateway object (an API, a route, a plan, a key, a client, a share, a quota counter): the
+ * gateway module owns its JSON body; the store only keeps it, keyed by (ns, kind, name). */
+typedef struct nb_obj {
+    char ns[65];
+    char kind[16];
+    char name[256];
+    char *body; /* JSON text, malloc'd */
+    int64_t created_at, updated_at;
+} nb_obj;
+
+enum nb_obj_put_mode { NB_OBJ_UPSERT, NB_OBJ_CREATE, NB_OBJ_UPDATE };
+
 typedef struct nb_store_ops {
     const char *name;
     /* Publishes cfg as a new version of ns/name unless its versioned part equals the latest
@@ -54,6 +66,21 @@ typedef struct nb_store_ops {
     int (*blob_put)(nb_store *s, const nb_code_blob *b, nb_err *err);
     /* 1 found, 0 absent, -1 error */
     int (*blob_get)(nb_store *s, const char *sha256, nb_code_blob *out, nb_err *err);
+    /* mode CREATE: 409 conflict when it exists; UPDATE: 404 when it does not. *created says
+     * which happened (may be NULL). */
+    int (*obj_put)(nb_store *s, const char *ns, const char *kind, const char *name,
+                   const char *body, enum nb_obj_put_mode mode, int *created, nb_err *err);
+    /* 1 found (out filled, free with nb_obj_clear), 0 absent, -1 error. */
+    int (*obj_get)(nb_store *s, const char *ns, const char *kind, const char *name, nb_obj *out,
+                   nb_err *err);
+    /* Objects of kind in ns (ns NULL: every namespace; kind NULL: every kind), sorted by ns,
+     * kind, name; name_prefix (may be NULL) filters. Free with nb_obj_free_list. */
+    int (*obj_list)(nb_store *s, const char *ns, const char *kind, const char *name_prefix,
+                    nb_obj **out, size_t *n, nb_err *err);
+    /* 404 when absent. With name_prefix semantics when name ends in '*' (deletes every object
+     * of the kind whose name starts with the rest): a deleted API's routes go with it. */
+    int (*obj_delete)(nb_store *s, const char *ns, const char *kind, const char *name,
+                      nb_err *err);
     void (*close)(nb_store *s);
 } nb_store_ops;
 
@@ -71,5 +98,7 @@ int nb_store_sqlite_schema_version(void);
 nb_store *nb_store_locked(nb_store *inner);
 
 void nb_store_free_versions(nb_fn_version **v, size_t n);
+void nb_obj_clear(nb_obj *o);
+void nb_obj_free_list(nb_obj *o, size_t n);
 
 #endif

@@ -81,6 +81,42 @@ static int l_blob_get(nb_store *s, const char *sha256, nb_code_blob *out, nb_err
     return rc;
 }
 
+static int l_obj_put(nb_store *s, const char *ns, const char *kind, const char *name,
+                     const char *body, enum nb_obj_put_mode mode, int *created, nb_err *err)
+{
+    int rc;
+    nb_store *in = ((locked_store *)s)->inner;
+    LOCKED(s, rc = in->ops->obj_put(in, ns, kind, name, body, mode, created, err));
+    return rc;
+}
+
+static int l_obj_get(nb_store *s, const char *ns, const char *kind, const char *name,
+                     nb_obj *out, nb_err *err)
+{
+    int rc;
+    nb_store *in = ((locked_store *)s)->inner;
+    LOCKED(s, rc = in->ops->obj_get(in, ns, kind, name, out, err));
+    return rc;
+}
+
+static int l_obj_list(nb_store *s, const char *ns, const char *kind, const char *prefix,
+                      nb_obj **out, size_t *n, nb_err *err)
+{
+    int rc;
+    nb_store *in = ((locked_store *)s)->inner;
+    LOCKED(s, rc = in->ops->obj_list(in, ns, kind, prefix, out, n, err));
+    return rc;
+}
+
+static int l_obj_delete(nb_store *s, const char *ns, const char *kind, const char *name,
+                        nb_err *err)
+{
+    int rc;
+    nb_store *in = ((locked_store *)s)->inner;
+    LOCKED(s, rc = in->ops->obj_delete(in, ns, kind, name, err));
+    return rc;
+}
+
 static void l_close(nb_store *s)
 {
     locked_store *ls = (locked_store *)s;
@@ -103,6 +139,10 @@ nb_store *nb_store_locked(nb_store *inner)
         .fn_delete = l_fn_delete,
         .blob_put = l_blob_put,
         .blob_get = l_blob_get,
+        .obj_put = l_obj_put,
+        .obj_get = l_obj_get,
+        .obj_list = l_obj_list,
+        .obj_delete = l_obj_delete,
         .close = l_close,
     };
     ls->pub.ops = &ls->ops;

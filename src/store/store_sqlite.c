@@ -31,6 +31,11 @@ static const char *migrations[] = {
     "  files INTEGER NOT NULL, created_at INTEGER NOT NULL);",
     /* Scaling settings are the function's, not a version's: JSON, NULL = defaults. */
     "ALTER TABLE functions ADD COLUMN scaling TEXT;",
+    /* The API gateway's objects: bodies are the gateway module's JSON. */
+    "CREATE TABLE objects ("
+    "  ns TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (ns, kind, name));",
 };
 
 int nb_store_sqlite_schema_version(void)
@@ -453,6 +458,153 @@ static void sq_close(nb_store *base)
     free(s);
 }
 
+/* ---------- gateway objects ---------- */
+
+static int sq_obj_put(nb_store *base, const char *ns, const char *kind, const char *name,
+                      const char *body, enum nb_obj_put_mode mode, int *created, nb_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int64_t now = nb_now_ms();
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    if (exec(s, "BEGIN IMMEDIATE", err) < 0) return -1;
+    if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM objects WHERE ns = ?1 AND kind = ?2 AND name = ?3",
+                           -1, &st, NULL) != SQLITE_OK) {
+        db_fail(s, err, "read object");
+        goto out;
+    }
+    sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+    int exists = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    st = NULL;
+    if (exists && mode == NB_OBJ_CREATE) {
+        nb_err_set(err, 409, NB_E_CONFLICT, "%s '%s' already exists", kind, name);
+        goto out;
+    }
+    if (!exists && mode == NB_OBJ_UPDATE) {
+        nb_err_set(err, 404, NB_E_NOT_FOUND, "%s '%s' not found", kind, name);
+        goto out;
+    }
+    if (sqlite3_prepare_v2(s->db,
+                           exists ? "UPDATE objects SET body = ?4, updated_at = ?5"
+                                    " WHERE ns = ?1 AND kind = ?2 AND name = ?3"
+                                  : "INSERT INTO objects VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                           -1, &st, NULL) != SQLITE_OK) {
+        db_fail(s, err, "write object");
+        goto out;
+    }
+    sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, body, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, now);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        db_fail(s, err, "write object");
+        goto out;
+    }
+    if (created) *created = !exists;
+    rc = 0;
+out:
+    sqlite3_finalize(st);
+    if (rc == 0 && exec(s, "COMMIT", err) < 0) rc = -1;
+    if (rc < 0) exec(s, "ROLLBACK", NULL);
+    return rc;
+}
+
+static void row_to_obj(sqlite3_stmt *st, nb_obj *o)
+{
+    snprintf(o->ns, sizeof o->ns, "%s", (const char *)sqlite3_column_text(st, 0));
+    snprintf(o->kind, sizeof o->kind, "%s", (const char *)sqlite3_column_text(st, 1));
+    snprintf(o->name, sizeof o->name, "%s", (const char *)sqlite3_column_text(st, 2));
+    o->body = strdup((const char *)sqlite3_column_text(st, 3));
+    if (!o->body) abort();
+    o->created_at = sqlite3_column_int64(st, 4);
+    o->updated_at = sqlite3_column_int64(st, 5);
+}
+
+static int sq_obj_get(nb_store *base, const char *ns, const char *kind, const char *name,
+                      nb_obj *out, nb_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT ns, kind, name, body, created_at, updated_at FROM objects"
+                           " WHERE ns = ?1 AND kind = ?2 AND name = ?3",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(s, err, "read object");
+    sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) row_to_obj(st, out);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW) return 1;
+    return rc == SQLITE_DONE ? 0 : db_fail(s, err, "read object");
+}
+
+static int sq_obj_list(nb_store *base, const char *ns, const char *kind, const char *prefix,
+                       nb_obj **out, size_t *n, nb_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT ns, kind, name, body, created_at, updated_at FROM objects"
+                           " WHERE (?1 IS NULL OR ns = ?1) AND (?2 IS NULL OR kind = ?2)"
+                           " AND (?3 IS NULL OR substr(name, 1, length(?3)) = ?3)"
+                           " ORDER BY ns, kind, name",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(s, err, "list objects");
+    sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, prefix, -1, SQLITE_STATIC);
+    nb_obj *v = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 16;
+            v = realloc(v, cap * sizeof *v);
+            if (!v) abort();
+        }
+        row_to_obj(st, &v[len++]);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        nb_obj_free_list(v, len);
+        return db_fail(s, err, "list objects");
+    }
+    *out = v;
+    *n = len;
+    return 0;
+}
+
+static int sq_obj_delete(nb_store *base, const char *ns, const char *kind, const char *name,
+                         nb_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    size_t nl = strlen(name);
+    int prefix = nl > 0 && name[nl - 1] == '*';
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           prefix ? "DELETE FROM objects WHERE ns = ?1 AND kind = ?2"
+                                    " AND substr(name, 1, ?4) = substr(?3, 1, ?4)"
+                                  : "DELETE FROM objects WHERE ns = ?1 AND kind = ?2 AND name = ?3",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(s, err, "delete object");
+    sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+    if (prefix) sqlite3_bind_int64(st, 4, (sqlite3_int64)(nl - 1));
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return db_fail(s, err, "delete object");
+    if (!prefix && sqlite3_changes(s->db) == 0)
+        return nb_err_set(err, 404, NB_E_NOT_FOUND, "%s '%s' not found", kind, name);
+    return 0;
+}
+
 static const nb_store_ops sqlite_ops = {
     .name = "sqlite",
     .fn_put = sq_fn_put,
@@ -462,6 +614,10 @@ static const nb_store_ops sqlite_ops = {
     .fn_delete = sq_fn_delete,
     .blob_put = sq_blob_put,
     .blob_get = sq_blob_get,
+    .obj_put = sq_obj_put,
+    .obj_get = sq_obj_get,
+    .obj_list = sq_obj_list,
+    .obj_delete = sq_obj_delete,
     .close = sq_close,
 };
 
@@ -487,6 +643,19 @@ nb_store *nb_store_sqlite_open(const char *path, nb_err *err)
         return NULL;
     }
     return &s->base;
+}
+
+void nb_obj_clear(nb_obj *o)
+{
+    free(o->body);
+    o->body = NULL;
+}
+
+void nb_obj_free_list(nb_obj *o, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(o[i].body);
+    free(o);
 }
 
 void nb_store_free_versions(nb_fn_version **v, size_t n)

@@ -398,6 +398,54 @@ static void test_corrupt_row(nb_store *s)
     nb_store_free_versions(vs, n);
 }
 
+static void test_objects(nb_store *s)
+{
+    nb_err err = {0};
+    int created = -1;
+    CHECK(s->ops->obj_put(s, "default", "api", "shop", "{\"a\":1}", NB_OBJ_CREATE, &created,
+                          &err) == 0);
+    CHECK(created == 1);
+    /* CREATE of an existing object is a conflict and changes nothing. */
+    CHECK(s->ops->obj_put(s, "default", "api", "shop", "{\"a\":2}", NB_OBJ_CREATE, NULL, &err) ==
+          -1);
+    CHECK(err.status == 409);
+    CHECK(s->ops->obj_put(s, "default", "api", "nope", "{}", NB_OBJ_UPDATE, NULL, &err) == -1);
+    CHECK(err.status == 404);
+    CHECK(s->ops->obj_put(s, "default", "api", "shop", "{\"a\":3}", NB_OBJ_UPSERT, &created,
+                          &err) == 0);
+    CHECK(created == 0);
+    nb_obj o = {0};
+    CHECK(s->ops->obj_get(s, "default", "api", "shop", &o, &err) == 1);
+    CHECK_STR(o.body, "{\"a\":3}");
+    CHECK(o.updated_at >= o.created_at);
+    nb_obj_clear(&o);
+    CHECK(s->ops->obj_get(s, "other", "api", "shop", &o, &err) == 0);
+    /* Routes of two APIs, listed by prefix and deleted with their API by prefix. */
+    CHECK(s->ops->obj_put(s, "default", "route", "shop/1", "{}", NB_OBJ_CREATE, NULL, &err) == 0);
+    CHECK(s->ops->obj_put(s, "default", "route", "shop/2", "{}", NB_OBJ_CREATE, NULL, &err) == 0);
+    CHECK(s->ops->obj_put(s, "default", "route", "shopx/1", "{}", NB_OBJ_CREATE, NULL, &err) == 0);
+    nb_obj *list;
+    size_t n;
+    CHECK(s->ops->obj_list(s, "default", "route", "shop/", &list, &n, &err) == 0);
+    CHECK(n == 2);
+    CHECK_STR(list[0].name, "shop/1");
+    CHECK_STR(list[1].name, "shop/2");
+    nb_obj_free_list(list, n);
+    CHECK(s->ops->obj_list(s, NULL, NULL, NULL, &list, &n, &err) == 0);
+    CHECK(n == 4);
+    nb_obj_free_list(list, n);
+    CHECK(s->ops->obj_delete(s, "default", "route", "shop/*", &err) == 0);
+    CHECK(s->ops->obj_list(s, "default", "route", NULL, &list, &n, &err) == 0);
+    CHECK(n == 1);
+    CHECK_STR(list[0].name, "shopx/1");
+    nb_obj_free_list(list, n);
+    CHECK(s->ops->obj_delete(s, "default", "api", "nope", &err) == -1);
+    CHECK(err.status == 404);
+    CHECK(s->ops->obj_delete(s, "default", "api", "shop", &err) == 0);
+    CHECK(s->ops->obj_get(s, "default", "api", "shop", &o, &err) == 0);
+    CHECK(s->ops->obj_delete(s, "default", "route", "shopx/1", &err) == 0);
+}
+
 static void test_reopen_and_newer(void)
 {
     nb_store *s = open_store();
@@ -450,6 +498,10 @@ int main(void)
     test_delete(s);
     test_blobs(s);
     test_corrupt_row(s);
+    test_objects(s);
+    nb_store *ls = nb_store_locked(open_store());
+    test_objects(ls);
+    ls->ops->close(ls);
     s->ops->close(s);
     test_reopen_and_newer();
     CHECK(nb_rm_rf(tmpdir) == 0);
