@@ -10,6 +10,8 @@
 #include "invoke/invoke.h"
 #include "logs/logs.h"
 #include "store/store.h"
+#include "gateway/gw.h"
+#include "gateway/alog.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -49,6 +51,8 @@ typedef struct dloop {
     nb_invoker *invoker;
     nb_http *http;
     nb_api api;
+    nb_http *gw_http; /* the API gateway's listener */
+    nb_gw_loop *gw;
     uv_async_t ctl;   /* the main thread's orders: drain, stop */
     atomic_int order; /* ORDER_* (only ever raised) */
     int order_done;   /* the last order this loop carried out */
@@ -69,6 +73,10 @@ struct daemon {
     char data_dir[PATH_MAX];
     char listen_host[256];
     int listen_port;
+    char gw_host[256];
+    int gw_port;
+    nb_alog *alog;
+    nb_gw *gw;
     int64_t drain_timeout_ms;
     int max_instances;     /* 0: sized from memory */
     int64_t max_memory_mb; /* 0: sized from memory */
@@ -86,12 +94,18 @@ static void usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: nimbus serve [--listen HOST:PORT] [--data DIR] [--drain-timeout S]\n"
-        "                    [--max-instances N] [--max-memory-mb MB] [--loops N]\n\n"
-        "Runs the nimbus daemon: the admin API, the function instances and their logs.\n\n"
+        "usage: nimbus serve [--listen HOST:PORT] [--gateway-listen HOST:PORT] [--data DIR]\n"
+        "                    [--drain-timeout S] [--max-instances N] [--max-memory-mb MB]\n"
+        "                    [--loops N]\n\n"
+        "Runs the nimbus daemon: the admin API, the API gateway, the function instances and\n"
+        "their logs.\n\n"
         "Options:\n"
-        "  --listen HOST:PORT   address to serve on (env NIMBUS_LISTEN; default 127.0.0.1:8080;\n"
-        "                       port 0 picks a free port, written to DATA/listen)\n"
+        "  --listen HOST:PORT   the admin API's address (env NIMBUS_LISTEN; default\n"
+        "                       127.0.0.1:8080; port 0 picks a free port, written to DATA/listen)\n"
+        "  --gateway-listen HOST:PORT\n"
+        "                       the API gateway's address, where APIs answer (env\n"
+        "                       NIMBUS_GATEWAY_LISTEN; default 127.0.0.1:8000; port 0 picks a\n"
+        "                       free port, written to DATA/gateway.listen)\n"
         "  --data DIR           data directory (env NIMBUS_DATA; default ./nimbus-data)\n"
         "  --drain-timeout S    on SIGTERM/SIGINT, how long in-flight invocations may run on\n"
         "                       (default 30)\n"
@@ -110,6 +124,15 @@ static void usage(FILE *f)
         "Environment: NIMBUS_LOG_LEVEL=debug|info|warn|error, NIMBUS_IDLE_TIMEOUT_S (default "
         "300),\nNIMBUS_SPAWN_SHELLS (pre-spawned instance shells, default 8), NIMBUS_SANDBOX=off "
         "(no isolation\nat all: benchmarks and debugging only).\n");
+}
+
+/* "host:port\n" as clients write it (IPv6 in brackets). */
+static void format_addr(const char *host, int port, char *out, size_t size)
+{
+    if (strchr(host, ':'))
+        snprintf(out, size, "[%s]:%d\n", host, port);
+    else
+        snprintf(out, size, "%s:%d\n", host, port);
 }
 
 /* A positive integer option or environment value; -1 if malformed or out of range. */
@@ -240,6 +263,7 @@ static void on_ctl(uv_async_t *a)
     if (order >= ORDER_DRAIN && l->order_done < ORDER_DRAIN) {
         l->api.draining = 1;
         nb_http_stop_accepting(l->http);
+        nb_http_stop_accepting(l->gw_http);
         l->order_done = ORDER_DRAIN;
     }
     if (order >= ORDER_STOP && l->order_done < ORDER_STOP) {
@@ -333,8 +357,17 @@ static void loop_init(daemon_t *d, dloop *l, int index, int64_t idle_s)
     l->api.admin_mu = &d->admin_mu;
     snprintf(l->api.blob_root, sizeof l->api.blob_root, "%s/blobs", d->data_dir);
     snprintf(l->api.code_root, sizeof l->api.code_root, "%s/code", d->data_dir);
+    l->api.gw = d->gw;
+    l->api.alog = d->alog;
     l->http = nb_http_new(l->loop, nb_api_handle, &l->api);
-    if (d->nloops > 1) nb_http_set_loop_tag(l->http, l->tag);
+    l->gw = nb_gw_loop_new(d->gw, l->invoker);
+    l->gw_http = nb_http_new(l->loop, nb_gw_handle, l->gw);
+    /* Above the gateway's own cap, so that it answers over-cap bodies itself, in JSON. */
+    nb_http_set_max_body(l->gw_http, NB_GW_MAX_BODY + (1u << 20));
+    if (d->nloops > 1) {
+        nb_http_set_loop_tag(l->http, l->tag);
+        nb_http_set_loop_tag(l->gw_http, l->tag);
+    }
     uv_async_init(l->loop, &l->ctl, on_ctl);
     l->ctl.data = l;
     uv_timer_init(l->loop, &l->stop_tick);
@@ -372,6 +405,8 @@ static void loop_release(dloop *l)
     uv_close((uv_handle_t *)&l->stop_tick, NULL);
     uv_close((uv_handle_t *)&l->log_flush, NULL);
     nb_logs_detach(l->logs);
+    nb_gw_loop_free(l->gw);
+    l->gw = NULL;
     nb_invoker_free(l->invoker);
     /* Let pending closes run. */
     uv_run(l->loop, UV_RUN_NOWAIT);
@@ -395,12 +430,14 @@ int nb_daemon_main(int argc, char **argv)
     d.lock_fd = -1;
     d.drain_timeout_ms = 30000;
     const char *listen = getenv("NIMBUS_LISTEN");
+    const char *gw_listen = getenv("NIMBUS_GATEWAY_LISTEN");
     const char *data = getenv("NIMBUS_DATA");
     const char *max_inst = getenv("NIMBUS_MAX_INSTANCES");
     const char *max_mem = getenv("NIMBUS_MAX_MEMORY_MB");
     const char *idle = getenv("NIMBUS_IDLE_TIMEOUT_S");
     const char *loops = getenv("NIMBUS_LOOPS");
     if (!listen || !*listen) listen = "127.0.0.1:8080";
+    if (!gw_listen || !*gw_listen) gw_listen = "127.0.0.1:8000";
     if (!data || !*data) data = "./nimbus-data";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -415,6 +452,9 @@ int nb_daemon_main(int argc, char **argv)
             return nb_daemon_doctor();
         } else if (strcmp(a, "--listen") == 0 && val) {
             listen = val;
+            i++;
+        } else if (strcmp(a, "--gateway-listen") == 0 && val) {
+            gw_listen = val;
             i++;
         } else if (strcmp(a, "--data") == 0 && val) {
             data = val;
@@ -470,6 +510,11 @@ int nb_daemon_main(int argc, char **argv)
         fprintf(stderr, "nimbus: invalid listen address '%s' (want HOST:PORT)\n", listen);
         return 2;
     }
+    if (parse_listen(gw_listen, d.gw_host, sizeof d.gw_host, &d.gw_port) < 0) {
+        fprintf(stderr, "nimbus: invalid gateway listen address '%s' (want HOST:PORT)\n",
+                gw_listen);
+        return 2;
+    }
     if (nb_mkdir_p(data, 0700) < 0 || !realpath(data, d.data_dir)) {
         fprintf(stderr, "nimbus: cannot use data dir %s: %s\n", data, strerror(errno));
         return 1;
@@ -487,6 +532,16 @@ int nb_daemon_main(int argc, char **argv)
         goto out;
     }
     d.store = nb_store_locked(d.store);
+    snprintf(path, sizeof path, "%s/gateway.db", d.data_dir);
+    if (!(d.alog = nb_alog_open(path, NULL, &err))) {
+        nb_error("daemon", "%s", err.msg);
+        goto out;
+    }
+    nb_gw_config gcfg = {.data_dir = d.data_dir, .store = d.store, .alog = d.alog};
+    if (!(d.gw = nb_gw_new(&gcfg, &err))) {
+        nb_error("daemon", "gateway: %s", err.msg);
+        goto out;
+    }
     nb_sbx_init(d.data_dir);
     nb_sbx_log();
     if (nb_sbx_fatal()) {
@@ -518,10 +573,17 @@ int nb_daemon_main(int argc, char **argv)
             goto out;
         }
     }
-    char addr[300];
-    snprintf(addr, sizeof addr, "%s:%d\n", strchr(d.listen_host, ':') ? "[::1]" : d.listen_host,
-             port);
-    if (strchr(d.listen_host, ':')) snprintf(addr, sizeof addr, "[%s]:%d\n", d.listen_host, port);
+    int gw_port = d.gw_port;
+    for (int i = 0; i < d.nloops; i++) {
+        if (nb_http_listen(d.loops[i].gw_http, d.gw_host, gw_port, d.nloops > 1, &gw_port, &err) <
+            0) {
+            nb_error("daemon", "gateway: %s", err.msg);
+            goto out;
+        }
+    }
+    char addr[300], gw_addr[300];
+    format_addr(d.listen_host, port, addr, sizeof addr);
+    format_addr(d.gw_host, gw_port, gw_addr, sizeof gw_addr);
 
     uv_signal_init(d.loop, &d.sigchld);
     uv_signal_start(&d.sigchld, on_sigchld, SIGCHLD);
@@ -547,11 +609,15 @@ int nb_daemon_main(int argc, char **argv)
         }
     }
     /* Written once every loop listens: whoever reads it may connect to any of them. */
+    snprintf(path, sizeof path, "%s/gateway.listen", d.data_dir);
+    nb_write_file(path, gw_addr, strlen(gw_addr), 0644);
     snprintf(path, sizeof path, "%s/listen", d.data_dir);
     nb_write_file(path, addr, strlen(addr), 0644);
-    nb_info("daemon", "nimbus %s serving on http://%s:%d loops=%d data=%s store=%s sandbox=%s",
-            NIMBUS_VERSION, d.listen_host, port, d.nloops, d.data_dir, d.store->ops->name,
-            nb_sbx_summary());
+    nb_info("daemon",
+            "nimbus %s serving on http://%s:%d gateway=http://%s:%d loops=%d data=%s store=%s "
+            "sandbox=%s",
+            NIMBUS_VERSION, d.listen_host, port, d.gw_host, gw_port, d.nloops, d.data_dir,
+            d.store->ops->name, nb_sbx_summary());
 
     run_loop(&d.loops[0]);
     /* Loop 0 reaps for all: it goes on until every other loop has ended. */
@@ -566,6 +632,8 @@ int nb_daemon_main(int argc, char **argv)
     rc = 0;
 out:
     if (rc != 0 && d.loops) _exit(1); /* loops half set up: nothing worth tidying */
+    nb_gw_free(d.gw);
+    if (d.alog) nb_alog_close(d.alog);
     if (d.store) d.store->ops->close(d.store);
     for (int i = 0; d.loops && i < d.nloops; i++)
         nb_logs_free(d.loops[i].logs);

@@ -4,6 +4,7 @@
 #include "base/util.h"
 #include "code/bundle.h"
 #include "gateway/http.h"
+#include "gateway/routes.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@ typedef struct route_args {
     const char *request_id;
     char ns[NB_NAME_MAX + 1];
     char name[NB_NAME_MAX + 1];
+    char sub[256];     /* a second path capture: a route id, a share's consumer */
     const char *query; /* after '?', NUL-terminated copy, or "" */
 } route_args;
 
@@ -42,6 +44,27 @@ static void r_scaling(route_args *a);
 static void r_versions(route_args *a);
 static void r_invoke(route_args *a);
 static void r_logs(route_args *a);
+static void r_apis(route_args *a);
+static void r_api_put(route_args *a);
+static void r_api_get(route_args *a);
+static void r_api_delete(route_args *a);
+static void r_routes(route_args *a);
+static void r_route_add(route_args *a);
+static void r_route_delete(route_args *a);
+static void r_shares(route_args *a);
+static void r_share_add(route_args *a);
+static void r_share_delete(route_args *a);
+static void r_api_usage(route_args *a);
+static void r_api_logs(route_args *a);
+static void r_plans(route_args *a);
+static void r_plan_put(route_args *a);
+static void r_plan_delete(route_args *a);
+static void r_creds(route_args *a);
+static void r_cred_create(route_args *a);
+static void r_cred_get(route_args *a);
+static void r_cred_update(route_args *a);
+static void r_cred_rotate(route_args *a);
+static void r_cred_delete(route_args *a);
 
 /* Namespaced routes exist twice: short (namespace "default") and under
  * /v1/namespaces/{ns}; the long form is derived in match_route(). */
@@ -57,6 +80,33 @@ static const route routes[] = {
     {"GET", "/v1/functions/{name}/versions", r_versions, 0},
     {"POST", "/v1/functions/{name}/invoke", r_invoke, 0},
     {"GET", "/v1/functions/{name}/logs", r_logs, 0},
+    {"GET", "/v1/apis", r_apis, 0},
+    {"PUT", "/v1/apis/{name}", r_api_put, 0},
+    {"GET", "/v1/apis/{name}", r_api_get, 0},
+    {"DELETE", "/v1/apis/{name}", r_api_delete, 0},
+    {"GET", "/v1/apis/{name}/routes", r_routes, 0},
+    {"POST", "/v1/apis/{name}/routes", r_route_add, 0},
+    {"DELETE", "/v1/apis/{name}/routes/{sub}", r_route_delete, 0},
+    {"GET", "/v1/apis/{name}/shares", r_shares, 0},
+    {"POST", "/v1/apis/{name}/shares", r_share_add, 0},
+    {"DELETE", "/v1/apis/{name}/shares/{sub}", r_share_delete, 0},
+    {"GET", "/v1/apis/{name}/usage", r_api_usage, 0},
+    {"GET", "/v1/apis/{name}/logs", r_api_logs, 0},
+    {"GET", "/v1/plans", r_plans, 0},
+    {"PUT", "/v1/plans/{name}", r_plan_put, 0},
+    {"DELETE", "/v1/plans/{name}", r_plan_delete, 0},
+    {"GET", "/v1/keys", r_creds, 0},
+    {"POST", "/v1/keys", r_cred_create, 0},
+    {"GET", "/v1/keys/{name}", r_cred_get, 0},
+    {"PATCH", "/v1/keys/{name}", r_cred_update, 0},
+    {"POST", "/v1/keys/{name}/rotate", r_cred_rotate, 0},
+    {"DELETE", "/v1/keys/{name}", r_cred_delete, 0},
+    {"GET", "/v1/clients", r_creds, 0},
+    {"POST", "/v1/clients", r_cred_create, 0},
+    {"GET", "/v1/clients/{name}", r_cred_get, 0},
+    {"PATCH", "/v1/clients/{name}", r_cred_update, 0},
+    {"POST", "/v1/clients/{name}/rotate", r_cred_rotate, 0},
+    {"DELETE", "/v1/clients/{name}", r_cred_delete, 0},
 };
 
 void nb_api_print_routes(FILE *f)
@@ -70,10 +120,31 @@ void nb_api_print_routes(FILE *f)
 /* Matches path against pattern, capturing {name}. 1 match, 0 no match. A {name} segment that
  * is not a valid function name still matches (the handler answers 400/404 with a reason). */
 static int match_pattern(const char *pattern, const char *path, size_t plen, char *name,
-                         size_t nsize)
+                         size_t nsize, char *sub, size_t ssize)
 {
     const char *p = pattern, *s = path, *end = path + plen;
     while (*p && s < end) {
+        if (strncmp(p, "{sub}", 5) == 0) {
+            const char *seg_end = memchr(s, '/', (size_t)(end - s));
+            if (!seg_end) seg_end = end;
+            size_t n = (size_t)(seg_end - s);
+            if (n == 0 || n >= ssize) return 0;
+            /* Percent-decoded: a share's consumer is "ns%2Fname". */
+            size_t o = 0;
+            for (size_t i = 0; i < n; i++) {
+                unsigned v;
+                if (s[i] == '%' && i + 2 < n && sscanf(s + i + 1, "%2x", &v) == 1) {
+                    sub[o++] = (char)v;
+                    i += 2;
+                } else {
+                    sub[o++] = s[i];
+                }
+            }
+            sub[o] = 0;
+            s = seg_end;
+            p += 5;
+            continue;
+        }
         if (strncmp(p, "{name}", 6) == 0) {
             const char *seg_end = memchr(s, '/', (size_t)(end - s));
             if (!seg_end) seg_end = end;
@@ -143,7 +214,8 @@ int nb_api_handle(void *ud, h2o_req_t *req, const char *request_id)
     int path_matched = 0;
     for (size_t i = 0; i < NB_ARRAY_LEN(routes); i++) {
         const route *r = &routes[i];
-        if (!match_pattern(r->pattern, path, plen, a.name, sizeof a.name)) continue;
+        if (!match_pattern(r->pattern, path, plen, a.name, sizeof a.name, a.sub, sizeof a.sub))
+            continue;
         path_matched = 1;
         if (!h2o_memis(req->method.base, req->method.len, r->method, strlen(r->method))) continue;
         if (!r->public && !auth_ok(api, req)) {
@@ -592,6 +664,12 @@ struct nb_api_follower {
     nb_buf inflight; /* handed to h2o, valid until proceed */
     int sending, stopped, end_when_sent;
     nb_api_follower *next;
+    /* An API's access records: polled from the access log (they are in SQLite, not in the
+     * function logs' live stream). */
+    uv_timer_t *poll;
+    char ns[NB_NAME_MAX + 1], apiname[NB_NAME_MAX + 1];
+    int status_class, status;
+    int64_t after_id;
 };
 
 static void follower_unlink(nb_api_follower *f)
@@ -621,8 +699,10 @@ static void follower_flush(nb_api_follower *f, enum flush_mode mode)
     f->sending = 1;
     if (mode == FLUSH_FINAL) {
         f->stopped = 1;
-        nb_logs_unsubscribe(f->api->logs, f->sub);
+        if (f->sub) nb_logs_unsubscribe(f->api->logs, f->sub);
         f->sub = NULL;
+        if (f->poll) uv_close((uv_handle_t *)f->poll, (uv_close_cb)free);
+        f->poll = NULL;
         follower_unlink(f);
     }
     h2o_send(f->req, &buf, 1,
@@ -644,8 +724,10 @@ static void follower_stop(h2o_generator_t *g, h2o_req_t *req)
     nb_api_follower *f = (nb_api_follower *)g;
     if (f->stopped) return;
     f->stopped = 1;
-    nb_logs_unsubscribe(f->api->logs, f->sub);
+    if (f->sub) nb_logs_unsubscribe(f->api->logs, f->sub);
     f->sub = NULL;
+    if (f->poll) uv_close((uv_handle_t *)f->poll, (uv_close_cb)free);
+    f->poll = NULL;
     follower_unlink(f);
 }
 
@@ -727,4 +809,788 @@ static void r_logs(route_args *a)
     if (out.len) nb_buf_append(&f->pending, out.data, out.len);
     nb_buf_free(&out);
     follower_flush(f, FLUSH_ALWAYS);
+}
+
+/* ---------- API gateway objects ---------- */
+
+ADMIN_LOCKED(a->api, r_api_put)
+ADMIN_LOCKED(a->api, r_api_delete)
+ADMIN_LOCKED(a->api, r_route_add)
+ADMIN_LOCKED(a->api, r_route_delete)
+ADMIN_LOCKED(a->api, r_share_add)
+ADMIN_LOCKED(a->api, r_share_delete)
+ADMIN_LOCKED(a->api, r_plan_put)
+ADMIN_LOCKED(a->api, r_plan_delete)
+ADMIN_LOCKED(a->api, r_cred_create)
+ADMIN_LOCKED(a->api, r_cred_update)
+ADMIN_LOCKED(a->api, r_cred_rotate)
+ADMIN_LOCKED(a->api, r_cred_delete)
+
+/* After a change: every loop's next gateway request sees it. */
+static int gw_changed(route_args *a)
+{
+    nb_err err = {0};
+    if (a->api->gw && nb_gw_reload(a->api->gw, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return -1;
+    }
+    return 0;
+}
+
+static json_t *obj_json(const nb_obj *o)
+{
+    json_t *j = json_loads(o->body, 0, NULL);
+    return j ? j : json_object();
+}
+
+/* The stored object (body parsed) or NULL having answered (404 when absent). */
+static json_t *obj_load(route_args *a, const char *kind, const char *name, nb_obj *o)
+{
+    nb_err err = {0};
+    int rc = a->api->store->ops->obj_get(a->api->store, a->ns, kind, name, o, &err);
+    if (rc < 0) {
+        nb_http_send_error(a->req, &err);
+        return NULL;
+    }
+    if (rc == 0) {
+        nb_http_error(a->req, 404, NB_E_NOT_FOUND, "%s '%s' not found", kind, name);
+        return NULL;
+    }
+    return obj_json(o);
+}
+
+static json_t *obj_view(const char *kind, const nb_obj *o)
+{
+    json_t *b = obj_json(o);
+    json_t *v = nb_gw_admin_view(kind, o->name, b, o->created_at, o->updated_at);
+    json_decref(b);
+    return v;
+}
+
+static void list_kind(route_args *a, const char *kind, const char *prefix, const char *key)
+{
+    nb_obj *objs;
+    size_t n;
+    nb_err err = {0};
+    if (a->api->store->ops->obj_list(a->api->store, a->ns, kind, prefix, &objs, &n, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, obj_view(kind, &objs[i]));
+    nb_obj_free_list(objs, n);
+    nb_http_send_json(a->req, 200, json_pack("{s:o}", key, arr));
+}
+
+static int obj_write(route_args *a, const char *kind, const char *name, json_t *body,
+                     enum nb_obj_put_mode mode, int *created)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
+    nb_err err = {0};
+    int rc =
+        a->api->store->ops->obj_put(a->api->store, a->ns, kind, name, text, mode, created, &err);
+    free(text);
+    if (rc < 0) nb_http_send_error(a->req, &err);
+    return rc;
+}
+
+/* 1 when the plan named by field exists (or the field is absent/null), else answers 400. */
+static int plan_exists(route_args *a, const json_t *body, const char *field)
+{
+    const char *p = json_string_value(json_object_get(body, field));
+    if (!p) return 1;
+    nb_obj o = {0};
+    nb_err err = {0};
+    int rc = a->api->store->ops->obj_get(a->api->store, a->ns, "plan", p, &o, &err);
+    nb_obj_clear(&o);
+    if (rc == 1) return 1;
+    if (rc < 0)
+        nb_http_send_error(a->req, &err);
+    else
+        nb_http_error(a->req, 400, NB_E_INVALID_VALUE, "%s: plan '%s' does not exist", field, p);
+    return 0;
+}
+
+static void r_apis(route_args *a)
+{
+    list_kind(a, "api", NULL, "apis");
+}
+
+static void r_api_put_locked(route_args *a)
+{
+    json_t *in = json_body(a);
+    if (!in) return;
+    nb_obj cur = {0};
+    nb_err err = {0};
+    int found = a->api->store->ops->obj_get(a->api->store, a->ns, "api", a->name, &cur, &err);
+    json_t *curj = found == 1 ? obj_json(&cur) : NULL;
+    json_t *body = found < 0 ? NULL : nb_gw_admin_api(a->name, in, curj, &err);
+    json_decref(in);
+    json_decref(curj);
+    nb_obj_clear(&cur);
+    if (!body) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    /* One API per base path over every namespace: the gateway listener is shared. */
+    const char *base = json_string_value(json_object_get(body, "base_path"));
+    nb_obj *all;
+    size_t n;
+    if (a->api->store->ops->obj_list(a->api->store, NULL, "api", NULL, &all, &n, &err) < 0) {
+        json_decref(body);
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = obj_json(&all[i]);
+        int clash = strcmp(json_string_value(json_object_get(o, "base_path")) ?: "", base) == 0 &&
+                    !(strcmp(all[i].ns, a->ns) == 0 && strcmp(all[i].name, a->name) == 0);
+        json_decref(o);
+        if (clash) {
+            nb_http_error(a->req, 409, NB_E_CONFLICT, "base path %s is already used by API %s/%s",
+                          base, all[i].ns, all[i].name);
+            nb_obj_free_list(all, n);
+            json_decref(body);
+            return;
+        }
+    }
+    nb_obj_free_list(all, n);
+    int created = 0;
+    if (!plan_exists(a, body, "plan") ||
+        obj_write(a, "api", a->name, body, NB_OBJ_UPSERT, &created) < 0 || gw_changed(a) < 0) {
+        json_decref(body);
+        return;
+    }
+    nb_info("api", "%s gateway API %s/%s at %s", created ? "created" : "updated", a->ns, a->name,
+            base);
+    json_t *v = nb_gw_admin_view("api", a->name, body, 0, 0);
+    json_object_del(v, "created_at");
+    json_object_del(v, "updated_at");
+    json_decref(body);
+    nb_http_send_json(a->req, created ? 201 : 200, v);
+}
+
+static void r_api_get(route_args *a)
+{
+    nb_obj o = {0};
+    json_t *j = obj_load(a, "api", a->name, &o);
+    if (!j) return;
+    json_decref(j);
+    json_t *v = obj_view("api", &o);
+    nb_obj_clear(&o);
+    char prefix[NB_NAME_MAX + 2];
+    snprintf(prefix, sizeof prefix, "%s/", a->name);
+    nb_obj *rs;
+    size_t n;
+    nb_err err = {0};
+    if (a->api->store->ops->obj_list(a->api->store, a->ns, "route", prefix, &rs, &n, &err) < 0) {
+        json_decref(v);
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, obj_view("route", &rs[i]));
+    nb_obj_free_list(rs, n);
+    json_object_set_new(v, "routes", arr);
+    nb_http_send_json(a->req, 200, v);
+}
+
+static void r_api_delete_locked(route_args *a)
+{
+    nb_err err = {0};
+    char prefix[NB_NAME_MAX + 3];
+    snprintf(prefix, sizeof prefix, "%s/*", a->name);
+    if (a->api->store->ops->obj_delete(a->api->store, a->ns, "api", a->name, &err) < 0 ||
+        a->api->store->ops->obj_delete(a->api->store, a->ns, "route", prefix, &err) < 0 ||
+        a->api->store->ops->obj_delete(a->api->store, a->ns, "share", prefix, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    if (gw_changed(a) < 0) return;
+    nb_info("api", "deleted gateway API %s/%s", a->ns, a->name);
+    nb_http_send_json(a->req, 200, json_pack("{s:s}", "deleted", a->name));
+}
+
+static void r_routes(route_args *a)
+{
+    nb_obj o = {0};
+    json_t *j = obj_load(a, "api", a->name, &o);
+    if (!j) return;
+    json_decref(j);
+    nb_obj_clear(&o);
+    char prefix[NB_NAME_MAX + 2];
+    snprintf(prefix, sizeof prefix, "%s/", a->name);
+    list_kind(a, "route", prefix, "routes");
+}
+
+static void r_route_add_locked(route_args *a)
+{
+    nb_obj o = {0};
+    json_t *apij = obj_load(a, "api", a->name, &o);
+    if (!apij) return;
+    json_decref(apij);
+    nb_obj_clear(&o);
+    json_t *in = json_body(a);
+    if (!in) return;
+    nb_err err = {0};
+    json_t *body = nb_gw_admin_route(in, &err);
+    json_decref(in);
+    if (!body) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    /* Conflicts are found by building the API's table with the new route last. */
+    char prefix[NB_NAME_MAX + 2];
+    snprintf(prefix, sizeof prefix, "%s/", a->name);
+    nb_obj *rs;
+    size_t n;
+    if (a->api->store->ops->obj_list(a->api->store, a->ns, "route", prefix, &rs, &n, &err) < 0) {
+        json_decref(body);
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_rt *t = nb_rt_new();
+    for (size_t i = 0; i < n; i++) {
+        json_t *r = obj_json(&rs[i]);
+        nb_err ignored = {0};
+        nb_rt_add(t, json_string_value(json_object_get(r, "method")) ?: "",
+                  json_string_value(json_object_get(r, "path")) ?: "", NULL, &ignored);
+        json_decref(r);
+    }
+    nb_obj_free_list(rs, n);
+    int rc = nb_rt_add(t, json_string_value(json_object_get(body, "method")),
+                       json_string_value(json_object_get(body, "path")), NULL, &err);
+    nb_rt_free(t);
+    if (rc < 0) {
+        json_decref(body);
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    char id[16], name[NB_NAME_MAX + 20];
+    id[0] = 'r';
+    nb_random_hex(id + 1, 4);
+    snprintf(name, sizeof name, "%s/%s", a->name, id);
+    json_object_set_new(body, "id", json_string(id));
+    json_object_set_new(body, "api", json_string(a->name));
+    if (obj_write(a, "route", name, body, NB_OBJ_CREATE, NULL) < 0 || gw_changed(a) < 0) {
+        json_decref(body);
+        return;
+    }
+    nb_info("api", "gateway API %s/%s: route %s %s -> %s", a->ns, a->name,
+            json_string_value(json_object_get(body, "method")),
+            json_string_value(json_object_get(body, "path")),
+            json_string_value(json_object_get(body, "function")));
+    nb_http_send_json(a->req, 201, body);
+}
+
+static void r_route_delete_locked(route_args *a)
+{
+    char name[NB_NAME_MAX + 260];
+    snprintf(name, sizeof name, "%s/%s", a->name, a->sub);
+    nb_err err = {0};
+    if (strchr(a->sub, '*') ||
+        a->api->store->ops->obj_delete(a->api->store, a->ns, "route", name, &err) < 0) {
+        if (!err.status) nb_err_set(&err, 404, NB_E_NOT_FOUND, "route '%s' not found", a->sub);
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    if (gw_changed(a) < 0) return;
+    nb_http_send_json(a->req, 200, json_pack("{s:s}", "deleted", a->sub));
+}
+
+/* "name", "ns/name": the consumer's namespace (default: the API's) and name. */
+static int split_consumer(route_args *a, const char *c, char *ns, char *name)
+{
+    const char *slash = strchr(c, '/');
+    if (slash) {
+        snprintf(ns, NB_NAME_MAX + 1, "%.*s",
+                 (int)((size_t)(slash - c) > NB_NAME_MAX ? NB_NAME_MAX : (size_t)(slash - c)), c);
+        snprintf(name, NB_NAME_MAX + 1, "%s", slash + 1);
+    } else {
+        snprintf(ns, NB_NAME_MAX + 1, "%s", a->ns);
+        snprintf(name, NB_NAME_MAX + 1, "%s", c);
+    }
+    if (!nb_fn_valid_name(ns) || !nb_fn_valid_name(name)) {
+        nb_http_error(a->req, 400, NB_E_INVALID_VALUE,
+                      "consumer must be NAME or NAMESPACE/NAME of a key or client");
+        return -1;
+    }
+    return 0;
+}
+
+static void r_shares(route_args *a)
+{
+    nb_obj o = {0};
+    json_t *j = obj_load(a, "api", a->name, &o);
+    if (!j) return;
+    json_decref(j);
+    nb_obj_clear(&o);
+    char prefix[NB_NAME_MAX + 2];
+    snprintf(prefix, sizeof prefix, "%s/", a->name);
+    list_kind(a, "share", prefix, "shares");
+}
+
+static void r_share_add_locked(route_args *a)
+{
+    nb_obj o = {0};
+    json_t *apij = obj_load(a, "api", a->name, &o);
+    if (!apij) return;
+    json_decref(apij);
+    nb_obj_clear(&o);
+    json_t *in = json_body(a);
+    if (!in) return;
+    const char *consumer = json_string_value(json_object_get(in, "consumer"));
+    const char *kind = json_string_value(json_object_get(in, "kind"));
+    const json_t *plan = json_object_get(in, "plan");
+    char cns[NB_NAME_MAX + 1], cname[NB_NAME_MAX + 1];
+    const char *k;
+    json_t *v;
+    json_object_foreach(in, k, v)
+    {
+        if (strcmp(k, "consumer") && strcmp(k, "kind") && strcmp(k, "plan")) {
+            nb_http_error(a->req, 400, NB_E_UNKNOWN_FIELD, "unknown field '%s'", k);
+            json_decref(in);
+            return;
+        }
+    }
+    if (!consumer || split_consumer(a, consumer, cns, cname) < 0) {
+        if (!consumer)
+            nb_http_error(a->req, 400, NB_E_INVALID_VALUE, "consumer: required (NAME or NS/NAME)");
+        json_decref(in);
+        return;
+    }
+    if (plan && !json_is_null(plan) && !json_is_string(plan)) {
+        nb_http_error(a->req, 400, NB_E_INVALID_VALUE, "plan: must be a plan name or null");
+        json_decref(in);
+        return;
+    }
+    /* The consumer: a key, else a client, of that name in its namespace (kind may say which). */
+    nb_err err = {0};
+    const char *found_kind = NULL;
+    static const char *const kinds[] = {"key", "client"};
+    for (int i = 0; i < 2 && !found_kind; i++) {
+        if (kind && strcmp(kind, kinds[i]) != 0) continue;
+        nb_obj c = {0};
+        if (a->api->store->ops->obj_get(a->api->store, cns, kinds[i], cname, &c, &err) == 1)
+            found_kind = kinds[i];
+        nb_obj_clear(&c);
+    }
+    if (!found_kind) {
+        nb_http_error(a->req, 404, NB_E_NOT_FOUND, "no %s '%s/%s' to share with",
+                      kind ? kind : "key or client", cns, cname);
+        json_decref(in);
+        return;
+    }
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "api", a->name, "consumer_ns", cns, "consumer",
+                             cname, "kind", found_kind);
+    if (plan && json_is_string(plan)) json_object_set_new(body, "plan", json_copy((json_t *)plan));
+    json_decref(in);
+    char name[4 * NB_NAME_MAX + 8];
+    snprintf(name, sizeof name, "%s/%s/%s/%s", a->name, cns, found_kind, cname);
+    int created = 0;
+    if (!plan_exists(a, body, "plan") ||
+        obj_write(a, "share", name, body, NB_OBJ_UPSERT, &created) < 0 || gw_changed(a) < 0) {
+        json_decref(body);
+        return;
+    }
+    nb_info("api", "gateway API %s/%s shared with %s %s/%s", a->ns, a->name, found_kind, cns,
+            cname);
+    nb_http_send_json(a->req, created ? 201 : 200, body);
+}
+
+static void r_share_delete_locked(route_args *a)
+{
+    char cns[NB_NAME_MAX + 1], cname[NB_NAME_MAX + 1];
+    if (split_consumer(a, a->sub, cns, cname) < 0) return;
+    nb_err err = {0};
+    int deleted = 0;
+    static const char *const kinds[] = {"key", "client"};
+    for (int i = 0; i < 2; i++) {
+        char name[4 * NB_NAME_MAX + 8];
+        snprintf(name, sizeof name, "%s/%s/%s/%s", a->name, cns, kinds[i], cname);
+        if (a->api->store->ops->obj_delete(a->api->store, a->ns, "share", name, &err) == 0)
+            deleted = 1;
+        else if (err.status != 404) {
+            nb_http_send_error(a->req, &err);
+            return;
+        }
+    }
+    if (!deleted) {
+        nb_http_error(a->req, 404, NB_E_NOT_FOUND, "API %s is not shared with %s/%s", a->name, cns,
+                      cname);
+        return;
+    }
+    if (gw_changed(a) < 0) return;
+    nb_http_send_json(a->req, 200, json_pack("{s:s}", "unshared", a->sub));
+}
+
+/* "24h", "30m", "7d", "90s" or plain seconds -> ms; -1 when malformed. */
+static int64_t parse_since(const char *s)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || v < 0) return -1;
+    long long mul = 1000;
+    if (*end == 's')
+        mul = 1000, end++;
+    else if (*end == 'm')
+        mul = 60000, end++;
+    else if (*end == 'h')
+        mul = 3600000, end++;
+    else if (*end == 'd')
+        mul = 86400000, end++;
+    if (*end) return -1;
+    return v * mul;
+}
+
+/* Fills an access-log filter from the query: since, status (5xx or 404), limit. */
+static int alog_filter(route_args *a, nb_alog_filter *f)
+{
+    memset(f, 0, sizeof *f);
+    f->ns = a->ns;
+    f->api = a->name;
+    char buf[32];
+    if (query_param(a->query, "since", buf, sizeof buf)) {
+        int64_t ms = parse_since(buf);
+        if (ms < 0) {
+            nb_http_error(a->req, 400, NB_E_INVALID_VALUE,
+                          "since must be a duration such as 90s, 30m, 24h or 7d");
+            return -1;
+        }
+        f->since_ms = nb_now_ms() - ms;
+    }
+    if (query_param(a->query, "status", buf, sizeof buf)) {
+        if (strlen(buf) == 3 && buf[0] >= '1' && buf[0] <= '5' && buf[1] == 'x' && buf[2] == 'x')
+            f->status_class = buf[0] - '0';
+        else if (strlen(buf) == 3 && atoi(buf) >= 100 && atoi(buf) <= 599)
+            f->status = atoi(buf);
+        else {
+            nb_http_error(a->req, 400, NB_E_INVALID_VALUE,
+                          "status must be a class such as 5xx or a code such as 404");
+            return -1;
+        }
+    }
+    long long limit = 100;
+    if (parse_int_param(a, "limit", 1, 10000, &limit) < 0) return -1;
+    f->limit = (int)limit;
+    return 0;
+}
+
+static int api_exists(route_args *a)
+{
+    nb_obj o = {0};
+    json_t *j = obj_load(a, "api", a->name, &o);
+    nb_obj_clear(&o);
+    json_decref(j);
+    return j != NULL;
+}
+
+static void r_api_usage(route_args *a)
+{
+    if (!api_exists(a)) return;
+    nb_alog_filter f;
+    if (alog_filter(a, &f) < 0) return;
+    char by[16] = "route";
+    query_param(a->query, "by", by, sizeof by);
+    if (strcmp(by, "key") && strcmp(by, "route") && strcmp(by, "status") && strcmp(by, "day") &&
+        strcmp(by, "api")) {
+        nb_http_error(a->req, 400, NB_E_INVALID_VALUE, "by must be key, route, status or day");
+        return;
+    }
+    nb_err err = {0};
+    nb_alog_flush(a->api->alog);
+    json_t *rows = nb_alog_usage(a->api->alog, &f, by, &err);
+    if (!rows) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_http_send_json(a->req, 200,
+                      json_pack("{s:s, s:s, s:o}", "api", a->name, "by", by, "usage", rows));
+}
+
+static void send_records(nb_api_follower *f, json_t *rows)
+{
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r)
+    {
+        char *line = json_dumps(r, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        size_t n = strlen(line);
+        line[n] = '\n';
+        follower_record(f, line, n + 1);
+        free(line);
+    }
+}
+
+static void api_logs_poll(uv_timer_t *t)
+{
+    nb_api_follower *f = t->data;
+    if (f->stopped) return;
+    nb_alog_filter flt = {.ns = f->ns,
+                          .api = f->apiname,
+                          .status_class = f->status_class,
+                          .status = f->status,
+                          .after_id = f->after_id,
+                          .limit = 1000};
+    nb_err err = {0};
+    json_t *rows = nb_alog_query(f->api->alog, &flt, &f->after_id, &err);
+    if (rows) send_records(f, rows);
+    json_decref(rows);
+}
+
+static void r_api_logs(route_args *a)
+{
+    if (!api_exists(a)) return;
+    nb_alog_filter flt;
+    if (alog_filter(a, &flt) < 0) return;
+    long long follow = 0;
+    if (parse_int_param(a, "follow", 0, 1, &follow) < 0) return;
+    nb_err err = {0};
+    nb_alog_flush(a->api->alog);
+    int64_t last = 0;
+    json_t *rows = nb_alog_query(a->api->alog, &flt, &last, &err);
+    if (!rows) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    if (!follow) {
+        nb_http_send_json(a->req, 200, json_pack("{s:s, s:o}", "api", a->name, "records", rows));
+        return;
+    }
+    nb_api_follower *f = h2o_mem_alloc_shared(&a->req->pool, sizeof *f, follower_dispose);
+    memset(f, 0, sizeof *f);
+    f->gen.proceed = follower_proceed;
+    f->gen.stop = follower_stop;
+    f->req = a->req;
+    f->api = a->api;
+    snprintf(f->ns, sizeof f->ns, "%s", a->ns);
+    snprintf(f->apiname, sizeof f->apiname, "%s", a->name);
+    f->status_class = flt.status_class;
+    f->status = flt.status;
+    f->after_id = last;
+    nb_buf_init(&f->pending, 4u << 20);
+    nb_buf_init(&f->inflight, 4u << 20);
+    f->next = a->api->followers;
+    a->api->followers = f;
+    f->poll = malloc(sizeof *f->poll);
+    if (!f->poll) abort();
+    uv_timer_init(a->req->conn->ctx->loop, f->poll);
+    f->poll->data = f;
+    uv_timer_start(f->poll, api_logs_poll, 250, 250);
+    a->req->res.status = 200;
+    a->req->res.reason = "OK";
+    nb_http_header(a->req, "content-type", "application/x-ndjson");
+    h2o_start_response(a->req, &f->gen);
+    send_records(f, rows);
+    json_decref(rows);
+    follower_flush(f, FLUSH_ALWAYS);
+}
+
+static void r_plans(route_args *a)
+{
+    list_kind(a, "plan", NULL, "plans");
+}
+
+static void r_plan_put_locked(route_args *a)
+{
+    if (!nb_fn_valid_name(a->name)) {
+        nb_http_error(a->req, 400, NB_E_INVALID_NAME, "invalid plan name: [A-Za-z0-9_-]{1,64}");
+        return;
+    }
+    json_t *in = json_body(a);
+    if (!in) return;
+    nb_obj cur = {0};
+    nb_err err = {0};
+    int found = a->api->store->ops->obj_get(a->api->store, a->ns, "plan", a->name, &cur, &err);
+    json_t *curj = found == 1 ? obj_json(&cur) : NULL;
+    json_t *body = found < 0 ? NULL : nb_gw_admin_plan(in, curj, &err);
+    json_decref(in);
+    json_decref(curj);
+    nb_obj_clear(&cur);
+    int created = 0;
+    if (!body) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    if (obj_write(a, "plan", a->name, body, NB_OBJ_UPSERT, &created) < 0 || gw_changed(a) < 0) {
+        json_decref(body);
+        return;
+    }
+    json_object_set_new(body, "name", json_string(a->name));
+    nb_http_send_json(a->req, created ? 201 : 200, body);
+}
+
+/* A plan in use stays: deleting it would silently lift the limits of its keys. */
+static void r_plan_delete_locked(route_args *a)
+{
+    nb_obj *objs;
+    size_t n;
+    nb_err err = {0};
+    if (a->api->store->ops->obj_list(a->api->store, a->ns, NULL, NULL, &objs, &n, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(objs[i].kind, "plan") == 0 || strcmp(objs[i].kind, "route") == 0) continue;
+        json_t *j = obj_json(&objs[i]);
+        int uses = strcmp(json_string_value(json_object_get(j, "plan")) ?: "", a->name) == 0;
+        json_decref(j);
+        if (uses) {
+            nb_http_error(a->req, 409, NB_E_CONFLICT, "plan '%s' is used by %s '%s'", a->name,
+                          objs[i].kind, objs[i].name);
+            nb_obj_free_list(objs, n);
+            return;
+        }
+    }
+    nb_obj_free_list(objs, n);
+    if (a->api->store->ops->obj_delete(a->api->store, a->ns, "plan", a->name, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    if (gw_changed(a) < 0) return;
+    nb_http_send_json(a->req, 200, json_pack("{s:s}", "deleted", a->name));
+}
+
+/* "key" or "client", from the route's path. */
+static const char *cred_kind(route_args *a)
+{
+    const char *p = a->req->path_normalized.base;
+    size_t n = a->req->path_normalized.len;
+    static const char needle[] = "/clients";
+    for (size_t i = 0; i + sizeof needle - 1 <= n; i++)
+        if (memcmp(p + i, needle, sizeof needle - 1) == 0) return "client";
+    return "key";
+}
+
+static void r_creds(route_args *a)
+{
+    const char *kind = cred_kind(a);
+    list_kind(a, kind, NULL, strcmp(kind, "key") == 0 ? "keys" : "clients");
+}
+
+static void r_cred_get(route_args *a)
+{
+    const char *kind = cred_kind(a);
+    nb_obj o = {0};
+    json_t *j = obj_load(a, kind, a->name, &o);
+    if (!j) return;
+    json_decref(j);
+    json_t *v = obj_view(kind, &o);
+    nb_obj_clear(&o);
+    nb_http_send_json(a->req, 200, v);
+}
+
+static json_t *cred_body(const char *kind, const json_t *in, const json_t *cur, char *secret,
+                         size_t size, nb_err *err)
+{
+    return strcmp(kind, "key") == 0 ? nb_gw_admin_key(in, cur, secret, size, err)
+                                    : nb_gw_admin_client(in, cur, secret, size, err);
+}
+
+static void cred_answer(route_args *a, const char *kind, const char *name, json_t *body,
+                        const char *secret, int status)
+{
+    json_t *v = nb_gw_admin_view(kind, name, body, nb_now_ms(), nb_now_ms());
+    json_object_del(v, "created_at");
+    json_object_del(v, "updated_at");
+    if (secret[0])
+        json_object_set_new(v, strcmp(kind, "key") == 0 ? "key" : "client_secret",
+                            json_string(secret));
+    nb_http_send_json(a->req, status, v);
+}
+
+static void r_cred_create_locked(route_args *a)
+{
+    const char *kind = cred_kind(a);
+    json_t *in = json_body(a);
+    if (!in) return;
+    const char *name = json_string_value(json_object_get(in, "name"));
+    if (!name || !nb_fn_valid_name(name)) {
+        nb_http_error(a->req, 400, NB_E_INVALID_NAME, "name: required, [A-Za-z0-9_-]{1,64}");
+        json_decref(in);
+        return;
+    }
+    if (json_object_get(in, "rotate")) {
+        nb_http_error(a->req, 400, NB_E_UNKNOWN_FIELD, "unknown field 'rotate'");
+        json_decref(in);
+        return;
+    }
+    char secret[128], cname[NB_NAME_MAX + 1];
+    snprintf(cname, sizeof cname, "%s", name);
+    nb_err err = {0};
+    json_t *body = cred_body(kind, in, NULL, secret, sizeof secret, &err);
+    json_decref(in);
+    if (!body) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    if (!plan_exists(a, body, "plan") || obj_write(a, kind, cname, body, NB_OBJ_CREATE, NULL) < 0 ||
+        gw_changed(a) < 0) {
+        json_decref(body);
+        return;
+    }
+    nb_info("api", "created %s %s/%s", kind, a->ns, cname);
+    cred_answer(a, kind, cname, body, secret, 201);
+    json_decref(body);
+}
+
+static void cred_change(route_args *a, json_t *in)
+{
+    const char *kind = cred_kind(a);
+    nb_obj cur = {0};
+    json_t *curj = obj_load(a, kind, a->name, &cur);
+    nb_obj_clear(&cur);
+    if (!curj) return;
+    char secret[128];
+    nb_err err = {0};
+    json_t *body = cred_body(kind, in, curj, secret, sizeof secret, &err);
+    json_decref(curj);
+    if (!body) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    if (!plan_exists(a, body, "plan") ||
+        obj_write(a, kind, a->name, body, NB_OBJ_UPDATE, NULL) < 0 || gw_changed(a) < 0) {
+        json_decref(body);
+        return;
+    }
+    cred_answer(a, kind, a->name, body, secret, 200);
+    json_decref(body);
+}
+
+static void r_cred_update_locked(route_args *a)
+{
+    json_t *in = json_body(a);
+    if (!in) return;
+    if (json_object_get(in, "rotate") || json_object_get(in, "name")) {
+        nb_http_error(a->req, 400, NB_E_UNKNOWN_FIELD, "only enabled, plan%s may change",
+                      strcmp(cred_kind(a), "client") == 0 ? " and scopes" : "");
+        json_decref(in);
+        return;
+    }
+    cred_change(a, in);
+    json_decref(in);
+}
+
+static void r_cred_rotate_locked(route_args *a)
+{
+    json_t *in = json_pack("{s:b}", "rotate", 1);
+    cred_change(a, in);
+    json_decref(in);
+}
+
+static void r_cred_delete_locked(route_args *a)
+{
+    const char *kind = cred_kind(a);
+    nb_err err = {0};
+    if (a->api->store->ops->obj_delete(a->api->store, a->ns, kind, a->name, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    if (gw_changed(a) < 0) return;
+    nb_info("api", "deleted %s %s/%s", kind, a->ns, a->name);
+    nb_http_send_json(a->req, 200, json_pack("{s:s}", "deleted", a->name));
 }

@@ -12,6 +12,8 @@
 #ifndef NB_API_H
 #define NB_API_H
 
+#include "gateway/alog.h"
+#include "gateway/gw.h"
 #include "invoke/invoke.h"
 #include "logs/logs.h"
 #include "store/store.h"
@@ -33,6 +35,8 @@ typedef struct nb_api {
     nb_logs *logs;
     nb_api_follower *followers;
     pthread_mutex_t *admin_mu; /* shared by every loop's nb_api */
+    nb_gw *gw;                 /* the API gateway's config (shared) */
+    nb_alog *alog;             /* the gateway's access records (shared) */
     int draining;
 } nb_api;
 

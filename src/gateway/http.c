@@ -158,6 +158,11 @@ int nb_http_listen(nb_http *h, const char *host, int port, int reuseport, int *b
     return 0;
 }
 
+void nb_http_set_max_body(nb_http *h, size_t max)
+{
+    h->config.max_request_entity_size = max;
+}
+
 void nb_http_set_loop_tag(nb_http *h, const char *tag)
 {
     h->loop_tag = tag;

@@ -27,6 +27,8 @@ nb_http *nb_http_new(uv_loop_t *loop, nb_http_handler handler, void *ud);
  * port 0, the others the port it got). */
 int nb_http_listen(nb_http *h, const char *host, int port, int reuseport, int *bound_port,
                    nb_err *err);
+/* Bodies above this are refused by h2o (413) before any handler runs. */
+void nb_http_set_max_body(nb_http *h, size_t max);
 /* Adds "X-Nimbus-Loop: tag" to every answer (tag must outlive h); NULL for none. */
 void nb_http_set_loop_tag(nb_http *h, const char *tag);
 /* Stops accepting new connections; existing ones finish. The server is not freed: the daemon

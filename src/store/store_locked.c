@@ -90,8 +90,8 @@ static int l_obj_put(nb_store *s, const char *ns, const char *kind, const char *
     return rc;
 }
 
-static int l_obj_get(nb_store *s, const char *ns, const char *kind, const char *name,
-                     nb_obj *out, nb_err *err)
+static int l_obj_get(nb_store *s, const char *ns, const char *kind, const char *name, nb_obj *out,
+                     nb_err *err)
 {
     int rc;
     nb_store *in = ((locked_store *)s)->inner;
