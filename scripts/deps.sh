@@ -7,7 +7,7 @@ libjansson-dev libarchive-dev libcurl4-openssl-dev libseccomp-dev python3 nodejs
 case "${1:-}" in
 --bench) PKGS="$PKGS wrk npm" ;;
 # The tests install the real aws-lambda-ric from npm; its native addon builds with autotools.
---test) PKGS="$PKGS npm g++ autoconf automake libtool" ;;
+--test) PKGS="$PKGS npm g++ autoconf automake libtool curl openssl" ;;
 esac
 missing=""
 for p in $PKGS; do

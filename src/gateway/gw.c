@@ -732,6 +732,7 @@ typedef struct gw_req {
     const char *consumer_kind;
     char origin[512];
     int origin_ok;
+    char ip[64]; /* the peer, read once: the connection may be gone when the record is made */
     nb_inv *inv;
     uv_timer_t *timer;
     int answered, cold;
@@ -747,10 +748,6 @@ static void record(gw_req *g, int status, const char *code, const char *body, si
     char method[16];
     snprintf(method, sizeof method, "%.*s", (int)(req->method.len < 15 ? req->method.len : 15),
              req->method.base);
-    char ip[64] = "";
-    struct sockaddr_storage sa;
-    socklen_t salen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&sa);
-    if (salen) h2o_socket_getnumerichost((struct sockaddr *)&sa, salen, ip);
     const char *logged = NULL;
     size_t logged_len = 0;
     if (g->route && g->route->log_max > 0 && body &&
@@ -770,7 +767,7 @@ static void record(gw_req *g, int status, const char *code, const char *body, si
         .consumer = g->consumer,
         .consumer_kind = g->consumer_kind ? g->consumer_kind : "",
         .request_id = g->request_id,
-        .source_ip = ip,
+        .source_ip = g->ip,
         .bytes_in = (int64_t)req->entity.len,
         .bytes_out = (int64_t)len,
         .cold = g->cold,
@@ -954,7 +951,7 @@ static tok_cache *bearer(gw_req *g, const gw_api *api, h2o_iovec_t tok, const ch
     nb_gw_loop *l = g->l;
     unsigned char h[32];
     nb_sha256(tok.base, tok.len, h);
-    tok_cache *t = &l->cache[h[0] | ((h[1] & 0) << 8)];
+    tok_cache *t = &l->cache[h[0]];
     int64_t now = nb_now_ms() / 1000;
     if (t->sub && t->gen == g->snap->gen && t->api == api && memcmp(t->hash, h, 32) == 0 &&
         now <= t->exp)
@@ -1283,10 +1280,6 @@ static void invoke(gw_req *g, const nb_rt_match *m, const char *authorizer)
         hs[nh].name = (nb_ev_str){h->name->base, h->name->len};
         hs[nh++].value = (nb_ev_str){h->value.base, h->value.len};
     }
-    char ip[64] = "";
-    struct sockaddr_storage sa;
-    socklen_t salen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&sa);
-    if (salen) h2o_socket_getnumerichost((struct sockaddr *)&sa, salen, ip);
     size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
     const char *names[NB_RT_MAX_PARAMS], *values[NB_RT_MAX_PARAMS];
     for (int i = 0; i < m->nparams; i++) {
@@ -1304,7 +1297,7 @@ static void invoke(gw_req *g, const nb_rt_match *m, const char *authorizer)
         .headers = hs,
         .nheaders = nh,
         .body = {req->entity.base ? req->entity.base : "", req->entity.len},
-        .source_ip = ip,
+        .source_ip = g->ip,
         .request_id = g->request_id,
         .time_ms = g->time_ms,
         .route_key = m->route_key,
@@ -1539,6 +1532,9 @@ int nb_gw_handle(void *ud, h2o_req_t *req, const char *request_id)
     g->time_ms = nb_now_ms();
     g->snap = loop_snap(l);
     atomic_fetch_add(&g->snap->refs, 1);
+    struct sockaddr_storage sa;
+    socklen_t salen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&sa);
+    if (salen) h2o_socket_getnumerichost((struct sockaddr *)&sa, salen, g->ip);
     if (ambiguous_framing(req)) {
         req->http1_is_persistent = 0;
         gw_fail(g, 400, "bad_request", "both Content-Length and Transfer-Encoding: refused");

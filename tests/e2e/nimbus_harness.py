@@ -221,8 +221,9 @@ class Daemon:
 
     def spawn(self):
         """Starts `serve` without waiting for it (see start())."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.data, "listen"))
+        for f in ("listen", "gateway.listen"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.data, f))
         env = client_env({"NIMBUS_LOG_LEVEL": os.environ.get("NIMBUS_E2E_LOG_LEVEL", "info")})
         # One event loop unless a test asks for more (--loops) or NIMBUS_E2E_LOOPS says so: the
         # suite's tests count instances and warm reuse, which with several loops depend on
@@ -233,7 +234,8 @@ class Daemon:
             log.write(f"---- {time.strftime('%H:%M:%S')} start serve (test harness)\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [BIN, "serve", "--listen", "127.0.0.1:0", "--data", self.data, *self.args],
+                [BIN, "serve", "--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0",
+                 "--data", self.data, *self.args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 preexec_fn=_die_with_parent)
         return self.proc
@@ -262,6 +264,9 @@ class Daemon:
         self.host, port = text.strip().rsplit(":", 1)
         self.host = self.host.strip("[]")
         self.port = int(port)
+        # Written before "listen", so it is complete by now.
+        with open(os.path.join(self.data, "gateway.listen")) as f:
+            self.gw_port = int(f.read().strip().rsplit(":", 1)[1])
         with open(os.path.join(self.data, "admin.token")) as f:
             self.token = f.read().strip()
         r = self.api("GET", "/healthz", token=None, timeout=5)
@@ -380,7 +385,20 @@ class Daemon:
         assert r.status == 200, r
         return [json.loads(line) for line in r.body.decode().splitlines() if line.strip()]
 
+    def gw(self, method, path, body=None, headers=None, timeout=30):
+        """A request to the API gateway's listener."""
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+            headers = {"Content-Type": "application/json", **(headers or {})}
+        return http_request(self.host, self.gw_port, method, path, body, headers, timeout)
+
     # -- CLI -------------------------------------------------------------------------------
+
+    def gcli(self, *args, input=None, timeout=60):
+        """Runs `nimbus --data DATA ARGS...` (global flags first: for grouped commands such as
+        `nimbus api create`)."""
+        return subprocess.run([BIN, "--data", self.data, *args], input=input, capture_output=True,
+                              text=True, timeout=timeout, env=client_env())
 
     def cli_args(self, cmd, *args):
         return [BIN, cmd, "--data", self.data, *args]
