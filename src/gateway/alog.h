@@ -63,7 +63,7 @@ typedef struct nb_alog_filter {
     int status_class;    /* 0 any; 2..5 for "2xx".."5xx" */
     int status;          /* 0 any; exact status */
     int64_t after_id;    /* records with id > after_id (follow) */
-    int limit;           /* max rows, newest last; <= 0: 100 */
+    int limit;           /* max rows, newest last; <= 0: 100; at most 10000 */
 } nb_alog_filter;
 
 /* The records matching f, oldest first, as a JSON array of objects (id, time, api, route,
@@ -74,8 +74,8 @@ typedef struct nb_alog_filter {
 json_t *nb_alog_query(nb_alog *a, const nb_alog_filter *f, int64_t *last_id, nb_err *err);
 /* Usage grouped by "key" (consumer), "route", "status", "day" or "api": a JSON array of
  * {"<by>":..., "requests":N, "errors_4xx":N, "errors_5xx":N, "bytes_in":N, "bytes_out":N,
- *  "latency_ms_avg":X, "latency_ms_max":X}, sorted by requests descending. f's status, after_id
- * and limit are ignored. */
+ *  "latency_ms_avg":X, "latency_ms_max":X}, sorted by requests descending (the first 10000
+ * groups). f's status, after_id and limit are ignored. */
 json_t *nb_alog_usage(nb_alog *a, const nb_alog_filter *f, const char *by, nb_err *err);
 
 #endif
