@@ -29,9 +29,10 @@ typedef struct nb_lim_cell {
     /* quota: 0 limit = unlimited */
     _Atomic int64_t quota_limit;
     _Atomic int quota_period;      /* nb_lim_period */
-    _Atomic int64_t quota_start;   /* epoch s of the current period's start */
+    _Atomic int64_t quota_start;   /* epoch s of the current period's start (negated while
+                                      a rollover resets the count: skip the cell then) */
     _Atomic int64_t quota_used;    /* requests counted in it */
-    _Atomic int64_t quota_flushed; /* quota_used when last persisted */
+    _Atomic int64_t quota_flushed; /* quota_used when last persisted; -1 after a rollover */
 } nb_lim_cell;
 
 typedef struct nb_lim_registry nb_lim_registry;
