@@ -549,7 +549,9 @@ static void flush_one(const char *key, nb_lim_cell *c, void *ud)
 {
     nb_gw *gw = ud;
     int64_t used = atomic_load(&c->quota_used), start = atomic_load(&c->quota_start);
-    if (atomic_load(&c->quota_limit) <= 0 || used == atomic_load(&c->quota_flushed)) return;
+    /* A negative start: the period is rolling over right now; the next pass persists it. */
+    if (start < 0 || atomic_load(&c->quota_limit) <= 0 || used == atomic_load(&c->quota_flushed))
+        return;
     char body[96];
     snprintf(body, sizeof body, "{\"start\":%lld,\"used\":%lld}", (long long)start,
              (long long)used);

@@ -80,9 +80,61 @@ class RoutesAnswer(NimbusTestCase):
         cls.sha = cls.d.upload(cls.archive)["sha256"]
         cls.text = read_doc()
 
+    # The gateway's objects each route needs, made (again) right before it is called, since
+    # the DELETE routes run in any order.
+    def ensure(self, kind, body):
+        d = self.d
+        if kind in ("keys", "clients"):
+            if d.api("GET", f"/v1/{kind}/fn").status == 404:
+                self.assertEqual(d.api("POST", f"/v1/{kind}", body).status, 201)
+        elif kind == "apis":
+            self.assertIn(d.api("PUT", "/v1/apis/fn", body).status, (200, 201))
+        elif kind == "plans":
+            self.assertIn(d.api("PUT", "/v1/plans/fn", body).status, (200, 201))
+
+    def gateway_call(self, method, path):
+        """(path with captures filled, body) for a gateway object route."""
+        d = self.d
+        sub = None
+        body = None
+        if path.startswith("/v1/apis/{name}"):
+            self.ensure("apis", {"base_path": "/fn"})
+        if path.startswith("/v1/keys") or "/shares" in path:
+            self.ensure("keys", {"name": "fn"})
+        if path.startswith("/v1/clients"):
+            self.ensure("clients", {"name": "fn"})
+        if path == "/v1/apis/{name}":
+            body = {"base_path": "/fn"}
+        elif path == "/v1/apis/{name}/routes":
+            body = {"method": "GET", "path": "/r" + os.urandom(4).hex(), "function": "fn"}
+        elif path == "/v1/apis/{name}/routes/{sub}":
+            r = d.api("POST", "/v1/apis/fn/routes",
+                      {"method": "GET", "path": "/d" + os.urandom(4).hex(), "function": "fn"})
+            sub = r.json()["id"]
+        elif path == "/v1/apis/{name}/shares":
+            body = {"consumer": "fn"}
+        elif path == "/v1/apis/{name}/shares/{sub}":
+            d.api("POST", "/v1/apis/fn/shares", {"consumer": "fn"})
+            sub = "fn"
+        elif path == "/v1/plans/{name}":
+            if method == "DELETE":
+                self.ensure("plans", {"rate": 5})
+            body = {"rate": 5}
+        elif path in ("/v1/keys", "/v1/clients"):
+            d.api("DELETE", path + "/fn")
+            body = {"name": "fn"}
+        elif path in ("/v1/keys/{name}", "/v1/clients/{name}") and method == "PATCH":
+            body = {"enabled": True}
+        elif path.endswith("/rotate"):
+            body = b""
+        return path.replace("{name}", "fn").replace("{sub}", sub or ""), body
+
     def call(self, method, path, prefix=""):
         """Calls one route correctly, on function `fn` (created here when needed)."""
         d = self.d
+        if path.startswith(("/v1/apis", "/v1/plans", "/v1/keys", "/v1/clients")):
+            p, body = self.gateway_call(method, path)
+            return d.api(method, p, body)
         p = path.replace("{name}", "fn")
         if prefix and p.startswith("/v1/"):
             p = prefix + p[3:]
@@ -117,7 +169,7 @@ class RoutesAnswer(NimbusTestCase):
                 self.assertNotIn(b"no route", r.body)
                 self.assertLess(r.status, 300, r)
                 self.assertTrue(r.headers.get("x-nimbus-request-id"), r.headers)
-                if path.endswith("/logs"):
+                if path == "/v1/functions/{name}/logs":
                     self.assertEqual(r.headers.get("content-type"), "application/x-ndjson")
                 else:
                     self.assertTrue(r.headers.get("content-type", "").startswith("application/json"), r.headers)
@@ -205,6 +257,9 @@ class RoutesAnswer(NimbusTestCase):
             "invalid_archive": lambda: d.api("POST", "/v1/code", b"not an archive"),
             "handler_not_found": lambda: d.put("fn2", dict(new, handler="nosuch.handler")),
             "payload_too_large": lambda: d.api("POST", "/v1/functions/fn/invoke", b"x" * (6 * MIB + 1)),
+            "conflict": lambda: (d.api("PUT", "/v1/plans/dup", {"rate": 1}),
+                                 d.api("POST", "/v1/keys", {"name": "dup"}),
+                                 d.api("POST", "/v1/keys", {"name": "dup"}))[-1],
         }
         untriggerable = {"internal"}
         for code, status in codes.items():
