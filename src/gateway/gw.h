@@ -12,7 +12,7 @@
  * Request path (one loop, no lock except the limit registry for per-consumer cells): API by
  * longest base path, CORS preflight, route match, authentication, sharing, limits, payload 2.0
  * event, invoke, response mapping, CORS headers, access record. Design:
- * docs/internals/gateway.md.
+ * docs/internals/apigw.md.
  *
  * Threads: nb_gw is shared by every loop; nb_gw_reload on any thread (the admin API holds
  * admin_mu); an nb_gw_loop is used only on its loop's thread. */
