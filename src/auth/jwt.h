@@ -20,6 +20,11 @@
 
 enum { NB_JWT_HS256 = 1, NB_JWT_RS256 = 2, NB_JWT_ES256 = 4 };
 
+/* The error code of every verification failure (HTTP 401). */
+#define NB_E_INVALID_TOKEN "invalid_token"
+/* Longer tokens are refused as malformed before any decoding. */
+#define NB_JWT_MAX_TOKEN 16384
+
 typedef struct nb_jwt_keyset nb_jwt_keyset;
 
 nb_jwt_keyset *nb_jwt_keyset_new(void);
