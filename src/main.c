@@ -56,6 +56,11 @@ static const command commands[] = {
     {"versions", nb_cli_versions, "list a function's published versions"},
     {"doctor", run_doctor, "show what isolation this host gives functions"},
     {"config", nb_cli_config, "show or change a function's scaling settings"},
+    {"api", nb_cli_api, "manage the gateway's HTTP APIs, their shares, usage and access logs"},
+    {"route", nb_cli_route, "add, list or delete an API's routes"},
+    {"plan", nb_cli_plan, "manage usage plans (rate, quota)"},
+    {"key", nb_cli_key, "manage API keys"},
+    {"client", nb_cli_client, "manage OAuth clients"},
     {"version", nb_cli_version, "print the client's and the daemon's versions"},
 };
 

@@ -71,6 +71,12 @@ int nb_cli_versions(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_config(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_logs(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_version(const nb_cli_globals *g, int argc, char **argv);
+/* The API gateway's objects (cmd_gateway.c): `nimbus api|route|plan|key|client SUB ...`. */
+int nb_cli_api(const nb_cli_globals *g, int argc, char **argv);
+int nb_cli_route(const nb_cli_globals *g, int argc, char **argv);
+int nb_cli_plan(const nb_cli_globals *g, int argc, char **argv);
+int nb_cli_key(const nb_cli_globals *g, int argc, char **argv);
+int nb_cli_client(const nb_cli_globals *g, int argc, char **argv);
 
 /* ---- option parsing ---- */
 
@@ -141,6 +147,22 @@ int nb_cli_parse_since(const char *s, int64_t now_ms, int64_t *out);
  * *key_len (the value starts at s + *key_len + 1). 0 or -1. */
 int nb_cli_parse_env(const char *s, size_t *key_len);
 
+/* A gateway object name (API, plan, key, client): [A-Za-z0-9_-]{1,64}. 1 or 0. */
+int nb_cli_valid_name(const char *s);
+/* A route method: an HTTP token (RFC 9110 tchar, 1..31 bytes) or ANY. 1 or 0. */
+int nb_cli_valid_method(const char *s);
+/* A decimal number in [min, max]: digits with an optional fraction ("2", "0.5"), no sign,
+ * exponent or spaces. 0 or -1. */
+int nb_cli_parse_real(const char *s, double min, double max, double *out);
+/* A plan quota "N/day" or "N/month", N in 1..10^15. *period is "day" or "month" (static).
+ * 0 or -1. */
+int nb_cli_parse_quota(const char *s, int64_t *limit, const char **period);
+/* Appends the items of a comma-separated list to the JSON array arr as strings, blanks around
+ * items trimmed. -1 (arr possibly half-filled) when an item is empty ("a,,b", "", "a,"). The
+ * json_t is jansson's; declared opaque here so this header does not pull jansson in. */
+struct json_t;
+int nb_cli_split_list(const char *s, struct json_t *arr);
+
 /* ---- URLs ---- */
 
 /* Appends s percent-encoded for one path segment or query value: everything but
@@ -148,6 +170,9 @@ int nb_cli_parse_env(const char *s, size_t *key_len);
 int nb_cli_escape(nb_buf *out, const char *s);
 /* "/v1/functions/<escaped name><suffix>" into out (reset first). suffix may be "" or NULL. */
 int nb_cli_fn_path(nb_buf *out, const char *name, const char *suffix);
+/* "/v1/<collection>/<escaped name><suffix>" into out (reset first); name NULL gives the
+ * collection "/v1/<collection>". suffix may be "" or NULL. */
+int nb_cli_obj_path(nb_buf *out, const char *collection, const char *name, const char *suffix);
 /* The logs route with its query: since < 0 and limit <= 0 are left out. */
 int nb_cli_logs_path(nb_buf *out, const char *name, int64_t since_ms, int follow, int64_t limit);
 /* A daemon listen address as written to DATA/listen or NIMBUS_LISTEN ("host:port",
@@ -182,6 +207,12 @@ void nb_cli_conn_free(nb_cli_conn *c);
  * out. -1 if the text is not a JSON object (the caller then prints it raw). */
 int nb_cli_format_log(nb_buf *out, const char *json, size_t len);
 
+/* One gateway access record (docs/api.md, API logs) as a human line, newline included:
+ *   2026-11-23T10:00:00.123Z 200 GET /items/7 12ms key:alice /items/{id} <request_id> [cold]
+ * the route shown as its path pattern, "-" for missing fields, the gateway's error code (if
+ * any) last. `time` may be an ISO string or epoch ms. -1 if rec is not an object. */
+int nb_cli_format_access(nb_buf *out, const struct json_t *rec);
+
 /* A text table: columns padded to their widest cell, two spaces apart, no trailing blanks. */
 typedef struct nb_cli_table {
     size_t ncols;
@@ -198,9 +229,7 @@ void nb_cli_table_free(nb_cli_table *t);
 
 /* "key: value" lines for a JSON object, keys aligned. Keys in `order` (NULL-terminated; may
  * be NULL) come first when present, then the rest in object order. Strings print raw, null as
- * "", anything else as compact JSON. -1 if obj is not an object or the buffer is full. The
- * json_t is jansson's; declared opaque here so this header does not pull jansson in. */
-struct json_t;
+ * "", anything else as compact JSON. -1 if obj is not an object or the buffer is full. */
 int nb_cli_format_object(nb_buf *out, const struct json_t *obj, const char *const *order);
 
 /* ---- code bundles ---- */

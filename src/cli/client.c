@@ -142,8 +142,11 @@ int nb_cli__begin(const nb_cli__cmd *cmd, int argc, char **argv, nb_cli_args *a)
         nb_buf_free(&b);
         return NB_CLI_OK;
     }
-    if (a->npos < cmd->min_pos)
-        return nb_cli__usage(cmd->name, "missing arguments, expected %s", cmd->synopsis);
+    if (a->npos < cmd->min_pos) {
+        /* The synopsis' first line only: diagnostics stay one line. */
+        int n = (int)strcspn(cmd->synopsis, "\n");
+        return nb_cli__usage(cmd->name, "missing arguments, expected %.*s", n, cmd->synopsis);
+    }
     if (a->npos > cmd->max_pos)
         return nb_cli__usage(cmd->name, "unexpected argument '%s'", a->pos[cmd->max_pos]);
     return NB_CLI__CONTINUE;

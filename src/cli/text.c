@@ -86,6 +86,74 @@ int nb_cli_parse_env(const char *s, size_t *key_len)
     return 0;
 }
 
+int nb_cli_valid_name(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!is_alpha(s[n]) && !is_digit(s[n]) && s[n] != '_' && s[n] != '-') return 0;
+    return n >= 1 && n <= 64;
+}
+
+int nb_cli_valid_method(const char *s)
+{
+    if (strcmp(s, "ANY") == 0) return 1;
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!is_alpha(s[n]) && !is_digit(s[n]) && !strchr("!#$%&'*+-.^_`|~", s[n])) return 0;
+    return n >= 1 && n <= 31;
+}
+
+int nb_cli_parse_real(const char *s, double min, double max, double *out)
+{
+    const char *p = s;
+    size_t whole = 0, frac = 0;
+    while (is_digit(*p))
+        p++, whole++;
+    if (*p == '.') {
+        p++;
+        while (is_digit(*p))
+            p++, frac++;
+        if (frac == 0) return -1;
+    }
+    if (*p || whole + frac == 0 || whole > 15) return -1;
+    double v = strtod(s, NULL);
+    if (!(v >= min && v <= max)) return -1;
+    *out = v;
+    return 0;
+}
+
+int nb_cli_parse_quota(const char *s, int64_t *limit, const char **period)
+{
+    const char *slash = strchr(s, '/');
+    if (!slash || slash == s || (size_t)(slash - s) > 16) return -1;
+    char num[20];
+    memcpy(num, s, (size_t)(slash - s));
+    num[slash - s] = 0;
+    if (strcmp(slash + 1, "day") == 0)
+        *period = "day";
+    else if (strcmp(slash + 1, "month") == 0)
+        *period = "month";
+    else
+        return -1;
+    return nb_cli_parse_int(num, 1, 1000000000000000LL, limit);
+}
+
+int nb_cli_split_list(const char *s, json_t *arr)
+{
+    for (;;) {
+        const char *comma = strchr(s, ',');
+        const char *end = comma ? comma : s + strlen(s);
+        while (s < end && (*s == ' ' || *s == '\t'))
+            s++;
+        while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if (end == s || json_array_append_new(arr, json_stringn(s, (size_t)(end - s))) < 0)
+            return -1;
+        if (!comma) return 0;
+        s = comma + 1;
+    }
+}
+
 int nb_cli_escape(nb_buf *out, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -105,6 +173,15 @@ int nb_cli_fn_path(nb_buf *out, const char *name, const char *suffix)
 {
     nb_buf_reset(out);
     if (nb_buf_appendf(out, "/v1/functions/") < 0 || nb_cli_escape(out, name) < 0) return -1;
+    if (suffix && nb_buf_appendf(out, "%s", suffix) < 0) return -1;
+    return 0;
+}
+
+int nb_cli_obj_path(nb_buf *out, const char *collection, const char *name, const char *suffix)
+{
+    nb_buf_reset(out);
+    if (nb_buf_appendf(out, "/v1/%s", collection) < 0) return -1;
+    if (name && (nb_buf_append(out, "/", 1) < 0 || nb_cli_escape(out, name) < 0)) return -1;
     if (suffix && nb_buf_appendf(out, "%s", suffix) < 0) return -1;
     return 0;
 }
@@ -208,6 +285,48 @@ int nb_cli_format_log(nb_buf *out, const char *text, size_t len)
     if (rc == 0) rc = nb_buf_append(out, "\n", 1);
     json_decref(j);
     return rc;
+}
+
+/* A string field, or "-" when missing or empty. */
+static const char *or_dash(const json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s && *s ? s : "-";
+}
+
+int nb_cli_format_access(nb_buf *out, const json_t *rec)
+{
+    if (!json_is_object(rec)) return -1;
+    char ts[40] = "-", status[16] = "-", lat[32] = "-", consumer[160] = "-";
+    const json_t *v = json_object_get(rec, "time");
+    if (json_is_integer(v) && json_integer_value(v) >= 0)
+        nb_time_iso8601(json_integer_value(v), ts, sizeof ts);
+    else if (json_is_string(v) && json_string_length(v) > 0)
+        snprintf(ts, sizeof ts, "%s", json_string_value(v));
+    v = json_object_get(rec, "status");
+    if (json_is_integer(v))
+        snprintf(status, sizeof status, "%lld", (long long)json_integer_value(v));
+    v = json_object_get(rec, "latency_ms");
+    if (json_is_integer(v))
+        snprintf(lat, sizeof lat, "%lldms", (long long)json_integer_value(v));
+    else if (json_is_real(v))
+        snprintf(lat, sizeof lat, "%.1fms", json_real_value(v));
+    const char *who = json_string_value(json_object_get(rec, "consumer"));
+    const char *kind = json_string_value(json_object_get(rec, "consumer_kind"));
+    if (who && *who)
+        snprintf(consumer, sizeof consumer, "%s%s%s", kind && *kind ? kind : "",
+                 kind && *kind ? ":" : "", who);
+    /* The route key is "METHOD /pattern": the pattern alone keeps one field per column. */
+    const char *route = or_dash(rec, "route");
+    const char *sp = strchr(route, ' ');
+    if (sp && sp[1]) route = sp + 1;
+    const json_t *cold = json_object_get(rec, "cold_start");
+    const char *code = json_string_value(json_object_get(rec, "error_code"));
+    return nb_buf_appendf(
+        out, "%s %s %s %s %s %s %s %s%s%s%s\n", ts, status, or_dash(rec, "method"),
+        or_dash(rec, "path"), lat, consumer, route, or_dash(rec, "request_id"),
+        json_is_true(cold) || (json_is_integer(cold) && json_integer_value(cold)) ? " cold" : "",
+        code && *code ? " " : "", code && *code ? code : "");
 }
 
 int nb_cli_table_init(nb_cli_table *t, size_t ncols, const char *const *header)

@@ -411,12 +411,88 @@ static void test_pack(void)
     nb_buf_free(&list);
 }
 
+/* The helpers of the gateway commands (cmd_gateway.c). */
+static void test_gateway(void)
+{
+    CHECK(nb_cli_valid_name("shop_v2-x"));
+    CHECK(!nb_cli_valid_name(""));
+    CHECK(!nb_cli_valid_name("a b"));
+    CHECK(!nb_cli_valid_name("a/b"));
+    CHECK(nb_cli_valid_name(
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")); /* 64 */
+    CHECK(!nb_cli_valid_name(
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")); /* 65 */
+    CHECK(nb_cli_valid_method("GET") && nb_cli_valid_method("ANY") && nb_cli_valid_method("get"));
+    CHECK(!nb_cli_valid_method("") && !nb_cli_valid_method("GE T") && !nb_cli_valid_method("a/b"));
+
+    double d;
+    CHECK(nb_cli_parse_real("2.5", 0, 10, &d) == 0 && d == 2.5);
+    CHECK(nb_cli_parse_real("10", 0, 10, &d) == 0 && d == 10);
+    CHECK(nb_cli_parse_real(".5", 0, 1, &d) == 0 && d == 0.5);
+    CHECK(nb_cli_parse_real("1.5", 0, 1, &d) < 0);
+    CHECK(nb_cli_parse_real("1e3", 0, 1e6, &d) < 0);
+    CHECK(nb_cli_parse_real("-1", -5, 5, &d) < 0);
+    CHECK(nb_cli_parse_real("1.", 0, 5, &d) < 0);
+    CHECK(nb_cli_parse_real("", 0, 5, &d) < 0);
+    CHECK(nb_cli_parse_real(".", 0, 5, &d) < 0);
+
+    int64_t n;
+    const char *period = NULL;
+    CHECK(nb_cli_parse_quota("10000/day", &n, &period) == 0 && n == 10000);
+    CHECK_STR(period, "day");
+    CHECK(nb_cli_parse_quota("5/month", &n, &period) == 0 && n == 5);
+    CHECK_STR(period, "month");
+    CHECK(nb_cli_parse_quota("0/day", &n, &period) < 0);
+    CHECK(nb_cli_parse_quota("10/week", &n, &period) < 0);
+    CHECK(nb_cli_parse_quota("/day", &n, &period) < 0);
+    CHECK(nb_cli_parse_quota("10", &n, &period) < 0);
+    CHECK(nb_cli_parse_quota("x/day", &n, &period) < 0);
+
+    json_t *arr = json_array();
+    CHECK(nb_cli_split_list("GET, POST ,x-a", arr) == 0);
+    char *dump = json_dumps(arr, JSON_COMPACT);
+    CHECK_STR(dump, "[\"GET\",\"POST\",\"x-a\"]");
+    free(dump);
+    json_array_clear(arr);
+    CHECK(nb_cli_split_list("a,,b", arr) < 0);
+    CHECK(nb_cli_split_list("a,", arr) < 0);
+    CHECK(nb_cli_split_list("", arr) < 0);
+    json_decref(arr);
+
+    nb_buf b;
+    nb_buf_init(&b, 4096);
+    CHECK(nb_cli_obj_path(&b, "apis", "shop", "/routes") == 0);
+    CHECK_STR(b.data, "/v1/apis/shop/routes");
+    CHECK(nb_cli_obj_path(&b, "keys", NULL, NULL) == 0);
+    CHECK_STR(b.data, "/v1/keys");
+
+    nb_buf_reset(&b);
+    json_t *rec =
+        json_pack("{s:I, s:s, s:s, s:s, s:i, s:f, s:s, s:s, s:s, s:b, s:s}", "time",
+                  (json_int_t)1763892000123, "route", "GET /items/{id}", "method", "GET", "path",
+                  "/shop/items/7", "status", 200, "latency_ms", 12.5, "consumer", "alice",
+                  "consumer_kind", "key", "request_id", "req-1", "cold_start", 1, "error_code", "");
+    CHECK(nb_cli_format_access(&b, rec) == 0);
+    CHECK_STR(b.data,
+              "2025-11-23T10:00:00.123Z 200 GET /shop/items/7 12.5ms key:alice /items/{id} req-1 "
+              "cold\n");
+    json_decref(rec);
+    nb_buf_reset(&b);
+    rec = json_pack("{s:i, s:s}", "status", 429, "error_code", "throttled");
+    CHECK(nb_cli_format_access(&b, rec) == 0);
+    CHECK_STR(b.data, "- 429 - - - - - - throttled\n");
+    json_decref(rec);
+    CHECK(nb_cli_format_access(&b, NULL) < 0);
+    nb_buf_free(&b);
+}
+
 int main(void)
 {
     CHECK(mkdtemp(tmp_root) != NULL);
     test_args();
     test_values();
     test_urls();
+    test_gateway();
     test_format();
     test_conn();
     test_pack();
