@@ -3,6 +3,7 @@
 #include "base/buf.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,12 +18,24 @@
 
 /* ---- output helpers ---- */
 
-static void put(nb_buf *b, const void *p, size_t n)
+static void put_slow(nb_buf *b, const void *p, size_t n)
 {
     if (nb_buf_append(b, p, n) < 0) abort();
 }
 
-static void puts_(nb_buf *b, const char *s)
+/* The event is a few hundred small appends: the common case stays inline and leaves the NUL
+ * for the end (nb_ev_build writes it; the room is there, len + n < cap). */
+static inline void put(nb_buf *b, const void *p, size_t n)
+{
+    if (b->cap - b->len > n) {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        return;
+    }
+    put_slow(b, p, n);
+}
+
+static inline void puts_(nb_buf *b, const char *s)
 {
     put(b, s, strlen(s));
 }
@@ -70,13 +83,25 @@ static int utf8_valid(const char *s, size_t len)
 }
 
 /* The bytes as the inside of a JSON string: quote, backslash and controls escaped, invalid
- * UTF-8 replaced byte by byte with U+FFFD so the event is always valid JSON. */
-static void put_esc(nb_buf *b, const char *s, size_t len)
+ * UTF-8 replaced byte by byte with U+FFFD so the event is always valid JSON. In an object key
+ * a NUL is replaced too: "\u0000" is valid JSON, but several parsers (jansson among them)
+ * refuse it in a key, and one bad query key must not make the whole event unreadable. */
+static void esc(nb_buf *b, const char *s, size_t len, int key)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)s;
     size_t run = 0; /* start of the bytes copied as they are */
     for (size_t i = 0; i < len;) {
+        /* eight plain bytes at a time: none below 0x20, none from 0x80, no quote or backslash */
+        while (len - i >= 8) {
+            uint64_t w, ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+            memcpy(&w, p + i, 8);
+            uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
+            uint64_t special = ((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((bs - ones) & ~bs);
+            if ((special | w) & high) break;
+            i += 8;
+        }
+        if (i == len) break;
         unsigned char c = p[i];
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
             i++;
@@ -89,6 +114,7 @@ static void put_esc(nb_buf *b, const char *s, size_t len)
                 continue;
             }
         }
+        if (c == 0 && key) c = 0x80; /* not valid alone: replaced below */
         put(b, s + run, i - run);
         char e[6] = {'\\', 0};
         size_t en = 2;
@@ -131,6 +157,11 @@ static void put_esc(nb_buf *b, const char *s, size_t len)
     put(b, s + run, len - run);
 }
 
+static void put_esc(nb_buf *b, const char *s, size_t len)
+{
+    esc(b, s, len, 0);
+}
+
 static void put_str(nb_buf *b, const char *s, size_t len)
 {
     put(b, "\"", 1);
@@ -144,7 +175,7 @@ static void put_cstr(nb_buf *b, const char *s)
 }
 
 /* "name": */
-static void put_key(nb_buf *b, const char *key)
+static inline void put_key(nb_buf *b, const char *key)
 {
     put(b, "\"", 1);
     puts_(b, key);
@@ -229,10 +260,10 @@ static void put_grouped(nb_buf *out, const kv *e, size_t n, int icase)
                 char c = e[i].k[k];
                 low[k] = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
             }
-            put_esc(out, low, e[i].klen);
+            esc(out, low, e[i].klen, 1);
             if (low != stack) free(low);
         } else {
-            put_esc(out, e[i].k, e[i].klen);
+            esc(out, e[i].k, e[i].klen, 1);
         }
         put(out, "\":\"", 3);
         size_t j = i;
@@ -401,20 +432,53 @@ static int textual(const nb_ev_str *ct)
 #undef ENDS
 }
 
+static char *two(char *o, int v)
+{
+    o[0] = (char)('0' + v / 10 % 10);
+    o[1] = (char)('0' + v % 10);
+    return o + 2;
+}
+
+/* "04/Mar/2020:19:03:58 +0000", by hand: strftime's %b follows the locale and the format wants
+ * English, and snprintf is a good part of the event's cost. */
 static void put_time(nb_buf *out, int64_t ms)
 {
     static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     time_t s = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
     struct tm tm;
-    char t[64];
-    /* no strftime: %b follows the locale, the format wants English */
-    if (!gmtime_r(&s, &tm)) memset(&tm, 0, sizeof tm);
-    snprintf(t, sizeof t, "%02d/%s/%04d:%02d:%02d:%02d +0000", tm.tm_mday,
-             months[tm.tm_mon >= 0 && tm.tm_mon < 12 ? tm.tm_mon : 0], tm.tm_year + 1900,
-             tm.tm_hour, tm.tm_min, tm.tm_sec);
+    if (!gmtime_r(&s, &tm) || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999)
+        memset(&tm, 0, sizeof tm);
+    char t[32], *o = t;
+    o = two(o, tm.tm_mday);
+    *o++ = '/';
+    memcpy(o, months[tm.tm_mon >= 0 && tm.tm_mon < 12 ? tm.tm_mon : 0], 3);
+    o += 3;
+    *o++ = '/';
+    o = two(o, (tm.tm_year + 1900) / 100);
+    o = two(o, (tm.tm_year + 1900) % 100);
+    *o++ = ':';
+    o = two(o, tm.tm_hour);
+    *o++ = ':';
+    o = two(o, tm.tm_min);
+    *o++ = ':';
+    o = two(o, tm.tm_sec);
+    memcpy(o, " +0000", 6);
+    o += 6;
     put_key(out, "time");
-    put_cstr(out, t);
+    put_str(out, t, (size_t)(o - t));
+}
+
+static void put_int(nb_buf *out, int64_t v)
+{
+    char d[24], *o = d + sizeof d;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--o = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--o = '-';
+    put(out, o, (size_t)(d + sizeof d - o));
 }
 
 char *nb_ev_build(const nb_ev_request *r, size_t *len)
@@ -464,7 +528,7 @@ char *nb_ev_build(const nb_ev_request *r, size_t *len)
         const char *colon = memchr(hp, ':', hlen);
         if (colon) dlen = (size_t)(colon - hp);
     }
-    const char *dot = hp[0] == '[' ? NULL : memchr(hp, '.', dlen);
+    const char *dot = hlen && hp[0] == '[' ? NULL : memchr(hp, '.', dlen);
     size_t plen = dot ? (size_t)(dot - hp) : dlen;
     const nb_ev_str *ua = header(r, "user-agent");
 
@@ -503,7 +567,8 @@ char *nb_ev_build(const nb_ev_request *r, size_t *len)
     put_cstr(&out, r->stage ? r->stage : "$default");
     put(&out, ",", 1);
     put_time(&out, r->time_ms);
-    if (nb_buf_appendf(&out, ",\"timeEpoch\":%lld", (long long)r->time_ms) < 0) abort();
+    puts_(&out, ",\"timeEpoch\":");
+    put_int(&out, r->time_ms);
     if (r->authorizer_json && r->authorizer_json[0]) {
         put(&out, ",", 1);
         put_key(&out, "authorizer");
@@ -526,6 +591,7 @@ char *nb_ev_build(const nb_ev_request *r, size_t *len)
         put(&out, "\"", 1);
     }
     puts_(&out, b64 ? ",\"isBase64Encoded\":true}" : ",\"isBase64Encoded\":false}");
+    out.data[out.len] = 0; /* put() leaves it out */
     return nb_buf_steal(&out, len);
 }
 
