@@ -53,8 +53,10 @@ int nb_rt_add(nb_rt *t, const char *method, const char *path, void *ud, nb_err *
 int nb_rt_check(const char *method, const char *path, nb_err *err);
 /* NB_RT_FOUND (m filled), NB_RT_METHOD (m->allow filled) or NB_RT_NONE. A path that is not
  * valid (does not start with '/', bad percent-encoding) is NB_RT_NONE. */
-int nb_rt_find(const nb_rt *t, const char *method, size_t method_len, const char *path,
-               size_t path_len, nb_rt_match *m);
+/* (Named lookup, not match: nb_rt_match is the result's type, and C gives typedefs and
+ * functions one namespace.) */
+int nb_rt_lookup(const nb_rt *t, const char *method, size_t method_len, const char *path,
+                 size_t path_len, nb_rt_match *m);
 void nb_rt_match_clear(nb_rt_match *m);
 
 #endif
