@@ -42,20 +42,20 @@ int nb_jwt_keyset_add_jwks(nb_jwt_keyset *ks, const char *json, size_t len, nb_e
 size_t nb_jwt_keyset_size(const nb_jwt_keyset *ks);
 
 typedef struct nb_jwt_policy {
-    unsigned algs;          /* NB_JWT_* mask allowed */
-    const char *issuer;     /* required "iss" (exact), NULL: not checked */
+    unsigned algs;                /* NB_JWT_* mask allowed */
+    const char *issuer;           /* required "iss" (exact), NULL: not checked */
     const char *const *audiences; /* "aud" (string or array) must hold one of them; NULL/0: not
                                      checked */
     size_t naudiences;
-    int64_t leeway_s;       /* clock skew allowed on exp/nbf/iat (default callers pass 60) */
+    int64_t leeway_s; /* clock skew allowed on exp/nbf/iat (default callers pass 60) */
 } nb_jwt_policy;
 
 /* Verifies tok (header alg allowed and matching the key's type, signature, exp required and
  * not passed, nbf/iat not in the future, iss, aud) at now_s. Returns the claims (new
  * reference) or NULL with err: 401 "invalid_token" and a message that says which check
  * failed ("token expired", "audience not allowed", "bad signature", "malformed token"...). */
-json_t *nb_jwt_verify(const nb_jwt_keyset *ks, const nb_jwt_policy *p, const char *tok,
-                      size_t len, int64_t now_s, nb_err *err);
+json_t *nb_jwt_verify(const nb_jwt_keyset *ks, const nb_jwt_policy *p, const char *tok, size_t len,
+                      int64_t now_s, nb_err *err);
 /* Whether the claims grant every scope in required (space-separated; NULL or "" = none
  * needed): from "scope" (space-separated string) or "scp" (array or string). */
 int nb_jwt_has_scopes(const json_t *claims, const char *required);

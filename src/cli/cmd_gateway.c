@@ -876,7 +876,8 @@ static int api_usage(ctx *x)
         rc = oom();
     } else if ((rc = call(x, "GET", &path, NULL, &answer)) == 0) {
         if (json) {
-            nb_cli__print_json(answer);
+            /* The rows alone, an array, as `nimbus usage --format json` prints them. */
+            nb_cli__print_json(json_object_get(answer, "usage"));
         } else {
             char col[16];
             snprintf(col, sizeof col, "%s", by ? by : "route");

@@ -30,18 +30,18 @@ typedef struct nb_alog_limits {
 typedef struct nb_alog_rec {
     int64_t time_ms; /* epoch ms of arrival */
     const char *ns;
-    const char *api;      /* "" when no API matched */
-    const char *route;    /* route key "GET /items/{id}", "" when none */
+    const char *api;   /* "" when no API matched */
+    const char *route; /* route key "GET /items/{id}", "" when none */
     const char *method;
-    const char *path;     /* raw path with query */
+    const char *path; /* raw path with query */
     int status;
     int64_t latency_us;
-    const char *consumer; /* key id, client id or JWT subject; "" anonymous */
+    const char *consumer;      /* key id, client id or JWT subject; "" anonymous */
     const char *consumer_kind; /* "key", "client", "jwt" or "" */
     const char *request_id;
     const char *source_ip;
     int64_t bytes_in, bytes_out;
-    int cold; /* the invocation had a cold start */
+    int cold;               /* the invocation had a cold start */
     const char *error_code; /* gateway error code ("quota_exceeded") or "" */
     const char *body;       /* response body to log (already truncated), NULL: none */
     size_t body_len;
@@ -58,12 +58,12 @@ int64_t nb_alog_dropped(const nb_alog *a);
 
 typedef struct nb_alog_filter {
     const char *ns;
-    const char *api;     /* NULL: every API of ns */
-    int64_t since_ms;    /* 0: all */
-    int status_class;    /* 0 any; 2..5 for "2xx".."5xx" */
-    int status;          /* 0 any; exact status */
-    int64_t after_id;    /* records with id > after_id (follow) */
-    int limit;           /* max rows, newest last; <= 0: 100; at most 10000 */
+    const char *api;  /* NULL: every API of ns */
+    int64_t since_ms; /* 0: all */
+    int status_class; /* 0 any; 2..5 for "2xx".."5xx" */
+    int status;       /* 0 any; exact status */
+    int64_t after_id; /* records with id > after_id (follow) */
+    int limit;        /* max rows, newest last; <= 0: 100; at most 10000 */
 } nb_alog_filter;
 
 /* The records matching f, oldest first, as a JSON array of objects (id, time, api, route,

@@ -125,11 +125,11 @@ static int match_pattern(const char *pattern, const char *path, size_t plen, cha
     const char *p = pattern, *s = path, *end = path + plen;
     while (*p && s < end) {
         if (strncmp(p, "{sub}", 5) == 0) {
-            const char *seg_end = memchr(s, '/', (size_t)(end - s));
-            if (!seg_end) seg_end = end;
+            /* Last in every pattern, it takes the rest of the path, percent-decoded: a share's
+             * consumer "ns/name" may come as is or as "ns%2Fname". */
+            const char *seg_end = end;
             size_t n = (size_t)(seg_end - s);
             if (n == 0 || n >= ssize) return 0;
-            /* Percent-decoded: a share's consumer is "ns%2Fname". */
             size_t o = 0;
             for (size_t i = 0; i < n; i++) {
                 unsigned v;

@@ -1514,14 +1514,6 @@ static int preflight(gw_req *g)
     return 1;
 }
 
-/* A request both chunked and with a Content-Length could be read two ways by two servers in
- * a row (request smuggling): refused, and the connection closed. */
-static int ambiguous_framing(h2o_req_t *req)
-{
-    return h2o_find_header(&req->headers, H2O_TOKEN_TRANSFER_ENCODING, -1) >= 0 &&
-           h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_LENGTH, -1) >= 0;
-}
-
 int nb_gw_handle(void *ud, h2o_req_t *req, const char *request_id)
 {
     nb_gw_loop *l = ud;
@@ -1537,11 +1529,6 @@ int nb_gw_handle(void *ud, h2o_req_t *req, const char *request_id)
     struct sockaddr_storage sa;
     socklen_t salen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&sa);
     if (salen) h2o_socket_getnumerichost((struct sockaddr *)&sa, salen, g->ip);
-    if (ambiguous_framing(req)) {
-        req->http1_is_persistent = 0;
-        gw_fail(g, 400, "bad_request", "both Content-Length and Transfer-Encoding: refused");
-        return 0;
-    }
     if (req->entity.len > NB_GW_MAX_BODY) {
         gw_fail(g, 413, "payload_too_large", "request body is %zu bytes; the limit is %u",
                 req->entity.len, NB_GW_MAX_BODY);
@@ -1592,7 +1579,7 @@ int nb_gw_handle(void *ud, h2o_req_t *req, const char *request_id)
     const char *sub = plen == api->base_len ? "/" : path + api->base_len;
     size_t sublen = plen == api->base_len ? 1 : plen - api->base_len;
     nb_rt_match m;
-    int found = nb_rt_find(api->rt, req->method.base, req->method.len, sub, sublen, &m);
+    int found = nb_rt_lookup(api->rt, req->method.base, req->method.len, sub, sublen, &m);
     if (found == NB_RT_METHOD) {
         nb_http_header(req, "allow", m.allow);
         gw_fail(g, 405, "method_not_allowed", "method %.*s is not allowed on %.*s",

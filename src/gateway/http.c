@@ -3,7 +3,9 @@
 #include "base/log.h"
 #include "base/util.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,6 +31,64 @@ struct nb_http {
     void *ud;
     const char *loop_tag; /* X-Nimbus-Loop value, or NULL */
 };
+
+/* ---------- request smuggling ---------- */
+
+/* picohttpparser's header record, as libh2o was built with it (its header is not installed). */
+struct phr_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+
+typedef int (*phr_parse_request_fn)(const char *, size_t, const char **, size_t *, const char **,
+                                    size_t *, int *, struct phr_header *, size_t *, size_t);
+static phr_parse_request_fn real_parse;
+static pthread_once_t real_parse_once = PTHREAD_ONCE_INIT;
+
+static void find_real_parse(void)
+{
+    real_parse = (phr_parse_request_fn)dlsym(RTLD_NEXT, "phr_parse_request");
+}
+
+static int named(const struct phr_header *h, const char *name, size_t len)
+{
+    return h->name && h->name_len == len && strncasecmp(h->name, name, len) == 0;
+}
+
+/* libh2o parses each HTTP/1 request head with picohttpparser's phr_parse_request, called
+ * through its PLT, so this definition in the binary wraps it. A request that carries both
+ * Content-Length and Transfer-Encoding, or two different Content-Lengths, is reported as
+ * malformed: h2o then answers 400 and closes the connection. (h2o alone would let
+ * Transfer-Encoding win, as RFC 9112 permits; but a proxy in front that trusts Content-Length
+ * would see a different request boundary: request smuggling.) */
+int phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len,
+                      const char **path, size_t *path_len, int *minor_version,
+                      struct phr_header *headers, size_t *num_headers, size_t last_len);
+int phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len,
+                      const char **path, size_t *path_len, int *minor_version,
+                      struct phr_header *headers, size_t *num_headers, size_t last_len)
+{
+    pthread_once(&real_parse_once, find_real_parse);
+    if (!real_parse) return -1;
+    int rc = real_parse(buf, len, method, method_len, path, path_len, minor_version, headers,
+                        num_headers, last_len);
+    if (rc <= 0) return rc;
+    const struct phr_header *cl = NULL;
+    int te = 0;
+    for (size_t i = 0; i < *num_headers; i++) {
+        const struct phr_header *h = &headers[i];
+        if (named(h, "transfer-encoding", 17)) te = 1;
+        if (named(h, "content-length", 14)) {
+            if (cl &&
+                (cl->value_len != h->value_len || memcmp(cl->value, h->value, h->value_len) != 0))
+                return -1;
+            cl = h;
+        }
+    }
+    return te && cl ? -1 : rc;
+}
 
 static const char *reason_of(int status)
 {
