@@ -28,7 +28,7 @@ static void put_slow(nb_buf *b, const void *p, size_t n)
 static inline void put(nb_buf *b, const void *p, size_t n)
 {
     if (b->cap - b->len > n) {
-        memcpy(b->data + b->len, p, n);
+        if (n) memcpy(b->data + b->len, p, n); /* p may be NULL when n is 0 (empty nb_ev_str) */
         b->len += n;
         return;
     }
@@ -88,6 +88,7 @@ static int utf8_valid(const char *s, size_t len)
  * refuse it in a key, and one bad query key must not make the whole event unreadable. */
 static void esc(nb_buf *b, const char *s, size_t len, int key)
 {
+    if (len == 0) return;
     static const char hex[] = "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)s;
     size_t run = 0; /* start of the bytes copied as they are */
@@ -223,7 +224,7 @@ static int kv_cmp_case(const void *a, const void *b)
 {
     const kv *x = a, *y = b;
     size_t n = x->klen < y->klen ? x->klen : y->klen;
-    int c = strncasecmp(x->k, y->k, n);
+    int c = n ? strncasecmp(x->k, y->k, n) : 0;
     if (c == 0 && x->klen != y->klen) c = x->klen < y->klen ? -1 : 1;
     if (c == 0) c = x->order < y->order ? -1 : 1;
     return c;
@@ -233,7 +234,7 @@ static int kv_cmp(const void *a, const void *b)
 {
     const kv *x = a, *y = b;
     size_t n = x->klen < y->klen ? x->klen : y->klen;
-    int c = memcmp(x->k, y->k, n);
+    int c = n ? memcmp(x->k, y->k, n) : 0;
     if (c == 0 && x->klen != y->klen) c = x->klen < y->klen ? -1 : 1;
     if (c == 0) c = x->order < y->order ? -1 : 1;
     return c;
@@ -241,8 +242,9 @@ static int kv_cmp(const void *a, const void *b)
 
 static int same_name(const kv *a, const kv *b, int icase)
 {
-    return a->klen == b->klen &&
-           (icase ? strncasecmp(a->k, b->k, a->klen) : memcmp(a->k, b->k, a->klen)) == 0;
+    if (a->klen != b->klen) return 0;
+    if (a->klen == 0) return 1;
+    return (icase ? strncasecmp(a->k, b->k, a->klen) : memcmp(a->k, b->k, a->klen)) == 0;
 }
 
 /* {"name":"v1,v2",...} from sorted pairs; names lowercased when icase. */
@@ -407,6 +409,7 @@ static void put_query_params(nb_buf *out, const nb_ev_request *r)
 /* Textual media types travel as text; everything else is base64 (spec §1's list). */
 static int textual(const nb_ev_str *ct)
 {
+    if (ct->len == 0) return 0;
     const char *p = ct->p, *end = ct->p + ct->len;
     while (p < end && (*p == ' ' || *p == '\t'))
         p++;
@@ -519,7 +522,7 @@ char *nb_ev_build(const nb_ev_request *r, size_t *len)
      * domainPrefix. */
     const nb_ev_str *host = header(r, "host");
     size_t hlen = host ? host->len : 0;
-    const char *hp = host ? host->p : "";
+    const char *hp = hlen ? host->p : "";
     size_t dlen = hlen;
     if (hlen && hp[0] == '[') {
         const char *rb = memchr(hp, ']', hlen);

@@ -54,8 +54,9 @@ typedef struct nb_ev_request {
  * joined with ","; the cookie header becomes "cookies" (split on ';', trimmed) and is not
  * repeated in headers. queryStringParameters decoded ('+' is a space), repeats joined with ",",
  * omitted with no query. The body is sent as text when the content type is textual
- * (text/, json, xml, javascript, form-urlencoded) or absent and the bytes are valid UTF-8;
- * otherwise base64 with isBase64Encoded true. Never fails (aborts on OOM). */
+ * (text/, json, xml, javascript, form-urlencoded) or absent, and the bytes are valid UTF-8 (a
+ * "text" body that is not would lose bytes in a JSON string); otherwise base64 with
+ * isBase64Encoded true. Never fails (aborts on OOM). */
 char *nb_ev_build(const nb_ev_request *r, size_t *len);
 
 typedef struct nb_ev_response {

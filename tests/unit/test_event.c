@@ -202,6 +202,13 @@ static void test_domain(void)
     CHECK_STR(str_at(j, "requestContext.domainName"), "[::1]");
     CHECK_STR(str_at(j, "requestContext.domainPrefix"), "[::1]");
     json_decref(j);
+    /* an empty Host (NULL pointer, as a zeroed nb_ev_str) */
+    h[0].value = (nb_ev_str){NULL, 0};
+    j = build(&r);
+    CHECK_STR(str_at(j, "requestContext.domainName"), "");
+    CHECK_STR(str_at(j, "requestContext.domainPrefix"), "");
+    CHECK_STR(str_at(j, "headers.host"), "");
+    json_decref(j);
     h[0].value = S("localhost");
     j = build(&r);
     CHECK_STR(str_at(j, "requestContext.domainName"), "localhost");
