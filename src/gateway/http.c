@@ -30,6 +30,7 @@ struct nb_http {
     nb_http_handler handler;
     void *ud;
     const char *loop_tag; /* X-Nimbus-Loop value, or NULL */
+    int64_t request_timeout_ms;
 };
 
 /* ---------- request smuggling ---------- */
@@ -74,6 +75,8 @@ int phr_parse_request(const char *buf, size_t len, const char **method, size_t *
     if (!real_parse) return -1;
     int rc = real_parse(buf, len, method, method_len, path, path_len, minor_version, headers,
                         num_headers, last_len);
+    /* A request head over 64 KiB is refused (h2o alone would take about 400 KiB). */
+    if ((rc == -2 && len > NB_HTTP_MAX_HEAD) || rc > (int)NB_HTTP_MAX_HEAD) return -1;
     if (rc <= 0) return rc;
     const struct phr_header *cl = NULL;
     int te = 0;
@@ -128,9 +131,101 @@ static const char *reason_of(int status)
     }
 }
 
+/* ---------- slow requests ---------- */
+
+/* h2o closes a connection whose request does not arrive within its req_timeout without a word.
+ * A guard per connection answers 408 first: once bytes have come that are not yet a request
+ * (a head or a body still arriving), and no request of the connection is being served, they
+ * have request_timeout_ms to complete. The 408 is written straight to the socket and the socket
+ * shut down; h2o then sees the end of the stream and closes the connection its own way. */
+typedef struct conn_guard {
+    nb_http *http;
+    h2o_socket_t *sock;
+    uv_stream_t *http_stream; /* the libuv handle under sock (its fd) */
+    uv_timer_t timer;
+    size_t seen;      /* bytes_read when the last request was handed over or answered */
+    int64_t since_us; /* when unserved bytes were first noticed; 0: none */
+    int inflight;     /* requests handed over and not yet done */
+    int h2, fired, closed, timer_closed;
+} conn_guard;
+
+static void guard_maybe_free(conn_guard *g)
+{
+    if (g->closed && g->timer_closed && g->inflight == 0) free(g);
+}
+
+static void guard_timer_closed(uv_handle_t *t)
+{
+    conn_guard *g = t->data;
+    g->timer_closed = 1;
+    guard_maybe_free(g);
+}
+
+static void guard_on_close(void *data)
+{
+    conn_guard *g = data;
+    g->closed = 1;
+    uv_close((uv_handle_t *)&g->timer, guard_timer_closed);
+}
+
+static void guard_tick(uv_timer_t *t)
+{
+    conn_guard *g = t->data;
+    if (g->h2 || g->fired || g->closed) return;
+    if (g->inflight > 0 || g->sock->bytes_read == g->seen) {
+        g->since_us = 0;
+        return;
+    }
+    int64_t now = nb_mono_us();
+    if (!g->since_us) {
+        g->since_us = now;
+        return;
+    }
+    if (now - g->since_us < (int64_t)g->http->request_timeout_ms * 1000) return;
+    g->fired = 1;
+    char body[160], msg[400];
+    int bl = snprintf(body, sizeof body,
+                      "{\"error\":{\"code\":\"request_timeout\",\"message\":\"the request did "
+                      "not arrive within %lld ms\"}}\n",
+                      (long long)g->http->request_timeout_ms);
+    int ml = snprintf(msg, sizeof msg,
+                      "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                      bl, body);
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)g->http_stream, &fd) == 0) {
+        ssize_t w = write(fd, msg, (size_t)ml);
+        (void)w; /* best effort: the peer may be gone */
+        shutdown(fd, SHUT_RDWR);
+    }
+}
+
+static void guard_req_done(void *p)
+{
+    conn_guard *g = *(conn_guard **)p;
+    g->inflight--;
+    g->seen = g->sock->bytes_read;
+    g->since_us = 0;
+    guard_maybe_free(g);
+}
+
+static void guard_req(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    if (!sock || sock->on_close.cb != guard_on_close) return;
+    conn_guard *g = sock->on_close.data;
+    if (req->version >= 0x200) g->h2 = 1;
+    g->inflight++;
+    g->seen = sock->bytes_read;
+    g->since_us = 0;
+    conn_guard **ref = h2o_mem_alloc_shared(&req->pool, sizeof *ref, guard_req_done);
+    *ref = g;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     nb_http *h = ((route_handler *)self)->http;
+    guard_req(req);
     char *rid = h2o_mem_alloc_pool(&req->pool, 37);
     nb_uuid4(rid);
     nb_http_header(req, "x-nimbus-request-id", rid);
@@ -152,6 +247,17 @@ static void on_accept(uv_stream_t *listener, int status)
     }
     uv_tcp_nodelay(conn, 1);
     h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free);
+    conn_guard *g = calloc(1, sizeof *g);
+    if (!g) abort();
+    g->http = h;
+    g->http_stream = (uv_stream_t *)conn;
+    g->sock = sock;
+    uv_timer_init(listener->loop, &g->timer);
+    g->timer.data = g;
+    uv_timer_start(&g->timer, guard_tick, 1000, 1000);
+    /* h2o's HTTP/1 and HTTP/2 server connections leave on_close to the socket's owner. */
+    sock->on_close.cb = guard_on_close;
+    sock->on_close.data = g;
     h2o_accept(&h->accept_ctx, sock);
 }
 
@@ -164,6 +270,13 @@ nb_http *nb_http_new(uv_loop_t *loop, nb_http_handler handler, void *ud)
     h->ud = ud;
     h2o_config_init(&h->config);
     h->config.max_request_entity_size = NB_HTTP_MAX_BODY;
+    /* Slow requests get a 408 from the connection guard after request_timeout_ms; h2o's own
+     * timeout, which closes without an answer, only comes later (it also ends idle
+     * keep-alive connections). */
+    h->request_timeout_ms = 10000;
+    const char *rt = getenv("NIMBUS_REQUEST_TIMEOUT_MS");
+    if (rt && atoll(rt) >= 100 && atoll(rt) <= 3600000) h->request_timeout_ms = atoll(rt);
+    h->config.http1.req_timeout = (uint64_t)h->request_timeout_ms + 5000;
     h->config.server_name = h2o_iovec_init(H2O_STRLIT("nimbus"));
     h2o_hostconf_t *host =
         h2o_config_register_host(&h->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #define NB_HTTP_MAX_BODY ((64u << 20) + (1u << 20))
+#define NB_HTTP_MAX_HEAD (64u << 10) /* request line and headers: beyond, 400 and close */
 
 typedef struct nb_http nb_http;
 /* Returns 0 when it answered (now or later). */

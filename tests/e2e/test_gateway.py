@@ -30,9 +30,12 @@ export const handler = async (event) => ({
 """)}
 
 SHAPES_PY = {"app.py": File(b"""
-import base64, json
+import base64, json, time
 def handler(event, context):
     kind = (event.get("queryStringParameters") or {}).get("kind", "")
+    if kind == "sleep":
+        time.sleep(2.2)
+        return {"statusCode": 200, "body": "slept"}
     if kind == "cookies":
         return {"statusCode": 201, "headers": {"X-Custom": "yes"},
                 "multiValueHeaders": {"x-multi": ["a", "b"]},
@@ -100,7 +103,8 @@ class Gateway(NimbusTestCase):
     @classmethod
     def setUpClass(cls):
         # Two loops: the limits must hold over both, not per loop.
-        cls.d = cls.start_daemon(args=["--loops", "2"])
+        # A short request timeout, so a slow client's 408 comes quickly.
+        cls.d = cls.start_daemon(args=["--loops", "2"], env={"NIMBUS_REQUEST_TIMEOUT_MS": "1500"})
         d = cls.d
         d.deploy("echo", ECHO_PY, "python3", "app.handler")
         d.deploy("echonode", ECHO_NODE, "nodejs", "index.handler")
@@ -583,6 +587,21 @@ class Gateway(NimbusTestCase):
                        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /hyg/x HTTP/1.1\r\nHost: a\r\n\r\n")
         self.assertTrue(out.startswith(b"HTTP/1.1 400"), out[:200])
         self.assertEqual(out.count(b"HTTP/1.1 "), 1, out)
+        # A request head over 64 KiB: 400 and closed.
+        out = self.raw(b"GET /hyg/x HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 400"), out[:200])
+        # Slow clients: a head or a body that stops arriving gets 408, and the connection ends.
+        for partial in (b"GET /hyg/x HTTP/1.1\r\nHost: a\r\n",
+                        b"POST /hyg/x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123"):
+            t0 = time.monotonic()
+            out = self.raw(partial, read_timeout=10)
+            self.assertTrue(out.startswith(b"HTTP/1.1 408"), out[:200])
+            self.assertIn(b'"request_timeout"', out)
+            self.assertLess(time.monotonic() - t0, 8)
+        # A function slower than the request timeout is not a slow client.
+        self.route("hyg", "POST", "/slow", "shapes", timeout_ms=10000)
+        r = d.gw("POST", "/hyg/slow?kind=sleep", b"{}")
+        self.assertEqual((r.status, r.body), (200, b"slept"))
         # Over the body cap: 413.
         r = d.gw("POST", "/hyg/x", b"x" * (6 * 1024 * 1024 + 10))
         self.assertEqual(r.status, 413, r)
