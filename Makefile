@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 LISTEN ?= 127.0.0.1:8080
 DATA ?= ./nimbus-data
 
-.PHONY: all deps build run test test-fast asan bench bench-cold fuzz format clean
+.PHONY: all deps build run test test-fast asan bench bench-cold bench-gateway fuzz format clean
 
 all: build
 
@@ -38,6 +38,10 @@ bench: build
 	@bench/run.sh $(BUILD)
 
 # Cold starts with the full sandbox against plain fork+exec (needs root).
+bench-gateway: build
+	@scripts/deps.sh --bench
+	@bench/gateway.py $(BUILD)
+
 bench-cold: build
 	@bench/coldstart.py $(BUILD)
 

@@ -5,9 +5,9 @@ set -eu
 PKGS="cmake make gcc clang pkg-config libuv1-dev libh2o-dev libssl-dev libsqlite3-dev \
 libjansson-dev libarchive-dev libcurl4-openssl-dev libseccomp-dev python3 nodejs curl ca-certificates"
 case "${1:-}" in
---bench) PKGS="$PKGS wrk npm" ;;
+--bench) PKGS="$PKGS wrk npm openssl" ;;
 # The tests install the real aws-lambda-ric from npm; its native addon builds with autotools.
---test) PKGS="$PKGS npm g++ autoconf automake libtool curl openssl" ;;
+--test) PKGS="$PKGS npm g++ autoconf automake libtool openssl" ;;
 esac
 missing=""
 for p in $PKGS; do

@@ -10,7 +10,8 @@ BUILD=$(dirname "$BIN")
 
 mkdir -p "$DATA"
 rm -f "$DATA/listen"
-"$BIN" serve --listen "$LISTEN" --data "$DATA" &
+"$BIN" serve --listen "$LISTEN" --gateway-listen "${NIMBUS_GATEWAY_LISTEN:-127.0.0.1:8000}" \
+    --data "$DATA" &
 PID=$!
 trap 'kill -TERM $PID 2>/dev/null; wait $PID; exit 0' INT TERM
 
@@ -30,6 +31,12 @@ nb deploy hello-node "$ROOT/examples/node-hello" --runtime nodejs20.x --handler 
 nb deploy hello-shell "$ROOT/examples/provided-hello" --runtime provided --handler function.handler
 C_DIR="$BUILD/examples/c-hello"
 nb deploy hello-c "$C_DIR" --runtime provided.al2023 --handler hello
+# The examples behind the API gateway too. A route left from an earlier run is a conflict: fine.
+nb api create examples --base-path /examples >/dev/null
+for r in "GET /python hello" "GET /node hello-node" "GET /shell hello-shell" "GET /c hello-c"; do
+    set -- $r
+    nb route add examples "$1" "$2" "$3" >/dev/null 2>&1 || true
+done
 
 cat <<TOUR
 
@@ -39,6 +46,8 @@ nimbus is running on http://$(cat "$DATA/listen") with data in $DATA. Try, in an
   curl -H "Authorization: Bearer \$(cat $DATA/admin.token)" \\
        -X POST http://$(cat "$DATA/listen")/v1/functions/hello/invoke -d '{"name":"ada"}'
   $BIN ls ; $BIN get hello ; $BIN logs hello --follow
+  curl http://$(cat "$DATA/gateway.listen")/examples/python      # through the API gateway
+  $BIN api get examples ; $BIN api logs examples
 
 Ctrl-C stops it.
 TOUR

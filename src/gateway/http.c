@@ -67,14 +67,22 @@ static int named(const struct phr_header *h, const char *name, size_t len)
 int phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len,
                       const char **path, size_t *path_len, int *minor_version,
                       struct phr_header *headers, size_t *num_headers, size_t last_len);
+int nb_phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len,
+                         const char **path, size_t *path_len, int *minor_version,
+                         struct phr_header *headers, size_t *num_headers, size_t last_len)
+{
+    pthread_once(&real_parse_once, find_real_parse);
+    if (!real_parse) return -1;
+    return real_parse(buf, len, method, method_len, path, path_len, minor_version, headers,
+                      num_headers, last_len);
+}
+
 int phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len,
                       const char **path, size_t *path_len, int *minor_version,
                       struct phr_header *headers, size_t *num_headers, size_t last_len)
 {
-    pthread_once(&real_parse_once, find_real_parse);
-    if (!real_parse) return -1;
-    int rc = real_parse(buf, len, method, method_len, path, path_len, minor_version, headers,
-                        num_headers, last_len);
+    int rc = nb_phr_parse_request(buf, len, method, method_len, path, path_len, minor_version,
+                                  headers, num_headers, last_len);
     /* A request head over 64 KiB is refused (h2o alone would take about 400 KiB). */
     if ((rc == -2 && len > NB_HTTP_MAX_HEAD) || rc > (int)NB_HTTP_MAX_HEAD) return -1;
     if (rc <= 0) return rc;

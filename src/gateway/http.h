@@ -43,6 +43,14 @@ void nb_http_send_json(h2o_req_t *req, int status, json_t *j);
 void nb_http_send_error(h2o_req_t *req, const nb_err *err);
 void nb_http_error(h2o_req_t *req, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* picohttpparser's phr_parse_request as libh2o has it, without the checks this module adds
+ * for its HTTP servers (http.c wraps the symbol h2o calls: see there). For parsers of our own
+ * with other limits (the Runtime API's). */
+struct phr_header;
+int nb_phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len,
+                         const char **path, size_t *path_len, int *minor_version,
+                         struct phr_header *headers, size_t *num_headers, size_t last_len);
+
 /* Value of a request header or NULL (copied into buf, NUL-terminated). */
 const char *nb_http_req_header(h2o_req_t *req, const char *name, char *buf, size_t size);
 

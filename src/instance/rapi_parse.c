@@ -12,9 +12,10 @@ struct phr_header {
     const char *value;
     size_t value_len;
 };
-int phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len,
-                      const char **path, size_t *path_len, int *minor_version,
-                      struct phr_header *headers, size_t *num_headers, size_t last_len);
+/* The plain parser: the binary's phr_parse_request adds the HTTP servers' limits (http.c). */
+int nb_phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len,
+                         const char **path, size_t *path_len, int *minor_version,
+                         struct phr_header *headers, size_t *num_headers, size_t last_len);
 int phr_parse_headers(const char *buf, size_t len, struct phr_header *headers, size_t *num_headers,
                       size_t last_len);
 
@@ -73,7 +74,7 @@ static long parse_head(nb_rapi_req *r, const char *data, size_t len)
     size_t mlen, plen, nh = MAX_HEADERS;
     int minor;
     struct phr_header h[MAX_HEADERS];
-    int n = phr_parse_request(data, len, &method, &mlen, &path, &plen, &minor, h, &nh, 0);
+    int n = nb_phr_parse_request(data, len, &method, &mlen, &path, &plen, &minor, h, &nh, 0);
     if (n == -2) return len > NB_RAPI_MAX_HEAD ? -1 : 0;
     /* The cap holds however the head arrives, not only while it is incomplete. */
     if (n < 0 || (size_t)n > NB_RAPI_MAX_HEAD || mlen >= sizeof r->method || plen >= sizeof r->path)

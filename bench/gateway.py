@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""API gateway benchmark (not a test): `make bench-gateway`, or `bench/gateway.py [BUILD_DIR]`.
+
+In one run, on loopback, the C hello function (examples/c-hello) is called with wrk through:
+
+  invoke   the admin API's POST /v1/functions/hello-c/invoke: the invocation without the gateway
+  none     a gateway route with no auth
+  full     a route with an API key whose usage plan has a rate and a quota, an API throttle and
+           CORS (every request carries an allowed Origin and gets the CORS headers back)
+  jwt      a route behind the API's JWT authorizer (HS256, a required scope), one token reused
+           as a client would
+  jwt-rs   the same with an RS256 key (verified once per loop, then from the token cache)
+
+Each target is warmed up, then measured BENCH_DURATION seconds (default 6) in each of
+BENCH_ROUNDS (3) interleaved rounds with BENCH_CONNS (64) connections; each figure is the median
+over the rounds. Per target: requests/s, p50/p99, non-2xx answers, and the daemon's own CPU per
+request (utime+stime of the nimbus process, all threads, not its instances) from /proc. The cost
+of a feature set is its CPU per request minus the `none` route's, measured in the same run.
+Writes the table into bench/RESULTS.md between the gateway markers (BENCH_RESULTS=- for none).
+"""
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
+BIN = os.path.join(BUILD, "nimbus")
+BOOTSTRAP = os.path.join(BUILD, "examples", "c-hello", "bootstrap")
+DURATION = int(os.environ.get("BENCH_DURATION", "6"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+CONNS = int(os.environ.get("BENCH_CONNS", "64"))
+THREADS = min(int(os.environ.get("BENCH_THREADS", str(os.cpu_count() or 2))), CONNS)
+RESULTS = os.environ.get("BENCH_RESULTS", os.path.join(HERE, "RESULTS.md"))
+TCK = os.sysconf("SC_CLK_TCK")
+MARK_BEGIN, MARK_END = "<!-- gateway-bench -->", "<!-- /gateway-bench -->"
+
+
+def say(msg):
+    print(f"bench-gateway: {msg}", file=sys.stderr, flush=True)
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return int(rest[11]) + int(rest[12])
+
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def to_ms(v):
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", v)
+    n = float(m.group(1))
+    return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60000}[m.group(2)]
+
+
+class Daemon:
+    def __init__(self, tmp):
+        self.data = os.path.join(tmp, "data")
+        self.log = open(os.path.join(tmp, "nimbus.log"), "wb")
+        self.proc = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0", "--gateway-listen",
+                                      "127.0.0.1:0", "--data", self.data, "--drain-timeout", "2"],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(os.path.join(self.data, "listen")):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("bench-gateway: nimbus did not start (see its log)")
+            time.sleep(0.05)
+        time.sleep(0.05)
+        with open(os.path.join(self.data, "listen")) as f:
+            self.admin = "http://" + f.read().strip()
+        with open(os.path.join(self.data, "gateway.listen")) as f:
+            self.gw = "http://" + f.read().strip()
+        with open(os.path.join(self.data, "admin.token")) as f:
+            self.token = f.read().strip()
+
+    def api(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.admin + path, data=data, method=method,
+                                     headers={"Authorization": "Bearer " + self.token,
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read() or b"{}")
+
+    def cli(self, *args):
+        subprocess.run([BIN, "--data", self.data, *args], check=True, stdout=subprocess.DEVNULL)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def setup(d, tmp):
+    fn = os.path.join(tmp, "c-hello")
+    os.makedirs(fn)
+    shutil.copy(BOOTSTRAP, os.path.join(fn, "bootstrap"))
+    d.cli("deploy", "hello-c", fn, "--runtime", "provided.al2023", "--handler", "hello")
+    d.api("PUT", "/v1/apis/bnone", {"base_path": "/none"})
+    d.api("POST", "/v1/apis/bnone/routes", {"method": "GET", "path": "/hello", "function": "hello-c"})
+    big = {"rate": 1000000, "burst": 1000000}
+    d.api("PUT", "/v1/plans/bench", {**big, "quota": {"limit": 1000000000, "period": "month"}})
+    d.api("PUT", "/v1/apis/bfull", {"base_path": "/full", "throttle": big,
+                                    "cors": {"origins": ["https://app.example"],
+                                             "headers": ["x-api-key"]}})
+    d.api("POST", "/v1/apis/bfull/routes",
+          {"method": "GET", "path": "/hello", "function": "hello-c", "auth": "key"})
+    key = d.api("POST", "/v1/keys", {"name": "bench", "plan": "bench"})["key"]
+    secret = "bench-secret-bench-secret-bench-secret"
+    d.api("PUT", "/v1/apis/bjwt", {"base_path": "/jwt", "jwt": {
+        "issuer": "bench", "audiences": ["api"], "algorithms": ["HS256"],
+        "keys": [{"secret": secret}]}})
+    d.api("POST", "/v1/apis/bjwt/routes", {"method": "GET", "path": "/hello", "function": "hello-c",
+                                           "auth": "jwt", "scopes": "read"})
+    claims = {"iss": "bench", "aud": "api", "sub": "bench-user", "scope": "read",
+              "exp": int(time.time()) + 86400}
+    signing = (b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." +
+               b64url(json.dumps(claims).encode()))
+    hs = signing + "." + b64url(hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest())
+    rsa = os.path.join(tmp, "rsa.pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                    "-out", rsa], check=True, capture_output=True)
+    pub = subprocess.run(["openssl", "pkey", "-in", rsa, "-pubout"], check=True,
+                         capture_output=True).stdout.decode()
+    d.api("PUT", "/v1/apis/bjwtrs", {"base_path": "/jwtrs", "jwt": {
+        "issuer": "bench", "audiences": ["api"], "algorithms": ["RS256"], "keys": [{"pem": pub}]}})
+    d.api("POST", "/v1/apis/bjwtrs/routes", {"method": "GET", "path": "/hello",
+                                             "function": "hello-c", "auth": "jwt", "scopes": "read"})
+    signing = (b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode()) + "." +
+               b64url(json.dumps(claims).encode()))
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", rsa], input=signing.encode(),
+                         check=True, capture_output=True).stdout
+    rs = signing + "." + b64url(sig)
+    return {
+        "invoke": (d.admin + "/v1/functions/hello-c/invoke",
+                   ["-s", os.path.join(HERE, "post.lua"), "-H", "Authorization: Bearer " + d.token]),
+        "none": (d.gw + "/none/hello", []),
+        "full": (d.gw + "/full/hello", ["-H", "x-api-key: " + key, "-H", "Origin: https://app.example"]),
+        "jwt": (d.gw + "/jwt/hello", ["-H", "Authorization: Bearer " + hs]),
+        "jwt-rs": (d.gw + "/jwtrs/hello", ["-H", "Authorization: Bearer " + rs]),
+    }
+
+
+def run_wrk(url, args, secs, pid):
+    t0 = cpu_ticks(pid)
+    p = subprocess.run(["wrk", "-t", str(THREADS), "-c", str(CONNS), "-d", f"{secs}s", "--latency",
+                        *args, url], capture_output=True, text=True)
+    cpu = (cpu_ticks(pid) - t0) / TCK
+    out = p.stdout
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"rps": rps, "p50": to_ms(lat["50"]), "p99": to_ms(lat["99"]),
+            "bad": int(bad.group(1)) if bad else 0,
+            "errors": sum(map(int, errs.groups())) if errs else 0,
+            "cpu_us": cpu * 1e6 / max(reqs, 1)}
+
+
+def main():
+    for tool in ("wrk", "openssl"):
+        if not shutil.which(tool):
+            raise SystemExit(f"bench-gateway: {tool} not found (make bench-gateway installs it)")
+    tmp = tempfile.mkdtemp(prefix="nimbus-bench-gw-")
+    d = Daemon(tmp)
+    try:
+        targets = setup(d, tmp)
+        for name, (url, args) in targets.items():
+            say(f"{name}: warm-up")
+            w = run_wrk(url, args, 2, d.proc.pid)
+            if w["bad"] or w["errors"]:
+                say(f"warning: {name} warm-up had {w['bad']} non-2xx and {w['errors']} socket errors")
+        runs = {n: [] for n in targets}
+        for rnd in range(ROUNDS):
+            for name, (url, args) in targets.items():
+                say(f"round {rnd + 1}/{ROUNDS}: {name}")
+                runs[name].append(run_wrk(url, args, DURATION, d.proc.pid))
+    finally:
+        d.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items()}
+    base = med["none"]
+    rows = ["| target | requests/s | vs none | p50 ms | p99 ms | daemon CPU µs/req | cost vs none µs/req | non-2xx |",
+            "|---|---|---|---|---|---|---|---|"]
+    for n, m in med.items():
+        rows.append(f"| {n} | {m['rps']:.0f} | {m['rps'] / base['rps']:.2f}x | {m['p50']:.3f} | "
+                    f"{m['p99']:.3f} | {m['cpu_us']:.1f} | {m['cpu_us'] - base['cpu_us']:+.1f} | "
+                    f"{int(m['bad'] + m['errors'])} |")
+    cmd = "bench/gateway.py" + "".join(f" {v}={os.environ[v]}" for v in
+                                       ("BENCH_DURATION", "BENCH_ROUNDS", "BENCH_CONNS")
+                                       if v in os.environ)
+    text = (f"{MARK_BEGIN}\nGateway, {time.strftime('%Y-%m-%d')}, `{cmd}`, {os.cpu_count()} CPUs, "
+            f"{CONNS} connections, medians of {ROUNDS} rounds of {DURATION} s (C hello function):\n\n"
+            + "\n".join(rows) + f"\n{MARK_END}")
+    print(text)
+    if RESULTS != "-":
+        try:
+            with open(RESULTS) as f:
+                old = f.read()
+        except FileNotFoundError:
+            old = ""
+        if MARK_BEGIN in old and MARK_END in old:
+            new = old[:old.index(MARK_BEGIN)] + text + old[old.index(MARK_END) + len(MARK_END):]
+        else:
+            new = old.rstrip("\n") + "\n\n## API gateway\n\n" + text + "\n"
+        with open(RESULTS, "w") as f:
+            f.write(new)
+
+
+if __name__ == "__main__":
+    main()
