@@ -19,6 +19,9 @@ void nb_uuid4(char out[37]);
 int nb_random_hex(char *out, size_t nbytes);
 /* sha256 of data as 64 hex chars + NUL. */
 void nb_sha256_hex(const void *data, size_t len, char out[65]);
+/* Replaces each byte of s that is not part of a valid UTF-8 sequence (a truncated character at
+ * the end included) with '?', in place: text built from request bytes can then go into JSON. */
+void nb_utf8_scrub(char *s);
 /* Constant-time comparison of two strings of possibly different length. */
 int nb_secure_streq(const char *a, const char *b);
 

@@ -264,6 +264,7 @@ static void on_ctl(uv_async_t *a)
         l->api.draining = 1;
         nb_http_stop_accepting(l->http);
         nb_http_stop_accepting(l->gw_http);
+        nb_gw_loop_drain(l->gw);
         l->order_done = ORDER_DRAIN;
     }
     if (order >= ORDER_STOP && l->order_done < ORDER_STOP) {
@@ -405,12 +406,13 @@ static void loop_release(dloop *l)
     uv_close((uv_handle_t *)&l->stop_tick, NULL);
     uv_close((uv_handle_t *)&l->log_flush, NULL);
     nb_logs_detach(l->logs);
-    nb_gw_loop_free(l->gw);
-    l->gw = NULL;
     nb_invoker_free(l->invoker);
     /* Let pending closes run. */
     uv_run(l->loop, UV_RUN_NOWAIT);
     uv_run(l->loop, UV_RUN_NOWAIT);
+    /* Last: nothing runs on the loop any more that could reach it. */
+    nb_gw_loop_free(l->gw);
+    l->gw = NULL;
     if (l->index != 0) uv_loop_close(l->loop);
 }
 

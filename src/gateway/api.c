@@ -22,6 +22,7 @@ typedef struct route_args {
     char name[NB_NAME_MAX + 1];
     char sub[256];     /* a second path capture: a route id, a share's consumer */
     const char *query; /* after '?', NUL-terminated copy, or "" */
+    const char *kind;  /* the gateway object kind of the route, for the shared handlers */
 } route_args;
 
 typedef void (*route_fn)(route_args *a);
@@ -30,7 +31,8 @@ typedef struct route {
     const char *method;
     const char *pattern; /* segments; "{name}" captures a function name */
     route_fn fn;
-    int public; /* no token needed */
+    int public;       /* no token needed */
+    const char *kind; /* "key" or "client" for the credential routes */
 } route;
 
 static void r_health(route_args *a);
@@ -95,18 +97,18 @@ static const route routes[] = {
     {"GET", "/v1/plans", r_plans, 0},
     {"PUT", "/v1/plans/{name}", r_plan_put, 0},
     {"DELETE", "/v1/plans/{name}", r_plan_delete, 0},
-    {"GET", "/v1/keys", r_creds, 0},
-    {"POST", "/v1/keys", r_cred_create, 0},
-    {"GET", "/v1/keys/{name}", r_cred_get, 0},
-    {"PATCH", "/v1/keys/{name}", r_cred_update, 0},
-    {"POST", "/v1/keys/{name}/rotate", r_cred_rotate, 0},
-    {"DELETE", "/v1/keys/{name}", r_cred_delete, 0},
-    {"GET", "/v1/clients", r_creds, 0},
-    {"POST", "/v1/clients", r_cred_create, 0},
-    {"GET", "/v1/clients/{name}", r_cred_get, 0},
-    {"PATCH", "/v1/clients/{name}", r_cred_update, 0},
-    {"POST", "/v1/clients/{name}/rotate", r_cred_rotate, 0},
-    {"DELETE", "/v1/clients/{name}", r_cred_delete, 0},
+    {"GET", "/v1/keys", r_creds, 0, "key"},
+    {"POST", "/v1/keys", r_cred_create, 0, "key"},
+    {"GET", "/v1/keys/{name}", r_cred_get, 0, "key"},
+    {"PATCH", "/v1/keys/{name}", r_cred_update, 0, "key"},
+    {"POST", "/v1/keys/{name}/rotate", r_cred_rotate, 0, "key"},
+    {"DELETE", "/v1/keys/{name}", r_cred_delete, 0, "key"},
+    {"GET", "/v1/clients", r_creds, 0, "client"},
+    {"POST", "/v1/clients", r_cred_create, 0, "client"},
+    {"GET", "/v1/clients/{name}", r_cred_get, 0, "client"},
+    {"PATCH", "/v1/clients/{name}", r_cred_update, 0, "client"},
+    {"POST", "/v1/clients/{name}/rotate", r_cred_rotate, 0, "client"},
+    {"DELETE", "/v1/clients/{name}", r_cred_delete, 0, "client"},
 };
 
 void nb_api_print_routes(FILE *f)
@@ -228,6 +230,7 @@ int nb_api_handle(void *ud, h2o_req_t *req, const char *request_id)
                           "invalid function name: names match [A-Za-z0-9_-]{1,64}");
             return 0;
         }
+        a.kind = r->kind;
         r->fn(&a);
         return 0;
     }
@@ -912,6 +915,14 @@ static int plan_exists(route_args *a, const json_t *body, const char *field)
     return 0;
 }
 
+/* Whether path p is at or below base ("/" is above everything). */
+static int path_under(const char *p, const char *base)
+{
+    size_t n = strlen(base);
+    if (strcmp(base, "/") == 0) return 1;
+    return strncmp(p, base, n) == 0 && (p[n] == 0 || p[n] == '/');
+}
+
 static void r_apis(route_args *a)
 {
     list_kind(a, "api", NULL, "apis");
@@ -944,16 +955,22 @@ static void r_api_put_locked(route_args *a)
     }
     for (size_t i = 0; i < n; i++) {
         json_t *o = obj_json(&all[i]);
-        int clash = strcmp(json_string_value(json_object_get(o, "base_path")) ?: "", base) == 0 &&
-                    !(strcmp(all[i].ns, a->ns) == 0 && strcmp(all[i].name, a->name) == 0);
-        json_decref(o);
+        const char *other = json_string_value(json_object_get(o, "base_path")) ?: "";
+        int self = strcmp(all[i].ns, a->ns) == 0 && strcmp(all[i].name, a->name) == 0;
+        /* The same path, or (across namespaces) one under the other: another namespace's API
+         * must never receive a share of this one's traffic and its callers' credentials. */
+        int clash = !self && (strcmp(other, base) == 0 ||
+                              (strcmp(all[i].ns, a->ns) != 0 &&
+                               (path_under(base, other) || path_under(other, base))));
         if (clash) {
-            nb_http_error(a->req, 409, NB_E_CONFLICT, "base path %s is already used by API %s/%s",
-                          base, all[i].ns, all[i].name);
+            nb_http_error(a->req, 409, NB_E_CONFLICT, "base path %s clashes with %s of API %s/%s",
+                          base, other, all[i].ns, all[i].name);
+            json_decref(o);
             nb_obj_free_list(all, n);
             json_decref(body);
             return;
         }
+        json_decref(o);
     }
     nb_obj_free_list(all, n);
     int created = 0;
@@ -1104,9 +1121,11 @@ static void r_route_delete_locked(route_args *a)
 static int split_consumer(route_args *a, const char *c, char *ns, char *name)
 {
     const char *slash = strchr(c, '/');
-    if (slash) {
-        snprintf(ns, NB_NAME_MAX + 1, "%.*s",
-                 (int)((size_t)(slash - c) > NB_NAME_MAX ? NB_NAME_MAX : (size_t)(slash - c)), c);
+    size_t nslen = slash ? (size_t)(slash - c) : 0;
+    if (slash && (nslen > NB_NAME_MAX || strlen(slash + 1) > NB_NAME_MAX)) {
+        ns[0] = 0; /* too long: refused below, never cut down into another valid name */
+    } else if (slash) {
+        snprintf(ns, NB_NAME_MAX + 1, "%.*s", (int)nslen, c);
         snprintf(name, NB_NAME_MAX + 1, "%s", slash + 1);
     } else {
         snprintf(ns, NB_NAME_MAX + 1, "%s", a->ns);
@@ -1158,6 +1177,11 @@ static void r_share_add_locked(route_args *a)
     if (!consumer || split_consumer(a, consumer, cns, cname) < 0) {
         if (!consumer)
             nb_http_error(a->req, 400, NB_E_INVALID_VALUE, "consumer: required (NAME or NS/NAME)");
+        json_decref(in);
+        return;
+    }
+    if (kind && strcmp(kind, "key") != 0 && strcmp(kind, "client") != 0) {
+        nb_http_error(a->req, 400, NB_E_INVALID_VALUE, "kind: must be key or client");
         json_decref(in);
         return;
     }
@@ -1454,15 +1478,10 @@ static void r_plan_delete_locked(route_args *a)
     nb_http_send_json(a->req, 200, json_pack("{s:s}", "deleted", a->name));
 }
 
-/* "key" or "client", from the route's path. */
+/* "key" or "client": the route table says. */
 static const char *cred_kind(route_args *a)
 {
-    const char *p = a->req->path_normalized.base;
-    size_t n = a->req->path_normalized.len;
-    static const char needle[] = "/clients";
-    for (size_t i = 0; i + sizeof needle - 1 <= n; i++)
-        if (memcmp(p + i, needle, sizeof needle - 1) == 0) return "client";
-    return "key";
+    return a->kind;
 }
 
 static void r_creds(route_args *a)

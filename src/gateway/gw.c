@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 /* ---------- the snapshot ---------- */
 
@@ -140,12 +141,24 @@ typedef struct tok_cache {
 
 #define TOK_CACHE 256
 
+/* The per-consumer cells of APIs with a plan, cached per loop: the registry's mutex is taken on
+ * a miss only, and the plan is applied again when the snapshot changed. */
+typedef struct cell_cache {
+    uint64_t hash, gen;
+    char *key;
+    nb_lim_cell *cell;
+} cell_cache;
+
+#define CELL_CACHE 256
+
 struct nb_gw_loop {
     nb_gw *gw;
     nb_invoker *iv;
     gw_snap *snap;
     uint64_t gen;
+    int draining;
     tok_cache cache[TOK_CACHE];
+    cell_cache cells[CELL_CACHE];
 };
 
 static void snap_free(gw_snap *s);
@@ -153,6 +166,14 @@ static void snap_free(gw_snap *s);
 static void snap_unref(gw_snap *s)
 {
     if (s && atomic_fetch_sub(&s->refs, 1) == 1) snap_free(s);
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 static char *xstrdup(const char *s)
@@ -276,6 +297,11 @@ static int build_jwt(gw_api *a, const json_t *j, nb_err *err)
     const char *file = json_string_value(json_object_get(j, "jwks_file"));
     if (file) {
         size_t len;
+        struct stat st;
+        /* Not a regular file (a FIFO would block the reload): refused like a missing one. */
+        if (stat(file, &st) < 0 || !S_ISREG(st.st_mode))
+            return nb_err_set(err, 400, NB_E_INVALID_VALUE, "JWKS file %s is not a regular file",
+                              file);
         char *text = nb_read_file(file, 1 << 20, &len);
         if (!text) return nb_err_sys(err, errno, "read JWKS file %s", file);
         int rc = nb_jwt_keyset_add_jwks(a->jwt_ks, text, len, err);
@@ -528,12 +554,11 @@ static gw_snap *build(nb_gw *gw, nb_err *err)
 
 int nb_gw_reload(nb_gw *gw, nb_err *err)
 {
-    pthread_mutex_lock(&gw->mu);
+    /* Built outside the lock (callers are serialised by the admin API's mutex): the loops
+     * taking the current snapshot never wait for a reload's store reads and key loading. */
     gw_snap *s = build(gw, err);
-    if (!s) {
-        pthread_mutex_unlock(&gw->mu);
-        return -1;
-    }
+    if (!s) return -1;
+    pthread_mutex_lock(&gw->mu);
     gw_snap *old = gw->cur;
     s->gen = atomic_load(&gw->gen) + 1;
     gw->cur = s;
@@ -545,16 +570,39 @@ int nb_gw_reload(nb_gw *gw, nb_err *err)
 
 /* ---------- quotas on disk ---------- */
 
-static void flush_one(const char *key, nb_lim_cell *c, void *ud)
+typedef struct flush_list {
+    char **keys;
+    nb_lim_cell **cells;
+    size_t n, cap;
+} flush_list;
+
+/* Under the registry mutex: only notes what changed; the store writes come after it. */
+static void flush_note(const char *key, nb_lim_cell *c, void *ud)
 {
-    nb_gw *gw = ud;
+    flush_list *fl = ud;
+    if (atomic_load(&c->quota_limit) <= 0 ||
+        atomic_load(&c->quota_used) == atomic_load(&c->quota_flushed))
+        return;
+    if (fl->n == fl->cap) {
+        fl->cap = fl->cap ? fl->cap * 2 : 16;
+        fl->keys = realloc(fl->keys, fl->cap * sizeof *fl->keys);
+        fl->cells = realloc(fl->cells, fl->cap * sizeof *fl->cells);
+        if (!fl->keys || !fl->cells) abort();
+    }
+    fl->keys[fl->n] = xstrdup(key);
+    fl->cells[fl->n++] = c;
+}
+
+static void flush_one(nb_gw *gw, const char *key, nb_lim_cell *c)
+{
     int64_t used = atomic_load(&c->quota_used), start = atomic_load(&c->quota_start);
     /* A negative start: the period is rolling over right now; the next pass persists it. */
     if (start < 0 || atomic_load(&c->quota_limit) <= 0 || used == atomic_load(&c->quota_flushed))
         return;
-    char body[96];
-    snprintf(body, sizeof body, "{\"start\":%lld,\"used\":%lld}", (long long)start,
-             (long long)used);
+    char body[160];
+    snprintf(body, sizeof body, "{\"start\":%lld,\"used\":%lld,\"limit\":%lld,\"period\":%d}",
+             (long long)start, (long long)used, (long long)atomic_load(&c->quota_limit),
+             atomic_load(&c->quota_period));
     nb_err err = {0};
     if (gw->store->ops->obj_put(gw->store, "_system", "quota", key, body, NB_OBJ_UPSERT, NULL,
                                 &err) == 0)
@@ -565,7 +613,14 @@ static void flush_one(const char *key, nb_lim_cell *c, void *ud)
 
 void nb_gw_flush_quotas(nb_gw *gw)
 {
-    nb_lim_each(gw->lim, flush_one, gw);
+    flush_list fl = {0};
+    nb_lim_each(gw->lim, flush_note, &fl);
+    for (size_t i = 0; i < fl.n; i++) {
+        flush_one(gw, fl.keys[i], fl.cells[i]);
+        free(fl.keys[i]);
+    }
+    free(fl.keys);
+    free(fl.cells);
 }
 
 static void restore_quotas(nb_gw *gw)
@@ -581,6 +636,11 @@ static void restore_quotas(nb_gw *gw)
         json_t *j = json_loads(objs[i].body, 0, NULL);
         nb_lim_cell *c = nb_lim_get(gw->lim, objs[i].name);
         int64_t used = json_integer_value(json_object_get(j, "used"));
+        /* The period first: setting another one later would reset the count. */
+        nb_lim_set_quota(c, json_integer_value(json_object_get(j, "limit")),
+                         json_integer_value(json_object_get(j, "period")) == NB_LIM_MONTH
+                             ? NB_LIM_MONTH
+                             : NB_LIM_DAY);
         nb_lim_restore_quota(c, json_integer_value(json_object_get(j, "start")), used);
         atomic_store(&c->quota_flushed, used);
         json_decref(j);
@@ -611,29 +671,29 @@ static int load_token_key(nb_gw *gw, const char *data_dir, nb_err *err)
     snprintf(path, sizeof path, "%s/gateway.key", data_dir);
     size_t len = 0;
     char *text = nb_read_file(path, 256, &len);
-    if (text && len == 64) {
-        for (int i = 0; i < 32; i++) {
-            unsigned v;
-            if (sscanf(text + 2 * i, "%2x", &v) != 1) break;
-            gw->token_key[i] = (unsigned char)v;
-        }
-    } else {
+    if (!text && errno != ENOENT) return nb_err_sys(err, errno, "read %s", path);
+    if (!text) {
+        /* First start: the key is made once; replacing it later would revoke every token. */
         char hex[65];
-        if (nb_random_hex(hex, 32) < 0) {
-            free(text);
-            return nb_err_sys(err, errno, "random");
-        }
-        if (nb_write_file(path, hex, 64, 0600) < 0) {
-            free(text);
-            return nb_err_sys(err, errno, "write %s", path);
-        }
-        for (int i = 0; i < 32; i++) {
-            unsigned v;
-            sscanf(hex + 2 * i, "%2x", &v);
-            gw->token_key[i] = (unsigned char)v;
-        }
+        if (nb_random_hex(hex, 32) < 0) return nb_err_sys(err, errno, "random");
+        if (nb_write_file(path, hex, 64, 0600) < 0) return nb_err_sys(err, errno, "write %s", path);
+        text = xstrdup(hex);
+        len = 64;
+    }
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' '))
+        len--;
+    int ok = len == 64;
+    for (int i = 0; ok && i < 32; i++) {
+        int hi = hexval(text[2 * i]), lo = hexval(text[2 * i + 1]);
+        ok = hi >= 0 && lo >= 0;
+        gw->token_key[i] = (unsigned char)(hi << 4 | lo);
     }
     free(text);
+    if (!ok)
+        return nb_err_set(err, 500, NB_E_INTERNAL,
+                          "%s is not 64 hex digits: fix it, or remove it to make a new one (which "
+                          "revokes the tokens issued so far)",
+                          path);
     gw->token_ks = nb_jwt_keyset_new();
     return nb_jwt_keyset_add_hmac(gw->token_ks, "nimbus", gw->token_key, 32, err);
 }
@@ -695,11 +755,18 @@ static void cache_clear(tok_cache *t)
     memset(t, 0, sizeof *t);
 }
 
+void nb_gw_loop_drain(nb_gw_loop *l)
+{
+    l->draining = 1;
+}
+
 void nb_gw_loop_free(nb_gw_loop *l)
 {
     if (!l) return;
     for (int i = 0; i < TOK_CACHE; i++)
         cache_clear(&l->cache[i]);
+    for (int i = 0; i < CELL_CACHE; i++)
+        free(l->cells[i].key);
     snap_unref(l->snap);
     free(l);
 }
@@ -835,12 +902,19 @@ static void gw_fail(gw_req *g, int status, const char *code, const char *fmt, ..
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     cors_headers(g);
+    nb_utf8_scrub(msg);
+    /* A 5xx tells the caller no more than AWS's gateway does (the function's internals are
+     * not its business); the detail goes to the daemon's log with the request id. */
+    if (status >= 500) {
+        nb_warn("gateway", "%s %d %s: %s", g->request_id, status, code, msg);
+        snprintf(msg, sizeof msg, "%s",
+                 status == 504 ? "Gateway Timeout" : "Internal Server Error");
+    }
     json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
-    if (status == 502 || status == 504 || status == 500)
-        json_object_set_new(
-            j, "message", json_string(status == 504 ? "Gateway Timeout" : "Internal Server Error"));
-    char *s = json_dumps(j, JSON_COMPACT);
+    if (j && status >= 500) json_object_set_new(j, "message", json_string(msg));
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
+    if (!s) abort(); /* msg is valid UTF-8 and code a literal: only OOM gets here */
     size_t n = strlen(s);
     record(g, status, code, s, n);
     nb_http_send(g->req, status, "application/json", s, n);
@@ -893,20 +967,15 @@ static const gw_cred *basic_client(const gw_snap *s, h2o_iovec_t v, const char *
 {
     unsigned char dec[512];
     size_t b64 = v.len - 6;
-    if (b64 == 0 || b64 > 680) {
-        *why = "malformed Basic credentials";
-        return NULL;
-    }
+    *why = "malformed Basic credentials";
+    if (b64 == 0 || b64 > 680 || b64 % 4 != 0) return NULL;
     int n = EVP_DecodeBlock(dec, (const unsigned char *)v.base + 6, (int)b64);
-    if (n < 0) {
-        *why = "malformed Basic credentials";
-        return NULL;
-    }
-    /* EVP_DecodeBlock counts padding as data: drop the zero bytes it produced for '='. */
-    while (b64 > 0 && v.base[6 + b64 - 1] == '=') {
-        b64--;
+    if (n < 3) return NULL;
+    /* EVP_DecodeBlock counts padding as data: drop the zero bytes it made of the '=' (at most
+     * two, at the end). */
+    for (int pad = 0; pad < 2 && v.base[6 + b64 - 1 - pad] == '='; pad++)
         n--;
-    }
+    if (n <= 0) return NULL;
     dec[n] = 0;
     char *colon = memchr(dec, ':', (size_t)n);
     if (!colon) {
@@ -1043,6 +1112,7 @@ static int authenticate(gw_req *g, const gw_cred **cred, const char **authorizer
     }
     h2o_iovec_t a = header_value(req, "authorization");
     const char *why = NULL;
+    const char *token_scopes = NULL;
     if (r->auth == AUTH_CLIENT) {
         if (a.base && a.len > 6 && strncasecmp(a.base, "Basic ", 6) == 0) {
             const gw_cred *c = basic_client(g->snap, a, &why);
@@ -1063,6 +1133,7 @@ static int authenticate(gw_req *g, const gw_cred **cred, const char **authorizer
             }
             *cred = c;
             *authorizer = t->authorizer;
+            token_scopes = t->scopes;
         } else {
             www_auth(req, "Basic", NULL);
             gw_fail(g, 401, "missing_credentials",
@@ -1075,7 +1146,9 @@ static int authenticate(gw_req *g, const gw_cred **cred, const char **authorizer
                      (*cred)->id, (*cred)->name, (*cred)->ns);
             *authorizer = az_buf;
         }
-        if (!scope_ok((*cred)->scopes, r->scopes)) {
+        /* A token may have been asked for fewer scopes than its client has: both must do. */
+        if (!scope_ok((*cred)->scopes, r->scopes) ||
+            (token_scopes && !scope_ok(token_scopes, r->scopes))) {
             www_auth(req, "Bearer", "insufficient_scope");
             gw_fail(g, 403, "insufficient_scope", "the client lacks a scope this route needs (%s)",
                     r->scopes);
@@ -1167,6 +1240,28 @@ static int take_quota(gw_req *g, taken *t, nb_lim_cell *c, const char *what)
     return -1;
 }
 
+static nb_lim_cell *consumer_cell(gw_req *g, const char *key, const gw_plan *plan)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *p = key; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    cell_cache *c = &g->l->cells[h % CELL_CACHE];
+    if (c->key && c->hash == h && strcmp(c->key, key) == 0) {
+        if (c->gen != g->snap->gen) {
+            cell_apply_plan(c->cell, plan);
+            c->gen = g->snap->gen;
+        }
+        return c->cell;
+    }
+    free(c->key);
+    c->key = xstrdup(key);
+    c->hash = h;
+    c->cell = nb_lim_get(g->l->gw->lim, key);
+    cell_apply_plan(c->cell, plan);
+    c->gen = g->snap->gen;
+    return c->cell;
+}
+
 static int limits(gw_req *g, const gw_cred *cred, const gw_share *share)
 {
     taken t = {0};
@@ -1180,8 +1275,7 @@ static int limits(gw_req *g, const gw_cred *cred, const gw_share *share)
         char key[512];
         snprintf(key, sizeof key, "apiplan/%s/%s/%s/%s", api->ns, api->name, g->consumer_kind,
                  g->consumer);
-        plan_cell = nb_lim_get(g->l->gw->lim, key);
-        cell_apply_plan(plan_cell, api->plan);
+        plan_cell = consumer_cell(g, key, api->plan);
     }
     nb_lim_cell *cred_cell = cred && cred->plan ? cred->cell : NULL;
     nb_lim_cell *share_cell = share ? share->cell : NULL;
@@ -1244,10 +1338,19 @@ static void on_result(nb_inv *inv, void *ud)
         gw_fail(g, 502, "bad_function_response", "%s", err.msg);
         return;
     }
+    if (res.status < 200) {
+        int st = res.status;
+        nb_ev_response_free(&res);
+        gw_fail(g, 502, "bad_function_response", "statusCode %d is not a final status", st);
+        return;
+    }
     h2o_req_t *req = g->req;
+    /* Copied into the request's pool: h2o keeps the pointers, res is freed below. */
     for (size_t i = 0; i < res.nheaders; i++)
         h2o_add_header_by_str(
-            &req->pool, &req->res.headers, res.headers[i].name.p, res.headers[i].name.len, 1, NULL,
+            &req->pool, &req->res.headers,
+            h2o_strdup(&req->pool, res.headers[i].name.p, res.headers[i].name.len).base,
+            res.headers[i].name.len, 1, NULL,
             h2o_strdup(&req->pool, res.headers[i].value.p, res.headers[i].value.len).base,
             res.headers[i].value.len);
     cors_headers(g);
@@ -1346,12 +1449,10 @@ static int form_field(const char *body, size_t len, const char *key, char *out, 
                 char c = body[j];
                 if (c == '+') {
                     c = ' ';
-                } else if (c == '%' && j + 2 < end) {
-                    unsigned v;
-                    if (sscanf(body + j + 1, "%2x", &v) == 1) {
-                        c = (char)v;
-                        j += 2;
-                    }
+                } else if (c == '%' && j + 2 < end && hexval(body[j + 1]) >= 0 &&
+                           hexval(body[j + 2]) >= 0) {
+                    c = (char)(hexval(body[j + 1]) << 4 | hexval(body[j + 2]));
+                    j += 2;
                 }
                 out[o++] = c;
             }
@@ -1433,10 +1534,19 @@ static void list_apis(gw_req *g)
 {
     const char *why = NULL;
     h2o_iovec_t k = header_value(g->req, "x-api-key");
+    int any = k.base || header_value(g->req, "authorization").base;
     const gw_cred *c = k.base ? key_lookup(g->snap, k.base, k.len) : any_client_cred(g, &why);
     if (!c) {
         nb_http_header(g->req, "www-authenticate", "ApiKey realm=\"nimbus\", header=\"x-api-key\"");
-        gw_fail(g, 401, "missing_credentials", "an API key or client credentials are needed");
+        if (any)
+            gw_fail(g, 401, "invalid_credentials",
+                    "the API key or client credentials are not valid");
+        else
+            gw_fail(g, 401, "missing_credentials", "an API key or client credentials are needed");
+        return;
+    }
+    if (!c->enabled) {
+        gw_fail(g, 403, "credentials_disabled", "%s is disabled", c->name);
         return;
     }
     json_t *arr = json_array();
@@ -1529,6 +1639,10 @@ int nb_gw_handle(void *ud, h2o_req_t *req, const char *request_id)
     struct sockaddr_storage sa;
     socklen_t salen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&sa);
     if (salen) h2o_socket_getnumerichost((struct sockaddr *)&sa, salen, g->ip);
+    if (l->draining) {
+        gw_fail(g, 503, "unavailable", "nimbus is shutting down");
+        return 0;
+    }
     if (req->entity.len > NB_GW_MAX_BODY) {
         gw_fail(g, 413, "payload_too_large", "request body is %zu bytes; the limit is %u",
                 req->entity.len, NB_GW_MAX_BODY);

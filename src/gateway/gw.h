@@ -54,7 +54,9 @@ int nb_gw_reload(nb_gw *gw, nb_err *err);
 void nb_gw_flush_quotas(nb_gw *gw);
 
 nb_gw_loop *nb_gw_loop_new(nb_gw *gw, nb_invoker *iv);
-/* Detaches pending requests' timers; call on the loop thread at shutdown. */
+/* Shutdown: requests from now on are answered 503 (accepted ones finish). Loop thread. */
+void nb_gw_loop_drain(nb_gw_loop *l);
+/* Once the loop runs no more. */
 void nb_gw_loop_free(nb_gw_loop *l);
 /* The nb_http handler of the gateway listener (ud: the nb_gw_loop). */
 int nb_gw_handle(void *ud, h2o_req_t *req, const char *request_id);

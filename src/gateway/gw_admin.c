@@ -10,6 +10,7 @@
 
 #include <ctype.h>
 #include <math.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <strings.h>
 
@@ -61,8 +62,10 @@ static int valid_base_path(const char *p)
               (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
             return 0;
     }
-    return !strstr(p, "/./") && !strstr(p, "/../") && strcmp(p + n - 2, "/.") != 0 &&
-           strcmp(p + n - 3, "/..") != 0;
+    if (strstr(p, "/./") || strstr(p, "/../")) return 0;
+    if (strcmp(p + n - 2, "/.") == 0 || (n >= 3 && strcmp(p + n - 3, "/..") == 0)) return 0;
+    /* The gateway's own endpoints. */
+    return strncmp(p, "/oauth2", 7) != 0 && strncmp(p, "/_nimbus", 8) != 0;
 }
 
 static int check_throttle(const json_t *t, const char *field, nb_err *err)
@@ -172,8 +175,11 @@ static int check_jwt(json_t *j, nb_err *err)
             rc = bad(err, "jwt.jwks_file", "must be an absolute path");
         } else {
             size_t len;
-            char *text = nb_read_file(json_string_value(file), 1 << 20, &len);
-            if (!text)
+            struct stat st;
+            char *text = NULL;
+            if (stat(json_string_value(file), &st) < 0 || !S_ISREG(st.st_mode))
+                rc = bad(err, "jwt.jwks_file", "must be a regular file the daemon can read");
+            else if (!(text = nb_read_file(json_string_value(file), 1 << 20, &len)))
                 rc = bad(err, "jwt.jwks_file", "cannot be read by the daemon");
             else if (nb_jwt_keyset_add_jwks(ks, text, len, err) < 0)
                 rc = nb_err_prefix(err, "jwt.jwks_file");
@@ -216,7 +222,7 @@ json_t *nb_gw_admin_api(const char *name, const json_t *in, const json_t *cur, n
     json_t *o = cur ? json_deep_copy(cur) : json_object();
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)in, k, v) json_object_set(o, k, v);
+    json_object_foreach((json_t *)in, k, v) json_object_set_new(o, k, json_deep_copy(v));
     const json_t *bp = json_object_get(o, "base_path");
     if (!bp) json_object_set_new(o, "base_path", json_sprintf("/%s", name));
     bp = json_object_get(o, "base_path");
@@ -240,6 +246,17 @@ json_t *nb_gw_admin_api(const char *name, const json_t *in, const json_t *cur, n
         return NULL;
     }
     return o;
+}
+
+/* RFC 6749 scope tokens (%x21 / %x23-5B / %x5D-7E) separated by spaces: they end up in
+ * WWW-Authenticate headers. */
+static int valid_scopes(const json_t *v)
+{
+    if (!json_is_string(v) || json_string_length(v) > 500) return 0;
+    for (const char *p = json_string_value(v); *p; p++)
+        if (!(*p == ' ' || *p == 0x21 || (*p >= 0x23 && *p <= 0x5B) || (*p >= 0x5D && *p <= 0x7E)))
+            return 0;
+    return 1;
 }
 
 json_t *nb_gw_admin_route(const json_t *in, nb_err *err)
@@ -278,8 +295,8 @@ json_t *nb_gw_admin_route(const json_t *in, nb_err *err)
         (!json_is_integer(to) || json_integer_value(to) < 50 || json_integer_value(to) > 900000))
         rc = bad(err, "timeout_ms", "must be an integer in 50..900000");
     const json_t *sc = json_object_get(o, "scopes");
-    if (rc == 0 && sc && (!json_is_string(sc) || json_string_length(sc) > 500))
-        rc = bad(err, "scopes", "must be a space-separated string (<= 500 bytes)");
+    if (rc == 0 && sc && !valid_scopes(sc))
+        rc = bad(err, "scopes", "must be space-separated scope tokens (<= 500 bytes, no quotes)");
     json_t *t = json_object_get(o, "throttle");
     if (rc == 0 && t) rc = check_throttle(t, "throttle", err);
     default_burst(t);
@@ -310,9 +327,16 @@ json_t *nb_gw_admin_plan(const json_t *in, const json_t *cur, nb_err *err)
     json_t *o = cur ? json_deep_copy(cur) : json_object();
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)in, k, v) json_object_set(o, k, v);
+    json_object_foreach((json_t *)in, k, v) json_object_set_new(o, k, json_deep_copy(v));
     int rc = 0;
     const json_t *r = json_object_get(o, "rate");
+    if (json_is_null(r)) {
+        /* No rate any more: its burst goes with it. */
+        json_object_del(o, "rate");
+        json_object_del(o, "burst");
+        r = NULL;
+    }
+    if (json_is_null(json_object_get(o, "quota"))) json_object_del(o, "quota");
     if (r && !json_is_null(r)) {
         json_t *t = json_pack("{s:O}", "rate", r);
         if (json_object_get(o, "burst")) json_object_set(t, "burst", json_object_get(o, "burst"));
@@ -393,8 +417,8 @@ json_t *nb_gw_admin_client(const json_t *in, const json_t *cur, char *out_secret
     json_t *o = cred_common(in, cur, fields, err);
     if (!o) return NULL;
     const json_t *sc = json_object_get(in, "scopes");
-    if (sc && (!json_is_string(sc) || json_string_length(sc) > 500)) {
-        bad(err, "scopes", "must be a space-separated string (<= 500 bytes)");
+    if (sc && !valid_scopes(sc)) {
+        bad(err, "scopes", "must be space-separated scope tokens (<= 500 bytes, no quotes)");
         json_decref(o);
         return NULL;
     }
@@ -426,6 +450,13 @@ json_t *nb_gw_admin_view(const char *kind, const char *name, const json_t *body,
     json_t *o = json_deep_copy(body);
     json_object_del(o, "hash");
     json_object_del(o, "gen");
+    /* An authorizer's HMAC secrets are credentials: never shown back. */
+    size_t i;
+    json_t *k;
+    json_array_foreach(json_object_get(json_object_get(o, "jwt"), "keys"), i, k)
+    {
+        if (json_object_get(k, "secret")) json_object_set_new(k, "secret", json_string("(hidden)"));
+    }
     if (strcmp(kind, "route") != 0 && strcmp(kind, "share") != 0)
         json_object_set_new(o, "name", json_string(name));
     char t[32];

@@ -143,16 +143,19 @@ static const char *reason_of(int status)
 
 /* h2o closes a connection whose request does not arrive within its req_timeout without a word.
  * A guard per connection answers 408 first: once bytes have come that are not yet a request
- * (a head or a body still arriving), and no request of the connection is being served, they
- * have request_timeout_ms to complete. The 408 is written straight to the socket and the socket
- * shut down; h2o then sees the end of the stream and closes the connection its own way. */
+ * (a head or a body still arriving), and no request of the connection is being served, the
+ * request must make progress every request_timeout_ms and complete within six times that. The 408
+ * is written straight to the socket and the socket shut down; h2o then sees the end of the stream
+ * and closes the connection its own way. */
 typedef struct conn_guard {
     nb_http *http;
     h2o_socket_t *sock;
     uv_stream_t *http_stream; /* the libuv handle under sock (its fd) */
     uv_timer_t timer;
     size_t seen;      /* bytes_read when the last request was handed over or answered */
-    int64_t since_us; /* when unserved bytes were first noticed; 0: none */
+    size_t last;      /* bytes_read at the last tick */
+    int64_t first_us; /* when unserved bytes were first noticed; 0: none */
+    int64_t since_us; /* when they last grew */
     int inflight;     /* requests handed over and not yet done */
     int h2, fired, closed, timer_closed;
 } conn_guard;
@@ -181,15 +184,18 @@ static void guard_tick(uv_timer_t *t)
     conn_guard *g = t->data;
     if (g->h2 || g->fired || g->closed) return;
     if (g->inflight > 0 || g->sock->bytes_read == g->seen) {
-        g->since_us = 0;
+        g->first_us = g->since_us = 0;
         return;
     }
-    int64_t now = nb_mono_us();
-    if (!g->since_us) {
+    int64_t now = nb_mono_us(), limit = (int64_t)g->http->request_timeout_ms * 1000;
+    if (!g->first_us) g->first_us = now;
+    if (!g->since_us || g->sock->bytes_read != g->last) {
         g->since_us = now;
+        g->last = g->sock->bytes_read;
         return;
     }
-    if (now - g->since_us < (int64_t)g->http->request_timeout_ms * 1000) return;
+    /* No progress for the timeout, or a request trickling in for six times as long. */
+    if (now - g->since_us < limit && now - g->first_us < 6 * limit) return;
     g->fired = 1;
     char body[160], msg[400];
     int bl = snprintf(body, sizeof body,
@@ -213,7 +219,7 @@ static void guard_req_done(void *p)
     conn_guard *g = *(conn_guard **)p;
     g->inflight--;
     g->seen = g->sock->bytes_read;
-    g->since_us = 0;
+    g->first_us = g->since_us = 0;
     guard_maybe_free(g);
 }
 
@@ -225,7 +231,7 @@ static void guard_req(h2o_req_t *req)
     if (req->version >= 0x200) g->h2 = 1;
     g->inflight++;
     g->seen = sock->bytes_read;
-    g->since_us = 0;
+    g->first_us = g->since_us = 0;
     conn_guard **ref = h2o_mem_alloc_shared(&req->pool, sizeof *ref, guard_req_done);
     *ref = g;
 }
@@ -372,8 +378,16 @@ void nb_http_send(h2o_req_t *req, int status, const char *ctype, const char *bod
 
 void nb_http_send_json(h2o_req_t *req, int status, json_t *j)
 {
-    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);
+    if (!s) {
+        /* json_pack refused a value (not UTF-8): a bug of the caller, never a crash. */
+        nb_error("http", "answer could not be encoded as JSON");
+        static const char fallback[] =
+            "{\"error\":{\"code\":\"internal\",\"message\":\"answer could not be encoded\"}}\n";
+        nb_http_send(req, 500, "application/json", fallback, sizeof fallback - 1);
+        return;
+    }
     size_t n = strlen(s);
     s = realloc(s, n + 2);
     s[n++] = '\n';
@@ -383,6 +397,9 @@ void nb_http_send_json(h2o_req_t *req, int status, json_t *j)
 
 void nb_http_send_error(h2o_req_t *req, const nb_err *err)
 {
+    nb_err e = *err;
+    nb_utf8_scrub(e.msg); /* messages quote request bytes; JSON needs valid UTF-8 */
+    err = &e;
     int status = err->status ? err->status : 500;
     if (status >= 500) nb_error("http", "%d %s: %s", status, err->code, err->msg);
     if (status == 401) nb_http_header(req, "www-authenticate", "Bearer realm=\"nimbus\"");

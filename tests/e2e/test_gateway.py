@@ -267,7 +267,9 @@ class Gateway(NimbusTestCase):
         r = d.gw("GET", "/shapes/x?kind=raise")
         self.assertEqual(r.status, 502, r)
         self.assertEqual(r.json()["message"], "Internal Server Error")
-        self.assertEqual(r.json()["error"]["code"], "function_error")
+        self.assertEqual(r.json()["error"], {"code": "function_error",
+                                             "message": "Internal Server Error"})
+        self.assertNotIn(b"boom", r.body)  # the function's error stays in its logs
 
     # -- credentials -----------------------------------------------------------------------
 
@@ -338,6 +340,17 @@ class Gateway(NimbusTestCase):
         self.assertEqual(ev["requestContext"]["authorizer"]["jwt"]["claims"]["sub"], cid)
         self.assertEqual(sorted(ev["requestContext"]["authorizer"]["jwt"]["scopes"]),
                          ["read", "write"])
+        # A token asked for fewer scopes than the client has carries only those.
+        narrow = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "read"}).encode()
+        r = d.gw("POST", "/oauth2/token", narrow,
+                 headers={"Authorization": basic,
+                          "Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(r.status, 200, r)
+        self.route("clients", "GET", "/w", "echo", auth="client", scopes="write")
+        self.assert_gw_error(d.gw("GET", "/clients/w",
+                                  headers={"Authorization": "Bearer " + r.json()["access_token"]}),
+                             403, "insufficient_scope")
+        self.assertEqual(d.gw("GET", "/clients/w", headers=bearer).status, 200)
         r = d.gw("POST", "/oauth2/token", form,
                  headers={"Authorization": wrong,
                           "Content-Type": "application/x-www-form-urlencoded"})
@@ -370,6 +383,8 @@ class Gateway(NimbusTestCase):
         def call(path, claims, key=secret, kid="k1"):
             return d.gw("GET", path, headers={"Authorization": "Bearer " + jwt_hs256(claims, key, kid)})
 
+        shown = json.dumps(d.api("GET", "/v1/apis/jwths").json())
+        self.assertNotIn(secret, shown)  # an authorizer's HMAC secret is never shown back
         ev = self.event(call("/jwths/orders", good))
         az = ev["requestContext"]["authorizer"]["jwt"]
         self.assertEqual(az["claims"]["sub"], "user-1")
@@ -560,6 +575,50 @@ class Gateway(NimbusTestCase):
         self.assertTrue(all("body" not in x for x in recs if x["route"] == "GET /b"))
         self.assertEqual(d.api("GET", "/v1/apis/metered/usage?by=nope").status, 400)
         self.assertEqual(d.api("GET", "/v1/apis/metered/logs?status=9xx").status, 400)
+
+    # -- hostile input ---------------------------------------------------------------------
+
+    def test_hostile_input_is_refused_cleanly(self):
+        d = self.d
+        self.api_create("hostile", base_path="/hostile")
+        self.route("hostile", "GET", "/c", "echo", auth="client")
+        # Bytes that are not UTF-8 in the path: a JSON 404, on both listeners, and no crash.
+        for port in (d.gw_port, d.port):
+            out = self.raw_to(port, b"GET /\xff\xfe/x HTTP/1.1\r\nHost: a\r\n\r\n")
+            self.assertTrue(out.startswith(b"HTTP/1.1 404"), out[:200])
+            json.loads(out.split(b"\r\n\r\n", 1)[1])
+        # Basic credentials that decode to nothing.
+        for bad in ("Basic ====", "Basic =", "Basic YQ", "Basic !!!!", "Basic " + "A" * 4000):
+            self.assert_gw_error(d.gw("GET", "/hostile/c", headers={"Authorization": bad}), 401,
+                                 "invalid_client")
+        self.assertTrue(d.running())
+        # Another namespace may not take a path under (or over) this API's base path.
+        r = d.api("PUT", "/v1/namespaces/other/apis/squat", {"base_path": "/hostile/c"})
+        self.assert_api_error(r, 409, "conflict")
+        r = d.api("PUT", "/v1/namespaces/other/apis/squat", {"base_path": "/"})
+        self.assert_api_error(r, 409, "conflict")
+        self.assertEqual(d.api("PUT", "/v1/apis/reserved", {"base_path": "/oauth2"}).status, 400)
+        # A key whose name says "clients" is still a key.
+        self.key("clients-old")
+        self.assertEqual(d.api("DELETE", "/v1/keys/clients-old").status, 200)
+        self.assertEqual(d.api("GET", "/v1/keys/clients-old").status, 404)
+
+    def raw_to(self, port, data):
+        s = socket.create_connection((self.d.host, port), timeout=5)
+        s.sendall(data)
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+                if b"\r\n\r\n" in out and out.rstrip(b"\n").endswith(b"}"):
+                    break  # one whole JSON answer: the connection may stay open
+        except socket.timeout:
+            pass
+        s.close()
+        return out
 
     # -- protocol hygiene --------------------------------------------------------------------
 
