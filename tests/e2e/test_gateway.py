@@ -14,7 +14,7 @@ import time
 import unittest
 import urllib.parse
 
-from nimbus_harness import NimbusTestCase, File, wait_until
+from nimbus_harness import BIN, NimbusTestCase, File
 
 ECHO_PY = {"app.py": File(b"""
 import json
@@ -694,6 +694,27 @@ class Gateway(NimbusTestCase):
         p = d.gcli("api", "logs", "cliapi", "--json")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("/cli/items/9", p.stdout)
+        # Following the access log: a record for a request made after it started.
+        follow = subprocess.Popen([BIN, "--data", d.data, "api", "logs", "cliapi", "--follow",
+                                   "--json"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.5)
+            self.assertEqual(d.gw("GET", "/cli/items/followed", headers={"x-api-key": key}).status,
+                             200)
+            seen = []
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                line = follow.stdout.readline()
+                if not line:
+                    break
+                seen.append(json.loads(line))
+                if any(x["path"] == "/cli/items/followed" for x in seen):
+                    break
+            self.assertTrue(any(x["path"] == "/cli/items/followed" for x in seen), seen)
+        finally:
+            follow.kill()
+            follow.communicate()
         p = d.gcli("route", "add", "cliapi", "GET", "/items/{x}", "echo")
         self.assertEqual(p.returncode, 1, p)
         self.assertIn("conflict", p.stderr)
