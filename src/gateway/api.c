@@ -915,6 +915,16 @@ static int plan_exists(route_args *a, const json_t *body, const char *field)
     return 0;
 }
 
+/* 1 when the API of the path exists; else 0, having answered (404). */
+static int api_exists(route_args *a)
+{
+    nb_obj o = {0};
+    json_t *j = obj_load(a, "api", a->name, &o);
+    nb_obj_clear(&o);
+    json_decref(j);
+    return j != NULL;
+}
+
 /* Whether path p is at or below base ("/" is above everything). */
 static int path_under(const char *p, const char *base)
 {
@@ -1032,11 +1042,7 @@ static void r_api_delete_locked(route_args *a)
 
 static void r_routes(route_args *a)
 {
-    nb_obj o = {0};
-    json_t *j = obj_load(a, "api", a->name, &o);
-    if (!j) return;
-    json_decref(j);
-    nb_obj_clear(&o);
+    if (!api_exists(a)) return;
     char prefix[NB_NAME_MAX + 2];
     snprintf(prefix, sizeof prefix, "%s/", a->name);
     list_kind(a, "route", prefix, "routes");
@@ -1044,11 +1050,7 @@ static void r_routes(route_args *a)
 
 static void r_route_add_locked(route_args *a)
 {
-    nb_obj o = {0};
-    json_t *apij = obj_load(a, "api", a->name, &o);
-    if (!apij) return;
-    json_decref(apij);
-    nb_obj_clear(&o);
+    if (!api_exists(a)) return;
     json_t *in = json_body(a);
     if (!in) return;
     nb_err err = {0};
@@ -1141,11 +1143,7 @@ static int split_consumer(route_args *a, const char *c, char *ns, char *name)
 
 static void r_shares(route_args *a)
 {
-    nb_obj o = {0};
-    json_t *j = obj_load(a, "api", a->name, &o);
-    if (!j) return;
-    json_decref(j);
-    nb_obj_clear(&o);
+    if (!api_exists(a)) return;
     char prefix[NB_NAME_MAX + 2];
     snprintf(prefix, sizeof prefix, "%s/", a->name);
     list_kind(a, "share", prefix, "shares");
@@ -1153,11 +1151,7 @@ static void r_shares(route_args *a)
 
 static void r_share_add_locked(route_args *a)
 {
-    nb_obj o = {0};
-    json_t *apij = obj_load(a, "api", a->name, &o);
-    if (!apij) return;
-    json_decref(apij);
-    nb_obj_clear(&o);
+    if (!api_exists(a)) return;
     json_t *in = json_body(a);
     if (!in) return;
     const char *consumer = json_string_value(json_object_get(in, "consumer"));
@@ -1301,15 +1295,6 @@ static int alog_filter(route_args *a, nb_alog_filter *f)
     if (parse_int_param(a, "limit", 1, 10000, &limit) < 0) return -1;
     f->limit = (int)limit;
     return 0;
-}
-
-static int api_exists(route_args *a)
-{
-    nb_obj o = {0};
-    json_t *j = obj_load(a, "api", a->name, &o);
-    nb_obj_clear(&o);
-    json_decref(j);
-    return j != NULL;
 }
 
 static void r_api_usage(route_args *a)
