@@ -479,13 +479,16 @@ static void publish_slot(const nb_invoker *iv, const fn_entry *e)
     atomic_store_explicit(&sl->starts, st.instance_starts, memory_order_relaxed);
 }
 
-/* Whether another loop has waiters of e and no usable instance of it. */
+/* Whether another loop has waiters of e, no usable instance of it, and none of those waiters
+ * can come here instead (M_STEAL moves only waiters of the latest version): a hop to an idle
+ * instance costs far less than a cold start over there. */
 static int starved_loop(const nb_invoker *iv, const fn_entry *e)
 {
     for (int i = 0; i < iv->sched->nloops; i++) {
         const loop_slot *sl = &e->sh->slots[i];
         if (i != iv->index && atomic_load_explicit(&sl->queued, memory_order_relaxed) > 0 &&
-            atomic_load_explicit(&sl->usable, memory_order_relaxed) == 0)
+            atomic_load_explicit(&sl->usable, memory_order_relaxed) == 0 &&
+            atomic_load_explicit(&sl->movable, memory_order_relaxed) == 0)
             return 1;
     }
     return 0;
