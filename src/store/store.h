@@ -79,8 +79,7 @@ typedef struct nb_store_ops {
                     nb_obj **out, size_t *n, nb_err *err);
     /* 404 when absent. With name_prefix semantics when name ends in '*' (deletes every object
      * of the kind whose name starts with the rest): a deleted API's routes go with it. */
-    int (*obj_delete)(nb_store *s, const char *ns, const char *kind, const char *name,
-                      nb_err *err);
+    int (*obj_delete)(nb_store *s, const char *ns, const char *kind, const char *name, nb_err *err);
     void (*close)(nb_store *s);
 } nb_store_ops;
 
