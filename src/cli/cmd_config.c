@@ -48,6 +48,23 @@ static int int_flag(const nb_cli_args *a, const char *cmdname, const char *flag,
     return 0;
 }
 
+/* A destination flag: TYPE:NAME as given (the daemon checks it), or 'none' for JSON null. */
+static int target_flag(const nb_cli_args *a, const char *cmdname, const char *flag,
+                       const char *field, json_t *out)
+{
+    const char *v = nb_cli_args_get(a, flag);
+    if (!v) return 0;
+    if (strcmp(v, "none") == 0) {
+        json_object_set_new(out, field, json_null());
+        return 0;
+    }
+    if (strncmp(v, "function:", 9) != 0 && strncmp(v, "queue:", 6) != 0)
+        return nb_cli__usage(cmdname, "--%s must be function:NAME, queue:NAME or none, not '%s'",
+                             flag, v);
+    json_object_set_new(out, field, json_string(v));
+    return 0;
+}
+
 int nb_cli__scaling_flags(const nb_cli_args *a, const char *cmdname, json_t *out)
 {
     if (int_flag(a, cmdname, "max-concurrency", "max_concurrency", 0, NB_CLI_CONCURRENCY_MAX,
@@ -58,7 +75,14 @@ int nb_cli__scaling_flags(const nb_cli_args *a, const char *cmdname, json_t *out
                  "default", out) ||
         int_flag(a, cmdname, "max-queue", "max_queue", 0, NB_CLI_QUEUE_MAX, NULL, out) ||
         int_flag(a, cmdname, "queue-timeout-ms", "queue_timeout_ms", 1, NB_CLI_QUEUE_TIMEOUT_MAX,
-                 NULL, out))
+                 NULL, out) ||
+        int_flag(a, cmdname, "max-retry-attempts", "max_retry_attempts", 0, 2, NULL, out) ||
+        int_flag(a, cmdname, "max-event-age", "max_event_age_s", 1, 21600, NULL, out) ||
+        int_flag(a, cmdname, "retry-delay-ms", "retry_delay_ms", 100, 3600000, NULL, out) ||
+        int_flag(a, cmdname, "async-share", "async_share", 1, 100, NULL, out) ||
+        target_flag(a, cmdname, "on-success", "on_success", out) ||
+        target_flag(a, cmdname, "on-failure", "on_failure", out) ||
+        target_flag(a, cmdname, "dead-letter", "dead_letter", out))
         return NB_CLI_USAGE;
     return 0;
 }
@@ -80,6 +104,14 @@ static void print_settings(const char *name, const json_t *fn)
            "queue_timeout_ms=%lld\n",
            name, mcs, (long long)nb_cli__int(fn, "min_instances"), its,
            (long long)nb_cli__int(fn, "max_queue"), (long long)nb_cli__int(fn, "queue_timeout_ms"));
+    const char *ok = nb_cli__str(fn, "on_success"), *ko = nb_cli__str(fn, "on_failure"),
+               *dl = nb_cli__str(fn, "dead_letter");
+    printf("%s: async max_retry_attempts=%lld max_event_age_s=%lld retry_delay_ms=%lld "
+           "async_share=%lld%% on_success=%s on_failure=%s dead_letter=%s\n",
+           name, (long long)nb_cli__int(fn, "max_retry_attempts"),
+           (long long)nb_cli__int(fn, "max_event_age_s"),
+           (long long)nb_cli__int(fn, "retry_delay_ms"), (long long)nb_cli__int(fn, "async_share"),
+           *ok ? ok : "none", *ko ? ko : "none", *dl ? dl : "none");
 }
 
 int nb_cli_config(const nb_cli_globals *g, int argc, char **argv)

@@ -86,8 +86,15 @@ int nb_cli__call_json(nb_cli__client *c, const char *method, const char *path, c
         {"min-instances", 0, "N", "instances kept started, even idle (default 0)"},                \
         {"idle-timeout", 0, "S", "seconds before an idle instance stops, or 'default' (300)"},     \
         {"max-queue", 0, "N", "invocations that may wait for an instance (default 1000)"},         \
+        {"queue-timeout-ms", 0, "N", "longest wait for an instance before 429 (default 10000)"},   \
+        {"max-retry-attempts", 0, "N", "async: retries after a function error, 0..2 (default 2)"}, \
+        {"max-event-age", 0, "S", "async: seconds an event may wait and retry (default 21600)"},   \
+        {"retry-delay-ms", 0, "N", "async: delay before the first retry (default 60000)"},         \
+        {"async-share", 0, "PCT", "async: % of the concurrency events may use (default 80)"},      \
+        {"on-success", 0, "T", "async: success records to function:NAME or queue:NAME, or none"},  \
+        {"on-failure", 0, "T", "async: failure records to function:NAME or queue:NAME, or none"},  \
     {                                                                                              \
-        "queue-timeout-ms", 0, "N", "longest wait for an instance before 429 (default 10000)"      \
+        "dead-letter", 0, "T", "async: failed events to queue:NAME, or none"                       \
     }
 
 /* Adds the scaling flags given in a to out (API field names). 0, or 2 after printing a usage

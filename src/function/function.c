@@ -57,13 +57,22 @@ void nb_fn_scaling_init(nb_fn_scaling *s)
     s->idle_timeout_s = NB_SCALE_UNSET;
     s->max_queue = NB_SCALE_DEFAULT_QUEUE;
     s->queue_timeout_ms = NB_SCALE_DEFAULT_QUEUE_MS;
+    s->max_retry_attempts = NB_ASYNC_RETRIES_DEFAULT;
+    s->max_event_age_s = NB_ASYNC_AGE_MAX;
+    s->retry_delay_ms = NB_ASYNC_RETRY_DELAY_MS;
+    s->async_share = NB_ASYNC_SHARE_DEFAULT;
+    s->on_success[0] = s->on_failure[0] = s->dead_letter[0] = 0;
 }
 
 int nb_fn_scaling_equal(const nb_fn_scaling *a, const nb_fn_scaling *b)
 {
     return a->max_concurrency == b->max_concurrency && a->min_instances == b->min_instances &&
            a->idle_timeout_s == b->idle_timeout_s && a->max_queue == b->max_queue &&
-           a->queue_timeout_ms == b->queue_timeout_ms;
+           a->queue_timeout_ms == b->queue_timeout_ms &&
+           a->max_retry_attempts == b->max_retry_attempts &&
+           a->max_event_age_s == b->max_event_age_s && a->retry_delay_ms == b->retry_delay_ms &&
+           a->async_share == b->async_share && strcmp(a->on_success, b->on_success) == 0 &&
+           strcmp(a->on_failure, b->on_failure) == 0 && strcmp(a->dead_letter, b->dead_letter) == 0;
 }
 
 void nb_fn_config_release(nb_fn_config *cfg)
@@ -155,9 +164,37 @@ static int get_opt_int(json_t *v, const char *field, int lo, int hi, int nullabl
     return 0;
 }
 
+/* A destination: "" (or null) for none, "function:NAME" or "queue:NAME" (queue_only: only a
+ * queue, as Lambda's dead-letter queues). */
+static int get_target(json_t *v, const char *field, int queue_only, char *out, nb_err *err)
+{
+    const char *t = json_is_null(v) ? "" : json_string_value(v);
+    const char *name = !t                                               ? NULL
+                       : !*t                                            ? ""
+                       : strncmp(t, "queue:", 6) == 0                   ? t + 6
+                       : !queue_only && strncmp(t, "function:", 9) == 0 ? t + 9
+                                                                        : NULL;
+    if (!name || (*t && !nb_fn_valid_name(name)))
+        return nb_err_set(err, 400, NB_E_INVALID_VALUE, "%s must be %s or null", field,
+                          queue_only ? "\"queue:NAME\"" : "\"function:NAME\", \"queue:NAME\"");
+    snprintf(out, NB_ASYNC_TARGET_MAX + 1, "%s", t);
+    return 0;
+}
+
 /* 0 applied, -1 bad value, 1 not a scaling field. */
 static int scaling_field(nb_fn_scaling *s, const char *k, json_t *v, nb_err *err)
 {
+    if (strcmp(k, "max_retry_attempts") == 0)
+        return get_opt_int(v, k, 0, 2, 0, &s->max_retry_attempts, err);
+    /* Lambda's range is 60 s .. 6 h; seconds are allowed so tests need not wait a minute. */
+    if (strcmp(k, "max_event_age_s") == 0)
+        return get_opt_int(v, k, 1, NB_ASYNC_AGE_MAX, 0, &s->max_event_age_s, err);
+    if (strcmp(k, "retry_delay_ms") == 0)
+        return get_opt_int(v, k, 100, 3600000, 0, &s->retry_delay_ms, err);
+    if (strcmp(k, "async_share") == 0) return get_opt_int(v, k, 1, 100, 0, &s->async_share, err);
+    if (strcmp(k, "on_success") == 0) return get_target(v, k, 0, s->on_success, err);
+    if (strcmp(k, "on_failure") == 0) return get_target(v, k, 0, s->on_failure, err);
+    if (strcmp(k, "dead_letter") == 0) return get_target(v, k, 1, s->dead_letter, err);
     if (strcmp(k, "max_concurrency") == 0)
         return get_opt_int(v, k, 0, NB_SCALE_CONCURRENCY_MAX, 1, &s->max_concurrency, err);
     if (strcmp(k, "min_instances") == 0)
@@ -195,7 +232,9 @@ int nb_fn_scaling_apply(nb_fn_scaling *s, json_t *body, nb_err *err)
         if (rc > 0)
             return nb_err_set(err, 400, NB_E_UNKNOWN_FIELD,
                               "unknown field '%.64s' (scaling fields: max_concurrency, "
-                              "min_instances, idle_timeout_s, max_queue, queue_timeout_ms)",
+                              "min_instances, idle_timeout_s, max_queue, queue_timeout_ms, "
+                              "max_retry_attempts, max_event_age_s, retry_delay_ms, "
+                              "async_share, on_success, on_failure, dead_letter)",
                               k);
     }
     if (check_scaling(&c, err) < 0) return -1;
@@ -215,6 +254,16 @@ void nb_fn_scaling_to_json(const nb_fn_scaling *s, json_t *o)
     json_object_set_new(o, "idle_timeout_s", int_or_null(s->idle_timeout_s));
     json_object_set_new(o, "max_queue", json_integer(s->max_queue));
     json_object_set_new(o, "queue_timeout_ms", json_integer(s->queue_timeout_ms));
+    json_object_set_new(o, "max_retry_attempts", json_integer(s->max_retry_attempts));
+    json_object_set_new(o, "max_event_age_s", json_integer(s->max_event_age_s));
+    json_object_set_new(o, "retry_delay_ms", json_integer(s->retry_delay_ms));
+    json_object_set_new(o, "async_share", json_integer(s->async_share));
+    json_object_set_new(o, "on_success",
+                        s->on_success[0] ? json_string(s->on_success) : json_null());
+    json_object_set_new(o, "on_failure",
+                        s->on_failure[0] ? json_string(s->on_failure) : json_null());
+    json_object_set_new(o, "dead_letter",
+                        s->dead_letter[0] ? json_string(s->dead_letter) : json_null());
 }
 
 static int get_str(json_t *v, const char *field, size_t max, char *out, nb_err *err)

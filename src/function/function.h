@@ -44,12 +44,26 @@ enum nb_network { NB_NET_NONE, NB_NET_HOST };
 #define NB_SCALE_DEFAULT_QUEUE     1000
 #define NB_SCALE_DEFAULT_QUEUE_MS  10000
 
+#define NB_ASYNC_RETRIES_DEFAULT 2
+#define NB_ASYNC_AGE_MAX         21600 /* 6 h, Lambda's maximum event age */
+#define NB_ASYNC_RETRY_DELAY_MS  60000 /* Lambda waits about a minute, then two */
+#define NB_ASYNC_SHARE_DEFAULT   80    /* % of max_concurrency async events may take */
+#define NB_ASYNC_TARGET_MAX      80    /* "function:NAME", "queue:NAME" */
+
 typedef struct nb_fn_scaling {
     int max_concurrency;  /* instances at once; UNSET: only the global caps; 0: disabled */
     int min_instances;    /* kept started (provisioned); <= max_concurrency when reserved */
     int idle_timeout_s;   /* an idle instance above min_instances stops after it; UNSET: default */
     int max_queue;        /* invocations waiting with no instance coming for them */
     int queue_timeout_ms; /* longest wait for an instance before 429 */
+    /* Asynchronous invocation (Lambda's event invoke config), also not versioned. */
+    int max_retry_attempts; /* after a function error, timeout or OOM: 0..2 */
+    int max_event_age_s;    /* an event older than this fails (throttles retry until then) */
+    int retry_delay_ms;     /* the first retry's delay; the second waits twice as long */
+    int async_share;        /* % of max_concurrency (or of the daemon's cap) async may use */
+    char on_success[NB_ASYNC_TARGET_MAX + 1];  /* destination of success records, "" none */
+    char on_failure[NB_ASYNC_TARGET_MAX + 1];  /* destination of failure records, "" none */
+    char dead_letter[NB_ASYNC_TARGET_MAX + 1]; /* "queue:NAME": failed events themselves */
 } nb_fn_scaling;
 
 typedef struct nb_fn_config {
