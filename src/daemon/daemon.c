@@ -12,6 +12,8 @@
 #include "store/store.h"
 #include "gateway/gw.h"
 #include "gateway/alog.h"
+#include "events/async.h"
+#include "events/queue.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -77,6 +79,8 @@ struct daemon {
     int gw_port;
     nb_alog *alog;
     nb_gw *gw;
+    nb_q *q;
+    _Atomic(nb_async *) async; /* loop 0's dispatcher; NULL before it starts and once stopping */
     int64_t drain_timeout_ms;
     int max_instances;     /* 0: sized from memory */
     int64_t max_memory_mb; /* 0: sized from memory */
@@ -124,6 +128,13 @@ static void usage(FILE *f)
         "Environment: NIMBUS_LOG_LEVEL=debug|info|warn|error, NIMBUS_IDLE_TIMEOUT_S (default "
         "300),\nNIMBUS_SPAWN_SHELLS (pre-spawned instance shells, default 8), NIMBUS_SANDBOX=off "
         "(no isolation\nat all: benchmarks and debugging only).\n");
+}
+
+/* The durable queues' writer thread: a queue has visible messages. */
+static void on_q_notify(void *ud, const char *queue)
+{
+    daemon_t *d = ud;
+    nb_async_notify(atomic_load(&d->async), queue);
 }
 
 /* "host:port\n" as clients write it (IPv6 in brackets). */
@@ -265,6 +276,7 @@ static void on_ctl(uv_async_t *a)
         nb_http_stop_accepting(l->http);
         nb_http_stop_accepting(l->gw_http);
         nb_gw_loop_drain(l->gw);
+        if (l->index == 0) nb_async_stop(atomic_load(&l->d->async));
         l->order_done = ORDER_DRAIN;
     }
     if (order >= ORDER_STOP && l->order_done < ORDER_STOP) {
@@ -360,6 +372,8 @@ static void loop_init(daemon_t *d, dloop *l, int index, int64_t idle_s)
     snprintf(l->api.code_root, sizeof l->api.code_root, "%s/code", d->data_dir);
     l->api.gw = d->gw;
     l->api.alog = d->alog;
+    l->api.q = d->q;
+    l->api.port = nb_async_port_new(l->loop);
     l->http = nb_http_new(l->loop, nb_api_handle, &l->api);
     l->gw = nb_gw_loop_new(d->gw, l->invoker);
     l->gw_http = nb_http_new(l->loop, nb_gw_handle, l->gw);
@@ -406,6 +420,8 @@ static void loop_release(dloop *l)
     uv_close((uv_handle_t *)&l->stop_tick, NULL);
     uv_close((uv_handle_t *)&l->log_flush, NULL);
     nb_logs_detach(l->logs);
+    nb_async_port_free(l->api.port);
+    l->api.port = NULL;
     nb_invoker_free(l->invoker);
     /* Let pending closes run. */
     uv_run(l->loop, UV_RUN_NOWAIT);
@@ -539,6 +555,11 @@ int nb_daemon_main(int argc, char **argv)
         nb_error("daemon", "%s", err.msg);
         goto out;
     }
+    snprintf(path, sizeof path, "%s/events.db", d.data_dir);
+    if (!(d.q = nb_q_open(path, on_q_notify, &d, &err))) {
+        nb_error("daemon", "events: %s", err.msg);
+        goto out;
+    }
     nb_gw_config gcfg = {.data_dir = d.data_dir, .store = d.store, .alog = d.alog};
     if (!(d.gw = nb_gw_new(&gcfg, &err))) {
         nb_error("daemon", "gateway: %s", err.msg);
@@ -567,6 +588,11 @@ int nb_daemon_main(int argc, char **argv)
         nb_error("daemon", "%s", err.msg);
         goto out;
     }
+    /* Async events and queue subscriptions are dispatched from loop 0 (its invoker forwards
+     * to the others as it does for any invocation). */
+    atomic_store(&d.async, nb_async_new(d.loops[0].loop, d.loops[0].invoker, d.q, d.store));
+    for (int i = 0; i < d.nloops; i++)
+        d.loops[i].api.async = atomic_load(&d.async);
     int port = d.listen_port;
     for (int i = 0; i < d.nloops; i++) {
         /* Port 0: the first listener picks it, the others bind the same one. */
@@ -628,6 +654,12 @@ int nb_daemon_main(int argc, char **argv)
     for (int i = 1; i < d.nloops; i++)
         if (d.loops[i].has_thread) pthread_join(d.loops[i].thread, NULL);
     uv_close((uv_handle_t *)&d.sigchld, NULL);
+    /* The queues' last commit runs its callbacks, which post to the loops' ports and the
+     * dispatcher: both still exist until after it. */
+    nb_async *async = atomic_exchange(&d.async, NULL);
+    nb_q_close(d.q);
+    d.q = NULL;
+    nb_async_free(async);
     for (int i = 0; i < d.nloops; i++)
         loop_release(&d.loops[i]);
     nb_info("daemon", "stopped cleanly");
@@ -635,6 +667,7 @@ int nb_daemon_main(int argc, char **argv)
 out:
     if (rc != 0 && d.loops) _exit(1); /* loops half set up: nothing worth tidying */
     nb_gw_free(d.gw);
+    if (d.q) nb_q_close(d.q);
     if (d.alog) nb_alog_close(d.alog);
     if (d.store) d.store->ops->close(d.store);
     for (int i = 0; d.loops && i < d.nloops; i++)

@@ -41,9 +41,9 @@
 typedef struct nb_q nb_q;
 
 typedef struct nb_q_config {
-    int64_t visibility_timeout_ms; /* default for receives; 30000 */
-    int64_t retention_ms;          /* 4 days by default; 60 s .. 14 days */
-    int max_receives;              /* 0: no limit (then no dead-letter move) */
+    int64_t visibility_timeout_ms;       /* default for receives; 30000 */
+    int64_t retention_ms;                /* 4 days by default; 60 s .. 14 days */
+    int max_receives;                    /* 0: no limit (then no dead-letter move) */
     char dead_letter[NB_Q_NAME_MAX + 1]; /* "" none; the queue must exist */
 } nb_q_config;
 
@@ -52,7 +52,7 @@ typedef struct nb_q_msg {
     char receipt[80]; /* of this receive; delete/visibility need it */
     char *body;       /* owned by the message (nb_q_msgs_free) */
     size_t body_len;
-    json_t *attrs;    /* string -> string attributes, or NULL; owned */
+    json_t *attrs;     /* string -> string attributes, or NULL; owned */
     int receive_count; /* including this receive */
     int64_t sent_ms;   /* epoch ms of the first send */
     int64_t first_receive_ms;
@@ -94,8 +94,8 @@ int nb_q_get_config(nb_q *q, const char *name, nb_q_config *out, nb_err *err);
 /* Sends n messages (all or none: one commit carries them). cb runs once, on the writer thread
  * (or on the calling thread for an immediate refusal). 0 if queued for the commit, -1 if
  * refused at once (err filled, cb not called): unknown queue, too big, full, disk failed. */
-int nb_q_send(nb_q *q, const char *queue, const nb_q_out *msgs, size_t n, nb_q_sent_cb cb,
-              void *ud, nb_err *err);
+int nb_q_send(nb_q *q, const char *queue, const nb_q_out *msgs, size_t n, nb_q_sent_cb cb, void *ud,
+              nb_err *err);
 
 /* Up to max visible messages (oldest first), each made invisible for visibility_ms (<= 0: the
  * queue's default) and counted; messages over max_receives move to the dead-letter queue

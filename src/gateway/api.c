@@ -46,6 +46,17 @@ static void r_scaling(route_args *a);
 static void r_versions(route_args *a);
 static void r_invoke(route_args *a);
 static void r_logs(route_args *a);
+static void r_events_failed(route_args *a);
+static void r_events_redrive(route_args *a);
+static void r_queues(route_args *a);
+static void r_queue_put(route_args *a);
+static void r_queue_get(route_args *a);
+static void r_queue_delete(route_args *a);
+static void r_queue_send(route_args *a);
+static void r_queue_receive(route_args *a);
+static void r_queue_msg_delete(route_args *a);
+static void r_queue_subscribe(route_args *a);
+static void r_queue_unsubscribe(route_args *a);
 static void r_apis(route_args *a);
 static void r_api_put(route_args *a);
 static void r_api_get(route_args *a);
@@ -82,6 +93,17 @@ static const route routes[] = {
     {"GET", "/v1/functions/{name}/versions", r_versions, 0},
     {"POST", "/v1/functions/{name}/invoke", r_invoke, 0},
     {"GET", "/v1/functions/{name}/logs", r_logs, 0},
+    {"GET", "/v1/functions/{name}/events/failed", r_events_failed, 0},
+    {"POST", "/v1/functions/{name}/events/redrive", r_events_redrive, 0},
+    {"GET", "/v1/queues", r_queues, 0},
+    {"PUT", "/v1/queues/{name}", r_queue_put, 0},
+    {"GET", "/v1/queues/{name}", r_queue_get, 0},
+    {"DELETE", "/v1/queues/{name}", r_queue_delete, 0},
+    {"POST", "/v1/queues/{name}/messages", r_queue_send, 0},
+    {"POST", "/v1/queues/{name}/receive", r_queue_receive, 0},
+    {"DELETE", "/v1/queues/{name}/messages/{sub}", r_queue_msg_delete, 0},
+    {"PUT", "/v1/queues/{name}/subscriptions/{sub}", r_queue_subscribe, 0},
+    {"DELETE", "/v1/queues/{name}/subscriptions/{sub}", r_queue_unsubscribe, 0},
     {"GET", "/v1/apis", r_apis, 0},
     {"PUT", "/v1/apis/{name}", r_api_put, 0},
     {"GET", "/v1/apis/{name}", r_api_get, 0},
@@ -416,6 +438,13 @@ static json_t *fn_object(nb_api *api, const nb_fn_version *v, int64_t updated_at
                   "cold_starts", (json_int_t)st.cold_starts, "throttles", (json_int_t)st.throttles,
                   "instance_starts", (json_int_t)st.instance_starts, "last_cold_start_ms",
                   st.last_cold_start_ms < 0 ? json_null() : json_integer(st.last_cold_start_ms));
+    nb_async_stats as;
+    nb_async_fn_stats(api->async, v->ns, v->name, &as);
+    json_object_set_new(stats, "async",
+                        json_pack("{s:I, s:I, s:I, s:I, s:I}", "queued", (json_int_t)as.depth,
+                                  "in_flight", (json_int_t)as.inflight, "oldest_ms",
+                                  (json_int_t)as.oldest_ms, "retries", (json_int_t)as.retries,
+                                  "failed", (json_int_t)as.failed));
     json_object_set_new(o, "stats", stats);
     return o;
 }
@@ -624,9 +653,23 @@ static void invoke_done(nb_inv *inv, void *ud)
                  inv->body_len);
 }
 
+static void invoke_async(route_args *a);
+
 static void r_invoke(route_args *a)
 {
     nb_api *api = a->api;
+    char itype[32];
+    if (nb_http_req_header(a->req, "x-nimbus-invocation-type", itype, sizeof itype)) {
+        if (strcasecmp(itype, "Event") == 0) {
+            invoke_async(a);
+            return;
+        }
+        if (strcasecmp(itype, "RequestResponse") != 0) {
+            nb_http_error(a->req, 400, NB_E_INVALID_VALUE,
+                          "X-Nimbus-Invocation-Type must be RequestResponse or Event");
+            return;
+        }
+    }
     long long version = 0;
     if (parse_int_param(a, "version", 1, INT64_MAX, &version) < 0) return;
     if (body_too_big(a, NB_INVOKE_MAX_BODY)) return;
@@ -1597,4 +1640,461 @@ static void r_cred_delete_locked(route_args *a)
     if (gw_changed(a) < 0) return;
     nb_info("api", "deleted %s %s/%s", kind, a->ns, a->name);
     nb_http_send_json(a->req, 200, json_pack("{s:s}", "deleted", a->name));
+}
+
+/* ---------- async invocations, queues ---------- */
+
+#define NB_ASYNC_MAX_BODY (1u << 20) /* Lambda's async payload cap */
+
+/* A durable send answered when its commit is done: lives in the request's pool; the pool's
+ * disposal (client gone) leaves only a flag for the commit's answer to find. */
+typedef struct pending_send {
+    h2o_req_t *req;
+    nb_api *api;
+    int gone;
+    int refs; /* the pool's and the send's */
+    int status;
+    char msg[256];
+    int nids;
+    char (*ids)[37];
+    int async; /* an async invoke: 202 with the request id */
+} pending_send;
+
+static void pending_send_unref(pending_send *p)
+{
+    if (--p->refs == 0) {
+        free(p->ids);
+        free(p);
+    }
+}
+
+static void pending_send_dispose(void *x)
+{
+    pending_send *p = *(pending_send **)x;
+    p->gone = 1;
+    pending_send_unref(p);
+}
+
+static void send_answer(void *ud)
+{
+    pending_send *p = ud;
+    if (!p->gone) {
+        if (p->status != 0) {
+            nb_http_error(p->req, p->status, p->status == 413 ? NB_E_TOO_LARGE : NB_E_UNAVAILABLE,
+                          "%s", p->msg);
+        } else if (p->async) {
+            nb_http_send_json(p->req, 202, json_pack("{s:s}", "request_id", p->ids[0]));
+        } else {
+            json_t *ids = json_array();
+            for (int i = 0; i < p->nids; i++)
+                json_array_append_new(ids, json_string(p->ids[i]));
+            nb_http_send_json(p->req, 201, json_pack("{s:o}", "ids", ids));
+        }
+    }
+    pending_send_unref(p);
+}
+
+/* The queue's writer thread: the answer goes back to the request's loop. */
+static void send_done(void *ud, int status, const char *msg, char (*ids)[37], size_t n)
+{
+    pending_send *p = ud;
+    p->status = status;
+    snprintf(p->msg, sizeof p->msg, "%s", msg ? msg : "");
+    if (status == 0 && n) {
+        p->ids = malloc(n * sizeof *p->ids);
+        if (!p->ids) abort();
+        memcpy(p->ids, ids, n * sizeof *ids);
+        p->nids = (int)n;
+    }
+    nb_async_post(p->api->port, send_answer, p);
+}
+
+static pending_send *pending_send_new(route_args *a, int async)
+{
+    pending_send *p = calloc(1, sizeof *p);
+    if (!p) abort();
+    p->req = a->req;
+    p->api = a->api;
+    p->async = async;
+    p->refs = 2;
+    pending_send **slot = h2o_mem_alloc_shared(&a->req->pool, sizeof *slot, pending_send_dispose);
+    *slot = p;
+    return p;
+}
+
+static int ensure_queue(nb_api *api, const char *q, int64_t visibility_ms, nb_err *err)
+{
+    if (nb_q_exists(api->q, q)) return 0;
+    nb_q_config cfg = {.visibility_timeout_ms = visibility_ms, .retention_ms = 14 * 86400000LL};
+    return nb_q_create(api->q, q, &cfg, err);
+}
+
+static void invoke_async(route_args *a)
+{
+    nb_api *api = a->api;
+    if (body_too_big(a, NB_ASYNC_MAX_BODY)) return;
+    if (api->draining) {
+        nb_http_error(a->req, 503, NB_E_UNAVAILABLE, "nimbus is shutting down");
+        return;
+    }
+    nb_fn_version *latest = nb_invoker_latest(api->invoker, a->ns, a->name);
+    if (!latest) {
+        nb_http_error(a->req, 404, NB_E_NOT_FOUND, "function '%s' not found", a->name);
+        return;
+    }
+    char q[NB_Q_NAME_MAX + 1];
+    nb_async_fn_queue(a->ns, a->name, q, sizeof q);
+    nb_err err = {0};
+    /* The queue's retention (14 days) outlasts any max_event_age_s: an event leaves only by
+     * being processed or failed, never by expiring. */
+    if (ensure_queue(api, q, (int64_t)latest->cfg.timeout_s * 1000 + 60000, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    pending_send *p = pending_send_new(a, 1);
+    nb_q_out out = {a->req->entity.base ? a->req->entity.base : "",
+                    a->req->entity.len,
+                    NULL,
+                    0,
+                    a->request_id,
+                    0};
+    if (nb_q_send(api->q, q, &out, 1, send_done, p, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        pending_send_unref(p);
+    }
+}
+
+static void r_events_failed(route_args *a)
+{
+    char q[NB_Q_NAME_MAX + 1];
+    nb_async_failed_queue(a->ns, a->name, q, sizeof q);
+    long long limit = 100;
+    if (parse_int_param(a, "limit", 1, 10000, &limit) < 0) return;
+    json_t *arr = json_array();
+    nb_q_msg *m = NULL;
+    nb_err err = {0};
+    int n = nb_q_exists(a->api->q, q) ? nb_q_peek(a->api->q, q, (int)limit, &m, &err) : 0;
+    for (int i = 0; i < n; i++) {
+        const char *rec = json_string_value(json_object_get(m[i].attrs, "record"));
+        json_t *r = rec ? json_loads(rec, 0, NULL) : NULL;
+        json_array_append_new(arr, r ? r : json_pack("{s:s}", "id", m[i].id));
+    }
+    nb_q_msgs_free(m, n > 0 ? (size_t)n : 0);
+    nb_http_send_json(a->req, 200, json_pack("{s:s, s:o}", "function", a->name, "failed", arr));
+}
+
+static void r_events_redrive(route_args *a)
+{
+    char from[NB_Q_NAME_MAX + 1], to[NB_Q_NAME_MAX + 1];
+    nb_async_failed_queue(a->ns, a->name, from, sizeof from);
+    nb_async_fn_queue(a->ns, a->name, to, sizeof to);
+    nb_fn_version *latest = nb_invoker_latest(a->api->invoker, a->ns, a->name);
+    if (!latest) {
+        nb_http_error(a->req, 404, NB_E_NOT_FOUND, "function '%s' not found", a->name);
+        return;
+    }
+    nb_err err = {0};
+    int64_t n = 0;
+    if (nb_q_exists(a->api->q, from)) {
+        if (ensure_queue(a->api, to, (int64_t)latest->cfg.timeout_s * 1000 + 60000, &err) < 0 ||
+            (n = nb_q_move_all(a->api->q, from, to, &err)) < 0) {
+            nb_http_send_error(a->req, &err);
+            return;
+        }
+    }
+    nb_info("api", "%s/%s: %lld failed events sent again", a->ns, a->name, (long long)n);
+    nb_async_notify(a->api->async, to);
+    nb_http_send_json(a->req, 200, json_pack("{s:I}", "redriven", (json_int_t)n));
+}
+
+static json_t *queue_object(nb_api *api, const char *ns, const char *name)
+{
+    char q[NB_Q_NAME_MAX + 1];
+    nb_async_user_queue(ns, name, q, sizeof q);
+    nb_q_config cfg;
+    nb_q_stats st;
+    nb_err err = {0};
+    if (nb_q_get_config(api->q, q, &cfg, &err) < 0 || nb_q_get_stats(api->q, q, &st, &err) < 0)
+        return NULL;
+    const char *dl = cfg.dead_letter[0] ? strrchr(cfg.dead_letter, '/') + 1 : NULL;
+    return json_pack("{s:s, s:s, s:I, s:I, s:i, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+                     "s:I}}",
+                     "namespace", ns, "name", name, "visibility_timeout_s",
+                     (json_int_t)(cfg.visibility_timeout_ms / 1000), "retention_s",
+                     (json_int_t)(cfg.retention_ms / 1000), "max_receives", cfg.max_receives,
+                     "dead_letter", dl ? json_string(dl) : json_null(), "stats", "visible",
+                     (json_int_t)st.visible, "in_flight", (json_int_t)st.inflight, "delayed",
+                     (json_int_t)st.delayed, "oldest_ms", (json_int_t)st.oldest_ms, "sent",
+                     (json_int_t)st.sent, "received", (json_int_t)st.received, "deleted",
+                     (json_int_t)st.deleted, "dead_lettered", (json_int_t)st.dead_lettered,
+                     "expired", (json_int_t)st.expired);
+}
+
+static void r_queues(route_args *a)
+{
+    char prefix[NB_Q_NAME_MAX + 1];
+    snprintf(prefix, sizeof prefix, "q/%s/", a->ns);
+    size_t n;
+    char **names = nb_q_list(a->api->q, prefix, &n);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = queue_object(a->api, a->ns, names[i] + strlen(prefix));
+        if (o) json_array_append_new(arr, o);
+    }
+    nb_q_names_free(names, n);
+    nb_http_send_json(a->req, 200, json_pack("{s:o}", "queues", arr));
+}
+
+static void r_queue_get(route_args *a)
+{
+    json_t *o = queue_object(a->api, a->ns, a->name);
+    if (!o) {
+        nb_http_error(a->req, 404, NB_E_NOT_FOUND, "queue '%s' not found", a->name);
+        return;
+    }
+    nb_http_send_json(a->req, 200, o);
+}
+
+static int queue_int(json_t *body, const char *k, long long lo, long long hi, long long dflt,
+                     long long *out, nb_err *err)
+{
+    json_t *v = json_object_get(body, k);
+    if (!v) {
+        *out = dflt;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return nb_err_set(err, 400, NB_E_INVALID_VALUE, "%s must be an integer in %lld..%lld", k,
+                          lo, hi);
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static void r_queue_put(route_args *a)
+{
+    json_t *body = json_body(a);
+    if (!body) return;
+    nb_err err = {0};
+    const char *k;
+    json_t *v;
+    json_object_foreach(body, k, v)
+    {
+        if (strcmp(k, "visibility_timeout_s") && strcmp(k, "retention_s") &&
+            strcmp(k, "max_receives") && strcmp(k, "dead_letter")) {
+            nb_err_set(&err, 400, NB_E_UNKNOWN_FIELD, "unknown field '%.64s'", k);
+            break;
+        }
+    }
+    char q[NB_Q_NAME_MAX + 1];
+    nb_async_user_queue(a->ns, a->name, q, sizeof q);
+    nb_q_config cur;
+    int exists = nb_q_get_config(a->api->q, q, &cur, &(nb_err){0}) == 0;
+    long long vis = 30, ret = 345600, maxr = 0;
+    nb_q_config cfg = {0};
+    if (!err.status && queue_int(body, "visibility_timeout_s", 0, 43200,
+                                 exists ? cur.visibility_timeout_ms / 1000 : 30, &vis, &err) == 0)
+        if (queue_int(body, "retention_s", 60, 1209600, exists ? cur.retention_ms / 1000 : 345600,
+                      &ret, &err) == 0)
+            queue_int(body, "max_receives", 0, 1000, exists ? cur.max_receives : 0, &maxr, &err);
+    json_t *dl = json_object_get(body, "dead_letter");
+    if (!err.status && dl && !json_is_null(dl) &&
+        (!json_is_string(dl) || !nb_fn_valid_name(json_string_value(dl))))
+        nb_err_set(&err, 400, NB_E_INVALID_VALUE, "dead_letter must be a queue name or null");
+    if (!err.status) {
+        cfg.visibility_timeout_ms = vis * 1000;
+        cfg.retention_ms = ret * 1000;
+        cfg.max_receives = (int)maxr;
+        if (json_is_string(dl))
+            nb_async_user_queue(a->ns, json_string_value(dl), cfg.dead_letter,
+                                sizeof cfg.dead_letter);
+        else if (exists && !dl)
+            snprintf(cfg.dead_letter, sizeof cfg.dead_letter, "%s", cur.dead_letter);
+        if (cfg.max_receives > 0 && !cfg.dead_letter[0])
+            nb_err_set(&err, 400, NB_E_INVALID_VALUE, "max_receives needs a dead_letter queue");
+    }
+    json_decref(body);
+    if (!err.status && (exists ? nb_q_update(a->api->q, q, &cfg, &err)
+                               : nb_q_create(a->api->q, q, &cfg, &err)) == 0) {
+        nb_http_send_json(a->req, exists ? 200 : 201, queue_object(a->api, a->ns, a->name));
+        return;
+    }
+    nb_http_send_error(a->req, &err);
+}
+
+static void r_queue_delete(route_args *a)
+{
+    char q[NB_Q_NAME_MAX + 1];
+    nb_async_user_queue(a->ns, a->name, q, sizeof q);
+    nb_err err = {0};
+    if (nb_q_delete_queue(a->api->q, q, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_http_send_json(a->req, 200, json_pack("{s:s}", "deleted", a->name));
+}
+
+/* {"body": "...", "attributes": {...}, "delay_s": N} -> out (strings borrowed from m). */
+static int message_in(json_t *m, nb_q_out *out, nb_err *err)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(m, k, v)
+    {
+        if (strcmp(k, "body") && strcmp(k, "attributes") && strcmp(k, "delay_s"))
+            return nb_err_set(err, 400, NB_E_UNKNOWN_FIELD, "unknown message field '%.64s'", k);
+    }
+    json_t *body = json_object_get(m, "body");
+    if (!json_is_string(body))
+        return nb_err_set(err, 400, NB_E_INVALID_VALUE, "a message needs a string body");
+    json_t *attrs = json_object_get(m, "attributes");
+    if (attrs && !json_is_object(attrs))
+        return nb_err_set(err, 400, NB_E_INVALID_VALUE, "attributes must be an object of strings");
+    json_object_foreach(attrs, k, v)
+    {
+        if (!json_is_string(v))
+            return nb_err_set(err, 400, NB_E_INVALID_VALUE, "attribute '%.64s' must be a string",
+                              k);
+    }
+    long long delay = 0;
+    if (queue_int(m, "delay_s", 0, 900, 0, &delay, err) < 0) return -1;
+    *out =
+        (nb_q_out){json_string_value(body), json_string_length(body), attrs, delay * 1000, NULL, 0};
+    return 0;
+}
+
+static void r_queue_send(route_args *a)
+{
+    json_t *body;
+    if (body_too_big(a, 16u << 20) || !(body = json_body(a))) return;
+    char q[NB_Q_NAME_MAX + 1];
+    nb_async_user_queue(a->ns, a->name, q, sizeof q);
+    nb_err err = {0};
+    json_t *list = json_object_get(body, "messages");
+    size_t n = list ? json_array_size(list) : 1;
+    if (list && (!json_is_array(list) || n == 0 || n > 100 || json_object_size(body) != 1))
+        nb_err_set(&err, 400, NB_E_INVALID_VALUE,
+                   "send {body, attributes, delay_s} or {\"messages\": [1..100 of them]}");
+    nb_q_out *outs = calloc(n, sizeof *outs);
+    if (!outs) abort();
+    for (size_t i = 0; i < n && !err.status; i++)
+        message_in(list ? json_array_get(list, i) : body, &outs[i], &err);
+    if (!err.status && !nb_q_exists(a->api->q, q))
+        nb_err_set(&err, 404, NB_E_NOT_FOUND, "queue '%s' not found", a->name);
+    if (!err.status) {
+        pending_send *p = pending_send_new(a, 0);
+        if (nb_q_send(a->api->q, q, outs, n, send_done, p, &err) < 0) pending_send_unref(p);
+    }
+    free(outs);
+    json_decref(body);
+    if (err.status) nb_http_send_error(a->req, &err);
+}
+
+static void r_queue_receive(route_args *a)
+{
+    json_t *body = a->req->entity.len ? json_body(a) : json_object();
+    if (!body) return;
+    nb_err err = {0};
+    long long max = 1, vis = -1;
+    if (queue_int(body, "max", 1, 100, 1, &max, &err) < 0 ||
+        queue_int(body, "visibility_timeout_s", 0, 43200, -1, &vis, &err) < 0) {
+        json_decref(body);
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    json_decref(body);
+    char q[NB_Q_NAME_MAX + 1];
+    nb_async_user_queue(a->ns, a->name, q, sizeof q);
+    nb_q_msg *m;
+    int n = nb_q_receive(a->api->q, q, (int)max, vis < 0 ? 0 : vis * 1000, &m, &err);
+    if (n < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++) {
+        char sent[32];
+        nb_time_iso8601(m[i].sent_ms, sent, sizeof sent);
+        json_t *o = json_pack("{s:s, s:s, s:s%, s:i, s:s}", "id", m[i].id, "receipt", m[i].receipt,
+                              "body", m[i].body, m[i].body_len, "receive_count", m[i].receive_count,
+                              "sent_at", sent);
+        json_object_set(o, "attributes", m[i].attrs ? m[i].attrs : json_object());
+        json_array_append_new(arr, o);
+    }
+    nb_q_msgs_free(m, (size_t)n);
+    nb_http_send_json(a->req, 200, json_pack("{s:o}", "messages", arr));
+}
+
+static void r_queue_msg_delete(route_args *a)
+{
+    char q[NB_Q_NAME_MAX + 1], receipt[128];
+    nb_async_user_queue(a->ns, a->name, q, sizeof q);
+    if (!query_param(a->query, "receipt", receipt, sizeof receipt)) {
+        nb_http_error(a->req, 400, NB_E_INVALID_VALUE, "the receipt query parameter is required");
+        return;
+    }
+    nb_err err = {0};
+    if (nb_q_delete(a->api->q, q, a->sub, receipt, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_http_send_json(a->req, 200, json_pack("{s:s}", "deleted", a->sub));
+}
+
+ADMIN_LOCKED(a->api, r_queue_subscribe)
+ADMIN_LOCKED(a->api, r_queue_unsubscribe)
+
+static void r_queue_subscribe_locked(route_args *a)
+{
+    json_t *body = a->req->entity.len ? json_body(a) : json_object();
+    if (!body) return;
+    nb_err err = {0};
+    char q[NB_Q_NAME_MAX + 1];
+    nb_async_user_queue(a->ns, a->name, q, sizeof q);
+    long long bs = 10, bw = 0, mc = 5;
+    const char *k;
+    json_t *v;
+    json_object_foreach(body, k, v)
+    {
+        if (strcmp(k, "batch_size") && strcmp(k, "batch_window_ms") && strcmp(k, "max_concurrency"))
+            nb_err_set(&err, 400, NB_E_UNKNOWN_FIELD, "unknown field '%.64s'", k);
+    }
+    if (!err.status && !nb_fn_valid_name(a->sub))
+        nb_err_set(&err, 400, NB_E_INVALID_NAME, "invalid function name '%s'", a->sub);
+    if (!err.status && !nb_q_exists(a->api->q, q))
+        nb_err_set(&err, 404, NB_E_NOT_FOUND, "queue '%s' not found", a->name);
+    if (!err.status && !nb_invoker_latest(a->api->invoker, a->ns, a->sub))
+        nb_err_set(&err, 404, NB_E_NOT_FOUND, "function '%s' not found", a->sub);
+    if (!err.status && queue_int(body, "batch_size", 1, 100, 10, &bs, &err) == 0 &&
+        queue_int(body, "batch_window_ms", 0, 300000, 0, &bw, &err) == 0)
+        queue_int(body, "max_concurrency", 1, 1000, 5, &mc, &err);
+    json_decref(body);
+    if (err.status) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    json_t *sub = json_pack("{s:s, s:s, s:I, s:I, s:I}", "queue", a->name, "function", a->sub,
+                            "batch_size", (json_int_t)bs, "batch_window_ms", (json_int_t)bw,
+                            "max_concurrency", (json_int_t)mc);
+    char name[2 * NB_NAME_MAX + 2];
+    snprintf(name, sizeof name, "%s/%s", a->name, a->sub);
+    int created = 0;
+    if (obj_write(a, "subscription", name, sub, NB_OBJ_UPSERT, &created) == 0) {
+        nb_async_reload(a->api->async);
+        nb_http_send_json(a->req, created ? 201 : 200, sub);
+        return;
+    }
+    json_decref(sub);
+}
+
+static void r_queue_unsubscribe_locked(route_args *a)
+{
+    char name[2 * NB_NAME_MAX + 2];
+    snprintf(name, sizeof name, "%s/%s", a->name, a->sub);
+    nb_err err = {0};
+    if (a->api->store->ops->obj_delete(a->api->store, a->ns, "subscription", name, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_async_reload(a->api->async);
+    nb_http_send_json(a->req, 200, json_pack("{s:s}", "unsubscribed", a->sub));
 }

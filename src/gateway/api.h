@@ -12,6 +12,8 @@
 #ifndef NB_API_H
 #define NB_API_H
 
+#include "events/async.h"
+#include "events/queue.h"
 #include "gateway/alog.h"
 #include "gateway/gw.h"
 #include "invoke/invoke.h"
@@ -37,6 +39,9 @@ typedef struct nb_api {
     pthread_mutex_t *admin_mu; /* shared by every loop's nb_api */
     nb_gw *gw;                 /* the API gateway's config (shared) */
     nb_alog *alog;             /* the gateway's access records (shared) */
+    nb_q *q;                   /* durable queues (shared) */
+    nb_async *async;           /* the dispatcher (loop 0's; any loop may read its stats) */
+    nb_async_port *port;       /* this loop's mailbox: durable sends answer through it */
     int draining;
 } nb_api;
 
