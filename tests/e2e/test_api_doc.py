@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import unittest
+import urllib.parse
 
 from nimbus_harness import BIN, MIB, SRC, NimbusTestCase, tar_bytes
 
@@ -129,12 +130,40 @@ class RoutesAnswer(NimbusTestCase):
             body = b""
         return path.replace("{name}", "fn").replace("{sub}", sub or ""), body
 
+    def queue_call(self, method, path):
+        """(path, body) for a queue route, on queue `fq` (made again when needed)."""
+        d = self.d
+        d.api("PUT", "/v1/queues/fq", {})
+        sub, body = "", None
+        if path == "/v1/queues/{name}":
+            body = {} if method == "PUT" else None
+        elif path == "/v1/queues/{name}/messages":
+            body = {"body": "doc"}
+        elif path == "/v1/queues/{name}/receive":
+            body = {"max": 1}
+        elif path == "/v1/queues/{name}/messages/{sub}":
+            mid = d.api("POST", "/v1/queues/fq/messages", {"body": "doc"}).json()["ids"][0]
+            msgs = d.api("POST", "/v1/queues/fq/receive", {"max": 10}).json()["messages"]
+            m = next(m for m in msgs if m["id"] == mid)
+            sub = mid + "?receipt=" + urllib.parse.quote(m["receipt"], safe="")
+        elif path == "/v1/queues/{name}/subscriptions/{sub}":
+            if method == "DELETE":
+                d.api("PUT", "/v1/queues/fq/subscriptions/fn", {})
+            sub, body = "fn", {} if method == "PUT" else None
+        return path.replace("{name}", "fq").replace("{sub}", sub), body
+
     def call(self, method, path, prefix=""):
         """Calls one route correctly, on function `fn` (created here when needed)."""
         d = self.d
         if path.startswith(("/v1/apis", "/v1/plans", "/v1/keys", "/v1/clients")):
             p, body = self.gateway_call(method, path)
             return d.api(method, p, body)
+        if path.startswith("/v1/queues"):
+            p, body = self.queue_call(method, path)
+            return d.api(method, p, body)
+        if path.endswith("/events/redrive"):
+            p = path.replace("{name}", "fn")
+            return d.api(method, prefix + p[3:] if prefix else p, b"")
         p = path.replace("{name}", "fn")
         if prefix and p.startswith("/v1/"):
             p = prefix + p[3:]
