@@ -61,6 +61,8 @@ static const command commands[] = {
     {"plan", nb_cli_plan, "manage usage plans (rate, quota)"},
     {"key", nb_cli_key, "manage API keys"},
     {"client", nb_cli_client, "manage OAuth clients"},
+    {"queue", nb_cli_queue, "manage queues: send, receive, subscribe a function"},
+    {"events", nb_cli_events, "list or redrive a function's failed async events"},
     {"version", nb_cli_version, "print the client's and the daemon's versions"},
 };
 

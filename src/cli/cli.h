@@ -50,6 +50,8 @@
 #define NB_CLI_QUEUE_TIMEOUT_MAX 900000
 #define NB_CLI_CODE_MAX          (64u << 20) /* POST /v1/code body */
 #define NB_CLI_EVENT_MAX         (6u << 20)  /* invoke body */
+#define NB_CLI_ASYNC_EVENT_MAX   (1u << 20)  /* invoke --async body */
+#define NB_CLI_MESSAGE_MAX       (1u << 20)  /* a queue message, body and attributes */
 #define NB_CLI_LOG_LINE_MAX      (1u << 20)  /* one NDJSON log line while streaming */
 
 /* Connection flags given before the command; NULL/0 when absent. */
@@ -77,6 +79,9 @@ int nb_cli_route(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_plan(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_key(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_client(const nb_cli_globals *g, int argc, char **argv);
+/* Queues and failed async events (cmd_queue.c): `nimbus queue|events SUB ...`. */
+int nb_cli_queue(const nb_cli_globals *g, int argc, char **argv);
+int nb_cli_events(const nb_cli_globals *g, int argc, char **argv);
 
 /* ---- option parsing ---- */
 
@@ -147,6 +152,10 @@ int nb_cli_parse_since(const char *s, int64_t now_ms, int64_t *out);
  * *key_len (the value starts at s + *key_len + 1). 0 or -1. */
 int nb_cli_parse_env(const char *s, size_t *key_len);
 
+/* "KEY=VALUE" for a queue message's --attr: KEY is 1..256 printable bytes without blanks,
+ * VALUE may be empty (and hold '='). Sets *key_len as nb_cli_parse_env() does. 0 or -1. */
+int nb_cli_parse_attr(const char *s, size_t *key_len);
+
 /* A gateway object name (API, plan, key, client): [A-Za-z0-9_-]{1,64}. 1 or 0. */
 int nb_cli_valid_name(const char *s);
 /* A route method: an HTTP token (RFC 9110 tchar, 1..31 bytes) or ANY. 1 or 0. */
@@ -212,6 +221,12 @@ int nb_cli_format_log(nb_buf *out, const char *json, size_t len);
  * the route shown as its path pattern, "-" for missing fields, the gateway's error code (if
  * any) last. `time` may be an ISO string or epoch ms. -1 if rec is not an object. */
 int nb_cli_format_access(nb_buf *out, const struct json_t *rec);
+
+/* A function's stats.async object (docs/api.md) as one line without newline:
+ *   queued=3 in_flight=1 oldest=12s retries=2 failed=0
+ * oldest in whole seconds, "-" for a missing field. Appends to out. -1 if async is not an
+ * object or the buffer is full. */
+int nb_cli_format_async(nb_buf *out, const struct json_t *async);
 
 /* A text table: columns padded to their widest cell, two spaces apart, no trailing blanks. */
 typedef struct nb_cli_table {

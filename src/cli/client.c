@@ -292,6 +292,7 @@ int nb_cli__request(nb_cli__client *c, const char *method, const char *path, con
         snprintf(line, sizeof line, "Content-Type: %s", content_type);
         hdrs = curl_slist_append(hdrs, line);
     }
+    if (c->header) hdrs = curl_slist_append(hdrs, c->header);
     hdrs = curl_slist_append(hdrs, "Expect:"); /* no 100-continue round trip for big uploads */
 
     c->errbuf[0] = 0;

@@ -164,6 +164,12 @@ static void flatten_stats(json_t *o)
     else
         snprintf(buf, sizeof buf, "-");
     json_object_set_new(o, "last_cold_start", json_string(buf));
+    json_t *async = json_object_get(st, "async");
+    nb_buf line;
+    nb_buf_init(&line, 1024);
+    if (json_is_object(async) && nb_cli_format_async(&line, async) == 0)
+        json_object_set_new(o, "async", json_string(line.data));
+    nb_buf_free(&line);
     json_object_del(o, "stats");
 }
 
@@ -173,14 +179,35 @@ static int show_get(const nb_cli_args *a, const json_t *answer)
         nb_cli__print_json(answer);
         return NB_CLI_OK;
     }
-    static const char *const order[] = {
-        "name",           "namespace",       "version",          "runtime",
-        "handler",        "memory_mb",       "timeout_s",        "ephemeral_storage_mb",
-        "network",        "description",     "environment",      "code_sha256",
-        "created_at",     "updated_at",      "max_concurrency",  "min_instances",
-        "idle_timeout_s", "max_queue",       "queue_timeout_ms", "instances",
-        "in_flight",      "queued",          "invocations",      "cold_starts",
-        "throttles",      "instance_starts", "last_cold_start",  NULL};
+    static const char *const order[] = {"name",
+                                        "namespace",
+                                        "version",
+                                        "runtime",
+                                        "handler",
+                                        "memory_mb",
+                                        "timeout_s",
+                                        "ephemeral_storage_mb",
+                                        "network",
+                                        "description",
+                                        "environment",
+                                        "code_sha256",
+                                        "created_at",
+                                        "updated_at",
+                                        "max_concurrency",
+                                        "min_instances",
+                                        "idle_timeout_s",
+                                        "max_queue",
+                                        "queue_timeout_ms",
+                                        "instances",
+                                        "in_flight",
+                                        "queued",
+                                        "invocations",
+                                        "cold_starts",
+                                        "throttles",
+                                        "instance_starts",
+                                        "last_cold_start",
+                                        "async",
+                                        NULL};
     json_t *o = json_deep_copy(answer);
     if (json_is_object(o)) {
         flatten_stats(o);

@@ -11,178 +11,13 @@
 #include <stdio.h>
 #include <string.h>
 
-#define NAME_RULE   "names match [A-Za-z0-9_-]{1,64}"
 #define RATE_MAX    1000000.0
 #define BURST_MAX   1000000
 #define PEM_MAX     (64u << 10)
 #define USAGE_LIMIT 10000
 
-/* ---------- plumbing shared by every sub ---------- */
-
-typedef struct ctx {
-    const nb_cli_globals *g;
-    const char *cmd; /* "api create", for messages */
-    nb_cli_args a;
-    nb_cli__client c;
-    int open;
-    long status; /* of the last answer */
-} ctx;
-
-typedef struct sub {
-    const char *name;
-    const char *summary;
-    const nb_cli__cmd *cmd;
-    int (*run)(ctx *x);
-} sub;
-
-typedef struct group {
-    const char *name;
-    const char *description;
-    const sub *subs;
-    size_t nsubs;
-} group;
-
-static int oom(void)
-{
-    fprintf(stderr, "nimbus: out of memory\n");
-    return NB_CLI_FAILED;
-}
-
-/* One request with an optional JSON body; the client is opened on first use, so validation
- * that runs before the first call still means nothing was sent. 0, or 1 after printing. */
-static int call(ctx *x, const char *method, const nb_buf *path, const json_t *body, json_t **out)
-{
-    nb_err err;
-    nb_err_clear(&err);
-    *out = NULL;
-    if (!x->open) {
-        if (nb_cli__client_open(&x->c, x->g, &x->a, &err) < 0) return nb_cli__fail(&err);
-        x->open = 1;
-    }
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    if (body && !text) return oom();
-    nb_cli__resp r;
-    nb_cli__resp_init(&r, 0);
-    int rc = nb_cli__request(&x->c, method, path->data, text, text ? strlen(text) : 0,
-                             text ? "application/json" : NULL, &r, &err);
-    free(text);
-    x->status = r.status;
-    if (rc == 0) rc = nb_cli__check(&x->c, &r, &err);
-    if (rc == 0) {
-        json_error_t je;
-        *out = json_loadb(r.body.data ? r.body.data : "", r.body.len, 0, &je);
-        if (!*out)
-            rc = nb_err_set(&err, 502, NB_E_INTERNAL, "%s %s: the daemon's answer is not JSON: %s",
-                            method, path->data, je.text);
-    }
-    nb_cli__resp_free(&r);
-    return rc < 0 ? nb_cli__fail(&err) : 0;
-}
-
-static int json_out(const ctx *x)
-{
-    return nb_cli_args_has(&x->a, "json");
-}
-
-/* A positional or flag value that must be an object name. 0, or 2 after the usage line. */
-static int check_name(const ctx *x, const char *what, const char *s)
-{
-    if (nb_cli_valid_name(s)) return 0;
-    return nb_cli__usage(x->cmd, "invalid %s name '%s': " NAME_RULE, what, s);
-}
-
-static int print_table(nb_cli_table *t)
-{
-    nb_buf out;
-    nb_buf_init(&out, 256u << 20);
-    int rc = nb_cli_table_render(t, &out);
-    nb_cli__write(out.data, out.len);
-    nb_buf_free(&out);
-    nb_cli_table_free(t);
-    return rc < 0 ? oom() : NB_CLI_OK;
-}
-
-static int print_object(const json_t *o, const char *const *order)
-{
-    nb_buf out;
-    nb_buf_init(&out, 64u << 20);
-    int rc = nb_cli_format_object(&out, o, order);
-    nb_cli__write(out.data, out.len);
-    nb_buf_free(&out);
-    if (rc < 0) fprintf(stderr, "nimbus: the daemon's answer is not an object\n");
-    return rc < 0 ? NB_CLI_FAILED : NB_CLI_OK;
-}
-
-/* Table cells: "-" for missing or empty, no blanks inside (so awk keeps the columns). */
-static void cell(char *buf, size_t size, const char *s)
-{
-    snprintf(buf, size, "%s", s && *s ? s : "-");
-    for (char *p = buf; *p; p++)
-        if (*p == ' ' || *p == '\t') *p = ',';
-}
-
-static void cell_num(char *buf, size_t size, const json_t *v, const char *unit)
-{
-    if (json_is_integer(v))
-        snprintf(buf, size, "%lld%s", (long long)json_integer_value(v), unit);
-    else if (json_is_real(v))
-        snprintf(buf, size, "%g%s", json_real_value(v), unit);
-    else if (json_is_string(v))
-        cell(buf, size, json_string_value(v));
-    else
-        snprintf(buf, size, "-");
-}
-
-/* A JSON array of strings as "a,b,c" ("-" when empty). */
-static void cell_list(char *buf, size_t size, const json_t *arr)
-{
-    size_t i, off = 0;
-    json_t *v;
-    buf[0] = 0;
-    json_array_foreach(arr, i, v)
-    {
-        int n = snprintf(buf + off, size - off, "%s%s", off ? "," : "", json_string_value(v) ?: "");
-        if (n < 0 || (size_t)n >= size - off) break;
-        off += (size_t)n;
-    }
-    if (!buf[0]) snprintf(buf, size, "-");
-}
-
-/* The answer's array `key` (--json) or a table built by row(). */
-static int list_answer(const ctx *x, const json_t *answer, const char *key, size_t ncols,
-                       const char *const *header, void (*row)(const json_t *o, char cells[][256]))
-{
-    json_t *arr = json_object_get(answer, key);
-    if (json_out(x)) {
-        if (arr)
-            nb_cli__print_json(arr);
-        else
-            puts("[]");
-        return NB_CLI_OK;
-    }
-    nb_cli_table t;
-    if (nb_cli_table_init(&t, ncols, header) < 0) return oom();
-    size_t i;
-    json_t *o;
-    json_array_foreach(arr, i, o)
-    {
-        char cells[8][256];
-        const char *ptrs[8];
-        for (size_t k = 0; k < ncols && k < 8; k++) {
-            cells[k][0] = 0;
-            ptrs[k] = cells[k];
-        }
-        row(o, cells);
-        if (nb_cli_table_add(&t, ptrs) < 0) {
-            nb_cli_table_free(&t);
-            return oom();
-        }
-    }
-    return print_table(&t);
-}
-
 /* --rate R [--burst B] into {"rate","burst"?}; *out stays NULL when neither was given. */
-static int throttle_flags(const ctx *x, json_t **out)
+static int throttle_flags(const nb_cli__ctx *x, json_t **out)
 {
     const char *r = nb_cli_args_get(&x->a, "rate"), *b = nb_cli_args_get(&x->a, "burst");
     *out = NULL;
@@ -206,7 +41,7 @@ static int throttle_flags(const ctx *x, json_t **out)
 }
 
 /* The values of every occurrence of a repeatable, comma-list flag appended to arr. */
-static int list_flag(const ctx *x, const char *flag, json_t *arr)
+static int list_flag(const nb_cli__ctx *x, const char *flag, json_t *arr)
 {
     size_t idx = 0;
     while (idx < x->a.nopts && strcmp(x->a.opts[idx].name, flag) != 0)
@@ -220,52 +55,10 @@ static int list_flag(const ctx *x, const char *flag, json_t *arr)
     return 0;
 }
 
-/* Runs one sub of a group: `nimbus GROUP SUB ...`, argv[0] being GROUP. */
-static int run_group(const group *gr, const nb_cli_globals *g, int argc, char **argv)
-{
-    const char *s = argc > 1 ? argv[1] : NULL;
-    int help = s && (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0);
-    if (!s || help) {
-        FILE *f = help ? stdout : stderr;
-        fprintf(f, "usage: nimbus %s SUBCOMMAND [ARGS] [options]\n\n%s\n\nSubcommands:\n", gr->name,
-                gr->description);
-        for (size_t i = 0; i < gr->nsubs; i++)
-            fprintf(f, "  %-9s %s\n", gr->subs[i].name, gr->subs[i].summary);
-        fprintf(f, "\nRun 'nimbus %s SUBCOMMAND --help' for its arguments and options.\n",
-                gr->name);
-        return help ? NB_CLI_OK : NB_CLI_USAGE;
-    }
-    const sub *sb = NULL;
-    for (size_t i = 0; i < gr->nsubs; i++)
-        if (strcmp(gr->subs[i].name, s) == 0) sb = &gr->subs[i];
-    if (!sb) {
-        fprintf(stderr, "nimbus: %s: unknown subcommand '%s' (see 'nimbus %s --help')\n", gr->name,
-                s, gr->name);
-        return NB_CLI_USAGE;
-    }
-    ctx x = {.g = g, .cmd = sb->cmd->name};
-    int rc = nb_cli__begin(sb->cmd, argc - 1, argv + 1, &x.a);
-    if (rc == NB_CLI__CONTINUE) rc = sb->run(&x);
-    if (x.open) nb_cli__client_close(&x.c);
-    nb_cli_args_free(&x.a);
-    return rc;
-}
-
 static const nb_cli_opt json_opts[] = {
     {"json", 0, NULL, "print the daemon's JSON instead of text"},
     NB_CLI_COMMON_OPTS,
 };
-
-#define SUBCMD(var, cmdname, syn, desc, table, minp, maxp)                                         \
-    static const nb_cli__cmd var = {                                                               \
-        .name = cmdname,                                                                           \
-        .synopsis = syn,                                                                           \
-        .description = desc,                                                                       \
-        .opts = table,                                                                             \
-        .nopts = NB_ARRAY_LEN(table),                                                              \
-        .min_pos = minp,                                                                           \
-        .max_pos = maxp,                                                                           \
-    }
 
 /* ---------- nimbus api ---------- */
 
@@ -305,29 +98,30 @@ static const nb_cli_opt api_update_opts[] = {
     NB_CLI_COMMON_OPTS,
 };
 
-SUBCMD(api_create_cmd, "api create",
-       "NAME [--base-path /shop] [--cors-origins LIST ...] [--rate R [--burst B]] [--plan PLAN]\n"
-       "       [--jwt-issuer ISS] [--jwt-audience AUD] [--jwt-alg LIST] [--jwt-jwks FILE]\n"
-       "       [--jwt-secret SECRET | --jwt-pem FILE] [--jwt-kid KID] [options]",
-       "Creates the API NAME (or updates it when it exists) at its base path on the\n"
-       "gateway listener. Routes are added with 'nimbus route add'. CORS applies when\n"
-       "--cors-origins is given; JWT when keys are given (--jwt-jwks, --jwt-secret or\n"
-       "--jwt-pem).",
-       api_create_opts, 1, 1);
-SUBCMD(api_update_cmd, "api update",
-       "NAME [the flags of 'api create'] [--no-cors] [--no-jwt] [options]",
-       "Changes the settings given and keeps the others. --cors-* and --jwt-* flags\n"
-       "change those fields inside the current CORS and JWT settings. --plan none removes\n"
-       "the plan.",
-       api_update_opts, 1, 1);
-SUBCMD(api_ls_cmd, "api ls", "[options]", "Lists the APIs.", json_opts, 0, 0);
-SUBCMD(api_get_cmd, "api get", "NAME [options]", "Shows an API's settings and its routes.",
-       json_opts, 1, 1);
-SUBCMD(api_rm_cmd, "api rm", "NAME [options]", "Deletes an API with its routes and shares.",
-       json_opts, 1, 1);
+NB_CLI__SUBCMD(
+    api_create_cmd, "api create",
+    "NAME [--base-path /shop] [--cors-origins LIST ...] [--rate R [--burst B]] [--plan PLAN]\n"
+    "       [--jwt-issuer ISS] [--jwt-audience AUD] [--jwt-alg LIST] [--jwt-jwks FILE]\n"
+    "       [--jwt-secret SECRET | --jwt-pem FILE] [--jwt-kid KID] [options]",
+    "Creates the API NAME (or updates it when it exists) at its base path on the\n"
+    "gateway listener. Routes are added with 'nimbus route add'. CORS applies when\n"
+    "--cors-origins is given; JWT when keys are given (--jwt-jwks, --jwt-secret or\n"
+    "--jwt-pem).",
+    api_create_opts, 1, 1);
+NB_CLI__SUBCMD(api_update_cmd, "api update",
+               "NAME [the flags of 'api create'] [--no-cors] [--no-jwt] [options]",
+               "Changes the settings given and keeps the others. --cors-* and --jwt-* flags\n"
+               "change those fields inside the current CORS and JWT settings. --plan none removes\n"
+               "the plan.",
+               api_update_opts, 1, 1);
+NB_CLI__SUBCMD(api_ls_cmd, "api ls", "[options]", "Lists the APIs.", json_opts, 0, 0);
+NB_CLI__SUBCMD(api_get_cmd, "api get", "NAME [options]", "Shows an API's settings and its routes.",
+               json_opts, 1, 1);
+NB_CLI__SUBCMD(api_rm_cmd, "api rm", "NAME [options]", "Deletes an API with its routes and shares.",
+               json_opts, 1, 1);
 
 /* Merges the --cors-* flags into cors (a copy of the current settings or a new object). */
-static int cors_flags(const ctx *x, json_t *cors, int *given, int check_origins)
+static int cors_flags(const nb_cli__ctx *x, json_t *cors, int *given, int check_origins)
 {
     static const struct {
         const char *flag, *field;
@@ -364,7 +158,7 @@ static int cors_flags(const ctx *x, json_t *cors, int *given, int check_origins)
 }
 
 /* Merges the --jwt-* flags into jwt (a copy of the current settings or a new object). */
-static int jwt_flags(const ctx *x, json_t *jwt, int *given)
+static int jwt_flags(const nb_cli__ctx *x, json_t *jwt, int *given)
 {
     const char *v;
     if ((v = nb_cli_args_get(&x->a, "jwt-issuer"))) {
@@ -435,7 +229,7 @@ static int jwt_flags(const ctx *x, json_t *jwt, int *given)
 
 /* The body of PUT /v1/apis/NAME from the flags. update: cur is the API as it is, or NULL for
  * a first pass that only checks the flags (before anything is sent). */
-static int api_body(const ctx *x, int update, const json_t *cur, json_t *body)
+static int api_body(const nb_cli__ctx *x, int update, const json_t *cur, json_t *body)
 {
     const char *v;
     int rc;
@@ -447,7 +241,7 @@ static int api_body(const ctx *x, int update, const json_t *cur, json_t *body)
     if ((v = nb_cli_args_get(&x->a, "plan"))) {
         if (update && strcmp(v, "none") == 0)
             json_object_set_new(body, "plan", json_null());
-        else if ((rc = check_name(x, "plan", v)))
+        else if ((rc = nb_cli__check_name(x, "plan", v)))
             return rc;
         else
             json_object_set_new(body, "plan", json_string(v));
@@ -490,16 +284,16 @@ static int api_body(const ctx *x, int update, const json_t *cur, json_t *body)
     return 0;
 }
 
-static int api_put(ctx *x, int update)
+static int api_put(nb_cli__ctx *x, int update)
 {
     const char *name = x->a.pos[0];
-    int rc = check_name(x, "API", name);
+    int rc = nb_cli__check_name(x, "API", name);
     if (rc) return rc;
     nb_buf path;
     nb_buf_init(&path, 4096);
     json_t *body = json_object(), *cur = NULL, *answer = NULL;
     if (nb_cli_obj_path(&path, "apis", name, NULL) < 0) {
-        rc = oom();
+        rc = nb_cli__oom();
         goto out;
     }
     /* Check the flags before anything is sent; an update then merges into the current
@@ -510,12 +304,12 @@ static int api_put(ctx *x, int update)
             rc = nb_cli__usage(x->cmd, "nothing to change: give at least one flag");
             goto out;
         }
-        if ((rc = call(x, "GET", &path, NULL, &cur))) goto out;
+        if ((rc = nb_cli__call(x, "GET", &path, NULL, &cur))) goto out;
         json_object_clear(body);
         if ((rc = api_body(x, update, cur, body))) goto out;
     }
-    if ((rc = call(x, "PUT", &path, body, &answer))) goto out;
-    if (json_out(x))
+    if ((rc = nb_cli__call(x, "PUT", &path, body, &answer))) goto out;
+    if (nb_cli__json_out(x))
         nb_cli__print_json(answer);
     else
         printf("%s API %s at %s\n", x->status == 201 ? "created" : "updated", name,
@@ -528,68 +322,52 @@ out:
     return rc;
 }
 
-static int api_create(ctx *x)
+static int api_create(nb_cli__ctx *x)
 {
     return api_put(x, 0);
 }
 
-static int api_update(ctx *x)
+static int api_update(nb_cli__ctx *x)
 {
     return api_put(x, 1);
 }
 
 /* A GET or DELETE of one object or a collection: the answer in *out. */
-static int simple(ctx *x, const char *method, const char *coll, const char *what,
-                  const char *suffix, json_t **out)
-{
-    const char *name = x->a.npos > 0 ? x->a.pos[0] : NULL;
-    int rc = name ? check_name(x, what, name) : 0;
-    if (rc) return rc;
-    nb_buf path;
-    nb_buf_init(&path, 4096);
-    if (nb_cli_obj_path(&path, coll, name, suffix) < 0)
-        rc = oom();
-    else
-        rc = call(x, method, &path, NULL, out);
-    nb_buf_free(&path);
-    return rc;
-}
-
 static void api_row(const json_t *o, char c[][256])
 {
     const json_t *cors = json_object_get(o, "cors"), *jwt = json_object_get(o, "jwt");
-    cell(c[0], 256, nb_cli__str(o, "name"));
-    cell(c[1], 256, nb_cli__str(o, "base_path"));
+    nb_cli__cell(c[0], 256, nb_cli__str(o, "name"));
+    nb_cli__cell(c[1], 256, nb_cli__str(o, "base_path"));
     if (json_is_object(cors))
-        cell_list(c[2], 256, json_object_get(cors, "origins"));
+        nb_cli__cell_list(c[2], 256, json_object_get(cors, "origins"));
     else
-        cell(c[2], 256, NULL);
+        nb_cli__cell(c[2], 256, NULL);
     if (json_is_object(jwt))
-        cell(c[3], 256, json_string_value(json_object_get(jwt, "issuer")) ?: "yes");
+        nb_cli__cell(c[3], 256, json_string_value(json_object_get(jwt, "issuer")) ?: "yes");
     else
-        cell(c[3], 256, NULL);
-    cell(c[4], 256, nb_cli__str(o, "plan"));
+        nb_cli__cell(c[3], 256, NULL);
+    nb_cli__cell(c[4], 256, nb_cli__str(o, "plan"));
 }
 
-static int api_ls(ctx *x)
+static int api_ls(nb_cli__ctx *x)
 {
     json_t *answer;
-    int rc = simple(x, "GET", "apis", "API", NULL, &answer);
+    int rc = nb_cli__simple(x, "GET", "apis", "API", NULL, &answer);
     if (rc) return rc;
     static const char *const header[] = {"NAME", "BASE_PATH", "CORS", "JWT", "PLAN"};
-    rc = list_answer(x, answer, "apis", NB_ARRAY_LEN(header), header, api_row);
+    rc = nb_cli__list_answer(x, answer, "apis", NB_ARRAY_LEN(header), header, api_row);
     json_decref(answer);
     return rc;
 }
 
 static void route_row(const json_t *o, char c[][256])
 {
-    cell(c[0], 256, nb_cli__str(o, "id"));
-    cell(c[1], 256, nb_cli__str(o, "method"));
-    cell(c[2], 256, nb_cli__str(o, "path"));
-    cell(c[3], 256, nb_cli__str(o, "function"));
-    cell(c[4], 256, nb_cli__str(o, "auth"));
-    cell_num(c[5], 256, json_object_get(o, "timeout_ms"), "ms");
+    nb_cli__cell(c[0], 256, nb_cli__str(o, "id"));
+    nb_cli__cell(c[1], 256, nb_cli__str(o, "method"));
+    nb_cli__cell(c[2], 256, nb_cli__str(o, "path"));
+    nb_cli__cell(c[3], 256, nb_cli__str(o, "function"));
+    nb_cli__cell(c[4], 256, nb_cli__str(o, "auth"));
+    nb_cli__cell_num(c[5], 256, json_object_get(o, "timeout_ms"), "ms");
 }
 
 static const char *const route_header[] = {"ID", "METHOD", "PATH", "FUNCTION", "AUTH", "TIMEOUT"};
@@ -607,12 +385,12 @@ static void redact_jwt(json_t *o)
     }
 }
 
-static int api_get(ctx *x)
+static int api_get(nb_cli__ctx *x)
 {
     json_t *answer;
-    int rc = simple(x, "GET", "apis", "API", NULL, &answer);
+    int rc = nb_cli__simple(x, "GET", "apis", "API", NULL, &answer);
     if (rc) return rc;
-    if (json_out(x)) {
+    if (nb_cli__json_out(x)) {
         nb_cli__print_json(answer);
         json_decref(answer);
         return NB_CLI_OK;
@@ -623,7 +401,7 @@ static int api_get(ctx *x)
     redact_jwt(o);
     static const char *const order[] = {"name", "base_path",  "plan",       "throttle", "cors",
                                         "jwt",  "created_at", "updated_at", NULL};
-    rc = print_object(o, order);
+    rc = nb_cli__print_object(o, order);
     if (rc == 0) {
         printf("\n");
         if (json_array_size(routes) == 0) {
@@ -631,8 +409,8 @@ static int api_get(ctx *x)
                    x->a.pos[0]);
         } else {
             json_t *wrap = json_pack("{s:O}", "routes", routes);
-            rc =
-                list_answer(x, wrap, "routes", NB_ARRAY_LEN(route_header), route_header, route_row);
+            rc = nb_cli__list_answer(x, wrap, "routes", NB_ARRAY_LEN(route_header), route_header,
+                                     route_row);
             json_decref(wrap);
         }
     }
@@ -643,21 +421,11 @@ static int api_get(ctx *x)
 }
 
 /* Prints "deleted WHAT NAME" or the answer as JSON. */
-static int deleted(const ctx *x, json_t *answer, const char *what, const char *name)
-{
-    if (json_out(x))
-        nb_cli__print_json(answer);
-    else
-        printf("deleted %s %s\n", what, name);
-    json_decref(answer);
-    return NB_CLI_OK;
-}
-
-static int api_rm(ctx *x)
+static int api_rm(nb_cli__ctx *x)
 {
     json_t *answer;
-    int rc = simple(x, "DELETE", "apis", "API", NULL, &answer);
-    return rc ? rc : deleted(x, answer, "API", x->a.pos[0]);
+    int rc = nb_cli__simple(x, "DELETE", "apis", "API", NULL, &answer);
+    return rc ? rc : nb_cli__deleted(x, answer, "API", x->a.pos[0]);
 }
 
 /* ---------- nimbus api share, unshare, shares ---------- */
@@ -675,19 +443,19 @@ static const nb_cli_opt unshare_opts[] = {
     NB_CLI_COMMON_OPTS,
 };
 
-SUBCMD(api_share_cmd, "api share",
-       "API --with CONSUMER [--plan PLAN] [--kind key|client] [options]",
-       "Lets a key or client (CONSUMER: NAME, or NAMESPACE/NAME for another namespace's)\n"
-       "call the API's key and client routes, optionally under its own plan.",
-       share_opts, 1, 1);
-SUBCMD(api_unshare_cmd, "api unshare", "API --with CONSUMER [options]",
-       "Withdraws a share: the consumer's requests to the API are refused from now on.",
-       unshare_opts, 1, 1);
-SUBCMD(api_shares_cmd, "api shares", "API [options]", "Lists who the API is shared with.",
-       json_opts, 1, 1);
+NB_CLI__SUBCMD(api_share_cmd, "api share",
+               "API --with CONSUMER [--plan PLAN] [--kind key|client] [options]",
+               "Lets a key or client (CONSUMER: NAME, or NAMESPACE/NAME for another namespace's)\n"
+               "call the API's key and client routes, optionally under its own plan.",
+               share_opts, 1, 1);
+NB_CLI__SUBCMD(api_unshare_cmd, "api unshare", "API --with CONSUMER [options]",
+               "Withdraws a share: the consumer's requests to the API are refused from now on.",
+               unshare_opts, 1, 1);
+NB_CLI__SUBCMD(api_shares_cmd, "api shares", "API [options]", "Lists who the API is shared with.",
+               json_opts, 1, 1);
 
 /* --with: NAME or NS/NAME, both parts names. */
-static int consumer_flag(const ctx *x, const char **out)
+static int consumer_flag(const nb_cli__ctx *x, const char **out)
 {
     const char *v = nb_cli_args_get(&x->a, "with");
     if (!v) return nb_cli__usage(x->cmd, "--with CONSUMER is required");
@@ -697,16 +465,16 @@ static int consumer_flag(const ctx *x, const char **out)
         snprintf(ns, sizeof ns, "%.*s", (int)(slash - v), v);
     if ((slash && (!nb_cli_valid_name(ns) || !nb_cli_valid_name(slash + 1))) ||
         (!slash && !nb_cli_valid_name(v)))
-        return nb_cli__usage(x->cmd,
-                             "--with must be NAME or NAMESPACE/NAME (" NAME_RULE "), not '%s'", v);
+        return nb_cli__usage(
+            x->cmd, "--with must be NAME or NAMESPACE/NAME (" NB_CLI__NAME_RULE "), not '%s'", v);
     *out = v;
     return 0;
 }
 
-static int api_share(ctx *x)
+static int api_share(nb_cli__ctx *x)
 {
     const char *api = x->a.pos[0], *consumer, *v;
-    int rc = check_name(x, "API", api);
+    int rc = nb_cli__check_name(x, "API", api);
     if (rc || (rc = consumer_flag(x, &consumer))) return rc;
     json_t *body = json_pack("{s:s}", "consumer", consumer), *answer = NULL;
     nb_buf path;
@@ -719,15 +487,15 @@ static int api_share(ctx *x)
         json_object_set_new(body, "kind", json_string(v));
     }
     if ((v = nb_cli_args_get(&x->a, "plan"))) {
-        if ((rc = check_name(x, "plan", v))) goto out;
+        if ((rc = nb_cli__check_name(x, "plan", v))) goto out;
         json_object_set_new(body, "plan", json_string(v));
     }
     if (nb_cli_obj_path(&path, "apis", api, "/shares") < 0) {
-        rc = oom();
+        rc = nb_cli__oom();
         goto out;
     }
-    if ((rc = call(x, "POST", &path, body, &answer))) goto out;
-    if (json_out(x)) {
+    if ((rc = nb_cli__call(x, "POST", &path, body, &answer))) goto out;
+    if (nb_cli__json_out(x)) {
         nb_cli__print_json(answer);
     } else {
         const char *plan = nb_cli__str(answer, "plan");
@@ -742,18 +510,18 @@ out:
     return rc;
 }
 
-static int api_unshare(ctx *x)
+static int api_unshare(nb_cli__ctx *x)
 {
     const char *api = x->a.pos[0], *consumer;
-    int rc = check_name(x, "API", api);
+    int rc = nb_cli__check_name(x, "API", api);
     if (rc || (rc = consumer_flag(x, &consumer))) return rc;
     nb_buf path;
     nb_buf_init(&path, 4096);
     json_t *answer = NULL;
     if (nb_cli_obj_path(&path, "apis", api, "/shares/") < 0 || nb_cli_escape(&path, consumer) < 0)
-        rc = oom();
-    else if ((rc = call(x, "DELETE", &path, NULL, &answer)) == 0) {
-        if (json_out(x))
+        rc = nb_cli__oom();
+    else if ((rc = nb_cli__call(x, "DELETE", &path, NULL, &answer)) == 0) {
+        if (nb_cli__json_out(x))
             nb_cli__print_json(answer);
         else
             printf("API %s is no longer shared with %s\n", api, consumer);
@@ -767,19 +535,19 @@ static void share_row(const json_t *o, char c[][256])
 {
     char who[160];
     snprintf(who, sizeof who, "%s/%s", nb_cli__str(o, "consumer_ns"), nb_cli__str(o, "consumer"));
-    cell(c[0], 256, who);
-    cell(c[1], 256, nb_cli__str(o, "kind"));
-    cell(c[2], 256, nb_cli__str(o, "plan"));
-    cell(c[3], 256, nb_cli__str(o, "created_at"));
+    nb_cli__cell(c[0], 256, who);
+    nb_cli__cell(c[1], 256, nb_cli__str(o, "kind"));
+    nb_cli__cell(c[2], 256, nb_cli__str(o, "plan"));
+    nb_cli__cell(c[3], 256, nb_cli__str(o, "created_at"));
 }
 
-static int api_shares(ctx *x)
+static int api_shares(nb_cli__ctx *x)
 {
     json_t *answer;
-    int rc = simple(x, "GET", "apis", "API", "/shares", &answer);
+    int rc = nb_cli__simple(x, "GET", "apis", "API", "/shares", &answer);
     if (rc) return rc;
     static const char *const header[] = {"CONSUMER", "KIND", "PLAN", "CREATED"};
-    rc = list_answer(x, answer, "shares", NB_ARRAY_LEN(header), header, share_row);
+    rc = nb_cli__list_answer(x, answer, "shares", NB_ARRAY_LEN(header), header, share_row);
     json_decref(answer);
     return rc;
 }
@@ -802,20 +570,20 @@ static const nb_cli_opt logs_opts[] = {
     NB_CLI_COMMON_OPTS,
 };
 
-SUBCMD(api_usage_cmd, "api usage",
-       "API [--by key|route|status|day] [--since 24h] [--format table|json]",
-       "Sums the API's requests per consumer key, route, status or day: requests, 4xx\n"
-       "and 5xx errors, bytes in and out, average and maximum latency.",
-       usage_opts, 1, 1);
-SUBCMD(api_logs_cmd, "api logs",
-       "API [--follow] [--status 5xx|404] [--since 1h] [--limit N] [--json]",
-       "Prints the API's access records, oldest first, one per line:\n"
-       "  time status method path latency consumer route request_id [cold] [error]\n"
-       "consumer is kind:name (- when anonymous), route the matched route's path pattern.",
-       logs_opts, 1, 1);
+NB_CLI__SUBCMD(api_usage_cmd, "api usage",
+               "API [--by key|route|status|day] [--since 24h] [--format table|json]",
+               "Sums the API's requests per consumer key, route, status or day: requests, 4xx\n"
+               "and 5xx errors, bytes in and out, average and maximum latency.",
+               usage_opts, 1, 1);
+NB_CLI__SUBCMD(api_logs_cmd, "api logs",
+               "API [--follow] [--status 5xx|404] [--since 1h] [--limit N] [--json]",
+               "Prints the API's access records, oldest first, one per line:\n"
+               "  time status method path latency consumer route request_id [cold] [error]\n"
+               "consumer is kind:name (- when anonymous), route the matched route's path pattern.",
+               logs_opts, 1, 1);
 
 /* --since as the daemon takes it: whole seconds ("3600s"). 0, or 2 after the usage line. */
-static int since_flag(const ctx *x, char *buf, size_t size)
+static int since_flag(const nb_cli__ctx *x, char *buf, size_t size)
 {
     const char *v = nb_cli_args_get(&x->a, "since");
     buf[0] = 0;
@@ -843,38 +611,38 @@ static void usage_row(const json_t *o, char c[][256])
             num |= strcmp(k, nums[i]) == 0;
         if (!num) by = k;
     }
-    cell_num(c[0], 256, by ? json_object_get(o, by) : NULL, "");
+    nb_cli__cell_num(c[0], 256, by ? json_object_get(o, by) : NULL, "");
     for (size_t i = 0; i < NB_ARRAY_LEN(nums); i++) {
         const json_t *n = json_object_get(o, nums[i]);
         if (json_is_real(n))
             snprintf(c[i + 1], 256, "%.1f", json_real_value(n));
         else
-            cell_num(c[i + 1], 256, n, "");
+            nb_cli__cell_num(c[i + 1], 256, n, "");
     }
 }
 
-static int api_usage(ctx *x)
+static int api_usage(nb_cli__ctx *x)
 {
     const char *api = x->a.pos[0];
     const char *by = nb_cli_args_get(&x->a, "by");
     const char *fmt = nb_cli_args_get(&x->a, "format");
     char since[32];
-    int rc = check_name(x, "API", api);
+    int rc = nb_cli__check_name(x, "API", api);
     if (rc) return rc;
     if (by && strcmp(by, "key") && strcmp(by, "route") && strcmp(by, "status") && strcmp(by, "day"))
         return nb_cli__usage(x->cmd, "--by must be key, route, status or day, not '%s'", by);
     if (fmt && strcmp(fmt, "table") && strcmp(fmt, "json"))
         return nb_cli__usage(x->cmd, "--format must be table or json, not '%s'", fmt);
     if ((rc = since_flag(x, since, sizeof since))) return rc;
-    int json = json_out(x) || (fmt && strcmp(fmt, "json") == 0);
+    int json = nb_cli__json_out(x) || (fmt && strcmp(fmt, "json") == 0);
     nb_buf path;
     nb_buf_init(&path, 4096);
     json_t *answer = NULL;
     if (nb_cli_obj_path(&path, "apis", api, "/usage") < 0 ||
         nb_buf_appendf(&path, "?by=%s", by ? by : "route") < 0 ||
         (since[0] && nb_buf_appendf(&path, "&since=%s", since) < 0)) {
-        rc = oom();
-    } else if ((rc = call(x, "GET", &path, NULL, &answer)) == 0) {
+        rc = nb_cli__oom();
+    } else if ((rc = nb_cli__call(x, "GET", &path, NULL, &answer)) == 0) {
         if (json) {
             /* The rows alone, an array, as `nimbus usage --format json` prints them. */
             nb_cli__print_json(json_object_get(answer, "usage"));
@@ -885,7 +653,7 @@ static int api_usage(ctx *x)
                 *p = (char)(*p - 'a' + 'A');
             const char *const header[] = {col,        "REQUESTS",  "4XX",    "5XX",
                                           "BYTES_IN", "BYTES_OUT", "AVG_MS", "MAX_MS"};
-            rc = list_answer(x, answer, "usage", NB_ARRAY_LEN(header), header, usage_row);
+            rc = nb_cli__list_answer(x, answer, "usage", NB_ARRAY_LEN(header), header, usage_row);
         }
     }
     json_decref(answer);
@@ -918,12 +686,12 @@ static int on_access_line(void *ud, const char *line, size_t len)
     return rc;
 }
 
-static int api_logs(ctx *x)
+static int api_logs(nb_cli__ctx *x)
 {
     const char *api = x->a.pos[0], *v;
     char since[32];
     int64_t limit = 0;
-    int rc = check_name(x, "API", api);
+    int rc = nb_cli__check_name(x, "API", api);
     if (rc || (rc = since_flag(x, since, sizeof since))) return rc;
     const char *status = nb_cli_args_get(&x->a, "status");
     if (status) {
@@ -939,7 +707,7 @@ static int api_logs(ctx *x)
     if ((v = nb_cli_args_get(&x->a, "limit")) && nb_cli_parse_int(v, 1, USAGE_LIMIT, &limit) < 0)
         return nb_cli__usage(x->cmd, "--limit must be a number from 1 to %d, not '%s'", USAGE_LIMIT,
                              v);
-    access_out o = {.json = json_out(x), .follow = nb_cli_args_has(&x->a, "follow")};
+    access_out o = {.json = nb_cli__json_out(x), .follow = nb_cli_args_has(&x->a, "follow")};
     nb_buf_init(&o.line, NB_CLI_LOG_LINE_MAX + 4096);
     nb_buf path;
     nb_buf_init(&path, 4096);
@@ -976,7 +744,7 @@ static int api_logs(ctx *x)
         goto out;
     }
     json_t *answer;
-    if ((rc = call(x, "GET", &path, NULL, &answer))) goto out;
+    if ((rc = nb_cli__call(x, "GET", &path, NULL, &answer))) goto out;
     size_t i;
     json_t *rec;
     json_array_foreach(json_object_get(answer, "records"), i, rec)
@@ -989,7 +757,7 @@ static int api_logs(ctx *x)
     json_decref(answer);
     goto out;
 nomem:
-    rc = oom();
+    rc = nb_cli__oom();
 out:
     nb_cli__resp_free(&r);
     nb_buf_free(&path);
@@ -997,7 +765,7 @@ out:
     return rc;
 }
 
-static const sub api_subs[] = {
+static const nb_cli__sub api_subs[] = {
     {"create", "create an API (or update it) at a base path", &api_create_cmd, api_create},
     {"update", "change some of an API's settings", &api_update_cmd, api_update},
     {"ls", "list the APIs", &api_ls_cmd, api_ls},
@@ -1011,7 +779,7 @@ static const sub api_subs[] = {
     {"logs", "print or follow the API's access records", &api_logs_cmd, api_logs},
 };
 
-static const group api_group = {
+static const nb_cli__group api_group = {
     "api",
     "HTTP APIs on the gateway listener: a base path, CORS, JWT settings, a throttle and\n"
     "a usage plan; their routes are managed with 'nimbus route'.",
@@ -1019,7 +787,7 @@ static const group api_group = {
 
 int nb_cli_api(const nb_cli_globals *g, int argc, char **argv)
 {
-    return run_group(&api_group, g, argc, argv);
+    return nb_cli__run_group(&api_group, g, argc, argv);
 }
 
 /* ---------- nimbus route ---------- */
@@ -1036,22 +804,24 @@ static const nb_cli_opt route_add_opts[] = {
     NB_CLI_COMMON_OPTS,
 };
 
-SUBCMD(route_add_cmd, "route add",
-       "API METHOD PATH FUNCTION [--auth none|key|client|jwt] [--timeout-ms N]\n"
-       "       [--scopes 'a b'] [--rate R [--burst B]] [--log-body MAX_BYTES [--log-sample F]]",
-       "Sends METHOD PATH (under the API's base path) to FUNCTION. METHOD is an HTTP\n"
-       "method or ANY; PATH may hold {param} segments and a final {proxy+}.",
-       route_add_opts, 4, 4);
-SUBCMD(route_ls_cmd, "route ls", "API [options]", "Lists an API's routes.", json_opts, 1, 1);
-SUBCMD(route_rm_cmd, "route rm", "API ID [options]", "Deletes a route (IDs from 'route ls').",
-       json_opts, 2, 2);
+NB_CLI__SUBCMD(
+    route_add_cmd, "route add",
+    "API METHOD PATH FUNCTION [--auth none|key|client|jwt] [--timeout-ms N]\n"
+    "       [--scopes 'a b'] [--rate R [--burst B]] [--log-body MAX_BYTES [--log-sample F]]",
+    "Sends METHOD PATH (under the API's base path) to FUNCTION. METHOD is an HTTP\n"
+    "method or ANY; PATH may hold {param} segments and a final {proxy+}.",
+    route_add_opts, 4, 4);
+NB_CLI__SUBCMD(route_ls_cmd, "route ls", "API [options]", "Lists an API's routes.", json_opts, 1,
+               1);
+NB_CLI__SUBCMD(route_rm_cmd, "route rm", "API ID [options]",
+               "Deletes a route (IDs from 'route ls').", json_opts, 2, 2);
 
-static int route_add(ctx *x)
+static int route_add(nb_cli__ctx *x)
 {
     const char *api = x->a.pos[0], *method = x->a.pos[1], *rpath = x->a.pos[2];
     const char *fn = x->a.pos[3], *v;
-    int rc = check_name(x, "API", api);
-    if (rc || (rc = check_name(x, "function", fn))) return rc;
+    int rc = nb_cli__check_name(x, "API", api);
+    if (rc || (rc = nb_cli__check_name(x, "function", fn))) return rc;
     if (!nb_cli_valid_method(method))
         return nb_cli__usage(x->cmd, "METHOD must be an HTTP method such as GET, or ANY, not '%s'",
                              method);
@@ -1106,11 +876,11 @@ static int route_add(ctx *x)
         json_object_set_new(body, "log_body", o);
     }
     if (nb_cli_obj_path(&path, "apis", api, "/routes") < 0) {
-        rc = oom();
+        rc = nb_cli__oom();
         goto out;
     }
-    if ((rc = call(x, "POST", &path, body, &answer))) goto out;
-    if (json_out(x))
+    if ((rc = nb_cli__call(x, "POST", &path, body, &answer))) goto out;
+    if (nb_cli__json_out(x))
         nb_cli__print_json(answer);
     else
         printf("route %s: %s %s -> %s (auth %s)\n", nb_cli__str(answer, "id"),
@@ -1123,20 +893,21 @@ out:
     return rc;
 }
 
-static int route_ls(ctx *x)
+static int route_ls(nb_cli__ctx *x)
 {
     json_t *answer;
-    int rc = simple(x, "GET", "apis", "API", "/routes", &answer);
+    int rc = nb_cli__simple(x, "GET", "apis", "API", "/routes", &answer);
     if (rc) return rc;
-    rc = list_answer(x, answer, "routes", NB_ARRAY_LEN(route_header), route_header, route_row);
+    rc = nb_cli__list_answer(x, answer, "routes", NB_ARRAY_LEN(route_header), route_header,
+                             route_row);
     json_decref(answer);
     return rc;
 }
 
-static int route_rm(ctx *x)
+static int route_rm(nb_cli__ctx *x)
 {
     const char *api = x->a.pos[0], *id = x->a.pos[1];
-    int rc = check_name(x, "API", api);
+    int rc = nb_cli__check_name(x, "API", api);
     if (rc) return rc;
     if (!nb_cli_valid_name(id))
         return nb_cli__usage(x->cmd, "invalid route id '%s' (see 'nimbus route ls %s')", id, api);
@@ -1144,26 +915,26 @@ static int route_rm(ctx *x)
     nb_buf_init(&path, 4096);
     json_t *answer = NULL;
     if (nb_cli_obj_path(&path, "apis", api, "/routes/") < 0 || nb_cli_escape(&path, id) < 0)
-        rc = oom();
-    else if ((rc = call(x, "DELETE", &path, NULL, &answer)) == 0)
-        rc = deleted(x, json_incref(answer), "route", id);
+        rc = nb_cli__oom();
+    else if ((rc = nb_cli__call(x, "DELETE", &path, NULL, &answer)) == 0)
+        rc = nb_cli__deleted(x, json_incref(answer), "route", id);
     json_decref(answer);
     nb_buf_free(&path);
     return rc;
 }
 
-static const sub route_subs[] = {
+static const nb_cli__sub route_subs[] = {
     {"add", "send METHOD PATH of an API to a function", &route_add_cmd, route_add},
     {"ls", "list an API's routes", &route_ls_cmd, route_ls},
     {"rm", "delete a route", &route_rm_cmd, route_rm},
 };
 
-static const group route_group = {"route", "The routes of an API: METHOD PATH -> FUNCTION.",
-                                  route_subs, NB_ARRAY_LEN(route_subs)};
+static const nb_cli__group route_group = {"route", "The routes of an API: METHOD PATH -> FUNCTION.",
+                                          route_subs, NB_ARRAY_LEN(route_subs)};
 
 int nb_cli_route(const nb_cli_globals *g, int argc, char **argv)
 {
-    return run_group(&route_group, g, argc, argv);
+    return nb_cli__run_group(&route_group, g, argc, argv);
 }
 
 /* ---------- nimbus plan ---------- */
@@ -1186,19 +957,19 @@ static const nb_cli_opt plan_update_opts[] = {
     NB_CLI_COMMON_OPTS,
 };
 
-SUBCMD(plan_create_cmd, "plan create",
-       "NAME [--rate R [--burst B]] [--quota N/day|N/month] [options]",
-       "Creates (or replaces the given fields of) the usage plan NAME. A plan limits each\n"
-       "consumer (key, client) that uses it: a rate, a quota, or both.",
-       plan_create_opts, 1, 1);
-SUBCMD(plan_update_cmd, "plan update",
-       "NAME [--rate R [--burst B]] [--quota N/PERIOD] [--no-quota]",
-       "Changes the fields given of an existing plan; consumers get the new limits at once.",
-       plan_update_opts, 1, 1);
-SUBCMD(plan_ls_cmd, "plan ls", "[options]", "Lists the usage plans.", json_opts, 0, 0);
-SUBCMD(plan_rm_cmd, "plan rm", "NAME [options]",
-       "Deletes a plan; the daemon refuses while an API, key, client or share uses it.", json_opts,
-       1, 1);
+NB_CLI__SUBCMD(plan_create_cmd, "plan create",
+               "NAME [--rate R [--burst B]] [--quota N/day|N/month] [options]",
+               "Creates (or replaces the given fields of) the usage plan NAME. A plan limits each\n"
+               "consumer (key, client) that uses it: a rate, a quota, or both.",
+               plan_create_opts, 1, 1);
+NB_CLI__SUBCMD(
+    plan_update_cmd, "plan update", "NAME [--rate R [--burst B]] [--quota N/PERIOD] [--no-quota]",
+    "Changes the fields given of an existing plan; consumers get the new limits at once.",
+    plan_update_opts, 1, 1);
+NB_CLI__SUBCMD(plan_ls_cmd, "plan ls", "[options]", "Lists the usage plans.", json_opts, 0, 0);
+NB_CLI__SUBCMD(plan_rm_cmd, "plan rm", "NAME [options]",
+               "Deletes a plan; the daemon refuses while an API, key, client or share uses it.",
+               json_opts, 1, 1);
 
 static void plan_quota(char *buf, size_t size, const json_t *q)
 {
@@ -1209,10 +980,10 @@ static void plan_quota(char *buf, size_t size, const json_t *q)
     snprintf(buf, size, "%lld/%s", (long long)nb_cli__int(q, "limit"), nb_cli__str(q, "period"));
 }
 
-static int plan_put(ctx *x, int update)
+static int plan_put(nb_cli__ctx *x, int update)
 {
     const char *name = x->a.pos[0], *v;
-    int rc = check_name(x, "plan", name);
+    int rc = nb_cli__check_name(x, "plan", name);
     if (rc) return rc;
     json_t *body = json_object(), *answer = NULL, *t = NULL, *list = NULL;
     nb_buf path;
@@ -1245,10 +1016,10 @@ static int plan_put(ctx *x, int update)
     if (update) {
         /* No GET route for one plan: find it in the list, so update never creates. */
         if (nb_cli_obj_path(&path, "plans", NULL, NULL) < 0) {
-            rc = oom();
+            rc = nb_cli__oom();
             goto out;
         }
-        if ((rc = call(x, "GET", &path, NULL, &list))) goto out;
+        if ((rc = nb_cli__call(x, "GET", &path, NULL, &list))) goto out;
         int found = 0;
         size_t i;
         json_t *p;
@@ -1261,11 +1032,11 @@ static int plan_put(ctx *x, int update)
         }
     }
     if (nb_cli_obj_path(&path, "plans", name, NULL) < 0) {
-        rc = oom();
+        rc = nb_cli__oom();
         goto out;
     }
-    if ((rc = call(x, "PUT", &path, body, &answer))) goto out;
-    if (json_out(x)) {
+    if ((rc = nb_cli__call(x, "PUT", &path, body, &answer))) goto out;
+    if (nb_cli__json_out(x)) {
         nb_cli__print_json(answer);
     } else {
         char rate[64] = "no rate", quota[64] = "no quota";
@@ -1288,57 +1059,57 @@ out:
     return rc;
 }
 
-static int plan_create(ctx *x)
+static int plan_create(nb_cli__ctx *x)
 {
     return plan_put(x, 0);
 }
 
-static int plan_update(ctx *x)
+static int plan_update(nb_cli__ctx *x)
 {
     return plan_put(x, 1);
 }
 
 static void plan_row(const json_t *o, char c[][256])
 {
-    cell(c[0], 256, nb_cli__str(o, "name"));
-    cell_num(c[1], 256, json_object_get(o, "rate"), "/s");
-    cell_num(c[2], 256, json_object_get(o, "burst"), "");
+    nb_cli__cell(c[0], 256, nb_cli__str(o, "name"));
+    nb_cli__cell_num(c[1], 256, json_object_get(o, "rate"), "/s");
+    nb_cli__cell_num(c[2], 256, json_object_get(o, "burst"), "");
     plan_quota(c[3], 256, json_object_get(o, "quota"));
-    cell(c[4], 256, nb_cli__str(o, "updated_at"));
+    nb_cli__cell(c[4], 256, nb_cli__str(o, "updated_at"));
 }
 
-static int plan_ls(ctx *x)
+static int plan_ls(nb_cli__ctx *x)
 {
     json_t *answer;
-    int rc = simple(x, "GET", "plans", "plan", NULL, &answer);
+    int rc = nb_cli__simple(x, "GET", "plans", "plan", NULL, &answer);
     if (rc) return rc;
     static const char *const header[] = {"NAME", "RATE", "BURST", "QUOTA", "UPDATED"};
-    rc = list_answer(x, answer, "plans", NB_ARRAY_LEN(header), header, plan_row);
+    rc = nb_cli__list_answer(x, answer, "plans", NB_ARRAY_LEN(header), header, plan_row);
     json_decref(answer);
     return rc;
 }
 
-static int plan_rm(ctx *x)
+static int plan_rm(nb_cli__ctx *x)
 {
     json_t *answer;
-    int rc = simple(x, "DELETE", "plans", "plan", NULL, &answer);
-    return rc ? rc : deleted(x, answer, "plan", x->a.pos[0]);
+    int rc = nb_cli__simple(x, "DELETE", "plans", "plan", NULL, &answer);
+    return rc ? rc : nb_cli__deleted(x, answer, "plan", x->a.pos[0]);
 }
 
-static const sub plan_subs[] = {
+static const nb_cli__sub plan_subs[] = {
     {"create", "create a usage plan (rate, quota)", &plan_create_cmd, plan_create},
     {"update", "change a plan's rate or quota", &plan_update_cmd, plan_update},
     {"ls", "list the plans", &plan_ls_cmd, plan_ls},
     {"rm", "delete a plan no one uses", &plan_rm_cmd, plan_rm},
 };
 
-static const group plan_group = {
+static const nb_cli__group plan_group = {
     "plan", "Usage plans: the rate and quota each consumer (key, client) of an API gets.",
     plan_subs, NB_ARRAY_LEN(plan_subs)};
 
 int nb_cli_plan(const nb_cli_globals *g, int argc, char **argv)
 {
-    return run_group(&plan_group, g, argc, argv);
+    return nb_cli__run_group(&plan_group, g, argc, argv);
 }
 
 /* ---------- nimbus key, client: credentials ---------- */
@@ -1355,56 +1126,57 @@ static const nb_cli_opt client_create_opts[] = {
     NB_CLI_COMMON_OPTS,
 };
 
-SUBCMD(key_create_cmd, "key create", "NAME [--plan PLAN] [options]",
-       "Creates an API key and prints it once: only its hash is kept. Callers send it in\n"
-       "the x-api-key header to routes with --auth key of APIs shared with it.",
-       key_create_opts, 1, 1);
-SUBCMD(key_ls_cmd, "key ls", "[options]", "Lists the API keys (never the keys themselves).",
-       json_opts, 0, 0);
-SUBCMD(key_get_cmd, "key get", "NAME [options]", "Shows an API key's settings.", json_opts, 1, 1);
-SUBCMD(key_disable_cmd, "key disable", "NAME [options]",
-       "Refuses the key's requests from now on (enable brings it back).", json_opts, 1, 1);
-SUBCMD(key_enable_cmd, "key enable", "NAME [options]", "Accepts a disabled key again.", json_opts,
-       1, 1);
-SUBCMD(key_set_plan_cmd, "key set-plan", "NAME PLAN|none [options]",
-       "Puts the key on a usage plan, or on none.", json_opts, 2, 2);
-SUBCMD(key_rotate_cmd, "key rotate", "NAME [options]",
-       "Replaces the key with a new one, printed once; the old one stops working now.", json_opts,
-       1, 1);
-SUBCMD(key_rm_cmd, "key rm", "NAME [options]", "Deletes an API key.", json_opts, 1, 1);
+NB_CLI__SUBCMD(key_create_cmd, "key create", "NAME [--plan PLAN] [options]",
+               "Creates an API key and prints it once: only its hash is kept. Callers send it in\n"
+               "the x-api-key header to routes with --auth key of APIs shared with it.",
+               key_create_opts, 1, 1);
+NB_CLI__SUBCMD(key_ls_cmd, "key ls", "[options]", "Lists the API keys (never the keys themselves).",
+               json_opts, 0, 0);
+NB_CLI__SUBCMD(key_get_cmd, "key get", "NAME [options]", "Shows an API key's settings.", json_opts,
+               1, 1);
+NB_CLI__SUBCMD(key_disable_cmd, "key disable", "NAME [options]",
+               "Refuses the key's requests from now on (enable brings it back).", json_opts, 1, 1);
+NB_CLI__SUBCMD(key_enable_cmd, "key enable", "NAME [options]", "Accepts a disabled key again.",
+               json_opts, 1, 1);
+NB_CLI__SUBCMD(key_set_plan_cmd, "key set-plan", "NAME PLAN|none [options]",
+               "Puts the key on a usage plan, or on none.", json_opts, 2, 2);
+NB_CLI__SUBCMD(key_rotate_cmd, "key rotate", "NAME [options]",
+               "Replaces the key with a new one, printed once; the old one stops working now.",
+               json_opts, 1, 1);
+NB_CLI__SUBCMD(key_rm_cmd, "key rm", "NAME [options]", "Deletes an API key.", json_opts, 1, 1);
 
-SUBCMD(client_create_cmd, "client create", "NAME [--plan PLAN] [--scopes 'a b'] [options]",
-       "Creates an OAuth client (client credentials) and prints its client_id and secret;\n"
-       "the secret is shown once: only its hash is kept.",
-       client_create_opts, 1, 1);
-SUBCMD(client_ls_cmd, "client ls", "[options]", "Lists the clients (never their secrets).",
-       json_opts, 0, 0);
-SUBCMD(client_get_cmd, "client get", "NAME [options]", "Shows a client's settings.", json_opts, 1,
-       1);
-SUBCMD(client_disable_cmd, "client disable", "NAME [options]",
-       "Refuses the client's tokens and token requests from now on.", json_opts, 1, 1);
-SUBCMD(client_enable_cmd, "client enable", "NAME [options]", "Accepts a disabled client again.",
-       json_opts, 1, 1);
-SUBCMD(client_set_plan_cmd, "client set-plan", "NAME PLAN|none [options]",
-       "Puts the client on a usage plan, or on none.", json_opts, 2, 2);
-SUBCMD(client_rotate_cmd, "client rotate", "NAME [options]",
-       "Replaces the client's secret, printed once; tokens issued before stop working.", json_opts,
-       1, 1);
-SUBCMD(client_rm_cmd, "client rm", "NAME [options]", "Deletes a client.", json_opts, 1, 1);
+NB_CLI__SUBCMD(client_create_cmd, "client create", "NAME [--plan PLAN] [--scopes 'a b'] [options]",
+               "Creates an OAuth client (client credentials) and prints its client_id and secret;\n"
+               "the secret is shown once: only its hash is kept.",
+               client_create_opts, 1, 1);
+NB_CLI__SUBCMD(client_ls_cmd, "client ls", "[options]", "Lists the clients (never their secrets).",
+               json_opts, 0, 0);
+NB_CLI__SUBCMD(client_get_cmd, "client get", "NAME [options]", "Shows a client's settings.",
+               json_opts, 1, 1);
+NB_CLI__SUBCMD(client_disable_cmd, "client disable", "NAME [options]",
+               "Refuses the client's tokens and token requests from now on.", json_opts, 1, 1);
+NB_CLI__SUBCMD(client_enable_cmd, "client enable", "NAME [options]",
+               "Accepts a disabled client again.", json_opts, 1, 1);
+NB_CLI__SUBCMD(client_set_plan_cmd, "client set-plan", "NAME PLAN|none [options]",
+               "Puts the client on a usage plan, or on none.", json_opts, 2, 2);
+NB_CLI__SUBCMD(client_rotate_cmd, "client rotate", "NAME [options]",
+               "Replaces the client's secret, printed once; tokens issued before stop working.",
+               json_opts, 1, 1);
+NB_CLI__SUBCMD(client_rm_cmd, "client rm", "NAME [options]", "Deletes a client.", json_opts, 1, 1);
 
 /* "key" or "client" from the command's name. */
-static int is_client(const ctx *x)
+static int is_client(const nb_cli__ctx *x)
 {
     return strncmp(x->cmd, "client", 6) == 0;
 }
 
-static const char *coll(const ctx *x)
+static const char *coll(const nb_cli__ctx *x)
 {
     return is_client(x) ? "clients" : "keys";
 }
 
 /* The one-time secret of a create or rotate answer. */
-static void print_secret(const ctx *x, const json_t *answer, const char *verb)
+static void print_secret(const nb_cli__ctx *x, const json_t *answer, const char *verb)
 {
     const char *name = nb_cli__str(answer, "name");
     if (is_client(x)) {
@@ -1417,26 +1189,26 @@ static void print_secret(const ctx *x, const json_t *answer, const char *verb)
     }
 }
 
-static int cred_create(ctx *x)
+static int cred_create(nb_cli__ctx *x)
 {
     const char *name = x->a.pos[0], *v;
-    int rc = check_name(x, is_client(x) ? "client" : "key", name);
+    int rc = nb_cli__check_name(x, is_client(x) ? "client" : "key", name);
     if (rc) return rc;
     json_t *body = json_pack("{s:s}", "name", name), *answer = NULL;
     nb_buf path;
     nb_buf_init(&path, 4096);
     if ((v = nb_cli_args_get(&x->a, "plan"))) {
-        if ((rc = check_name(x, "plan", v))) goto out;
+        if ((rc = nb_cli__check_name(x, "plan", v))) goto out;
         json_object_set_new(body, "plan", json_string(v));
     }
     if (is_client(x) && (v = nb_cli_args_get(&x->a, "scopes")))
         json_object_set_new(body, "scopes", json_string(v));
     if (nb_cli_obj_path(&path, coll(x), NULL, NULL) < 0) {
-        rc = oom();
+        rc = nb_cli__oom();
         goto out;
     }
-    if ((rc = call(x, "POST", &path, body, &answer))) goto out;
-    if (json_out(x))
+    if ((rc = nb_cli__call(x, "POST", &path, body, &answer))) goto out;
+    if (nb_cli__json_out(x))
         nb_cli__print_json(answer);
     else
         print_secret(x, answer, "created");
@@ -1449,68 +1221,68 @@ out:
 
 static void key_row(const json_t *o, char c[][256])
 {
-    cell(c[0], 256, nb_cli__str(o, "name"));
-    cell(c[1], 256, nb_cli__str(o, "prefix"));
-    cell(c[2], 256, nb_cli__str(o, "plan"));
-    cell(c[3], 256, json_is_false(json_object_get(o, "enabled")) ? "no" : "yes");
-    cell(c[4], 256, nb_cli__str(o, "created_at"));
+    nb_cli__cell(c[0], 256, nb_cli__str(o, "name"));
+    nb_cli__cell(c[1], 256, nb_cli__str(o, "prefix"));
+    nb_cli__cell(c[2], 256, nb_cli__str(o, "plan"));
+    nb_cli__cell(c[3], 256, json_is_false(json_object_get(o, "enabled")) ? "no" : "yes");
+    nb_cli__cell(c[4], 256, nb_cli__str(o, "created_at"));
 }
 
 static void client_row(const json_t *o, char c[][256])
 {
-    cell(c[0], 256, nb_cli__str(o, "name"));
-    cell(c[1], 256, nb_cli__str(o, "client_id"));
-    cell(c[2], 256, nb_cli__str(o, "plan"));
-    cell(c[3], 256, nb_cli__str(o, "scopes"));
-    cell(c[4], 256, json_is_false(json_object_get(o, "enabled")) ? "no" : "yes");
-    cell(c[5], 256, nb_cli__str(o, "created_at"));
+    nb_cli__cell(c[0], 256, nb_cli__str(o, "name"));
+    nb_cli__cell(c[1], 256, nb_cli__str(o, "client_id"));
+    nb_cli__cell(c[2], 256, nb_cli__str(o, "plan"));
+    nb_cli__cell(c[3], 256, nb_cli__str(o, "scopes"));
+    nb_cli__cell(c[4], 256, json_is_false(json_object_get(o, "enabled")) ? "no" : "yes");
+    nb_cli__cell(c[5], 256, nb_cli__str(o, "created_at"));
 }
 
-static int cred_ls(ctx *x)
+static int cred_ls(nb_cli__ctx *x)
 {
     json_t *answer;
-    int rc = simple(x, "GET", coll(x), "", NULL, &answer);
+    int rc = nb_cli__simple(x, "GET", coll(x), "", NULL, &answer);
     if (rc) return rc;
     static const char *const kh[] = {"NAME", "PREFIX", "PLAN", "ENABLED", "CREATED"};
     static const char *const ch[] = {"NAME", "CLIENT_ID", "PLAN", "SCOPES", "ENABLED", "CREATED"};
     if (is_client(x))
-        rc = list_answer(x, answer, "clients", NB_ARRAY_LEN(ch), ch, client_row);
+        rc = nb_cli__list_answer(x, answer, "clients", NB_ARRAY_LEN(ch), ch, client_row);
     else
-        rc = list_answer(x, answer, "keys", NB_ARRAY_LEN(kh), kh, key_row);
+        rc = nb_cli__list_answer(x, answer, "keys", NB_ARRAY_LEN(kh), kh, key_row);
     json_decref(answer);
     return rc;
 }
 
-static int cred_get(ctx *x)
+static int cred_get(nb_cli__ctx *x)
 {
     json_t *answer;
-    int rc = simple(x, "GET", coll(x), is_client(x) ? "client" : "key", NULL, &answer);
+    int rc = nb_cli__simple(x, "GET", coll(x), is_client(x) ? "client" : "key", NULL, &answer);
     if (rc) return rc;
     static const char *const order[] = {"name",   "client_id",  "prefix",     "enabled", "plan",
                                         "scopes", "created_at", "updated_at", NULL};
-    if (json_out(x))
+    if (nb_cli__json_out(x))
         nb_cli__print_json(answer);
     else
-        rc = print_object(answer, order);
+        rc = nb_cli__print_object(answer, order);
     json_decref(answer);
     return rc;
 }
 
 /* PATCH /v1/{keys,clients}/NAME with body; prints "<what> NAME: <done>". */
-static int cred_patch(ctx *x, json_t *body, const char *done)
+static int cred_patch(nb_cli__ctx *x, json_t *body, const char *done)
 {
     const char *name = x->a.pos[0];
     const char *what = is_client(x) ? "client" : "key";
-    int rc = check_name(x, what, name);
+    int rc = nb_cli__check_name(x, what, name);
     nb_buf path;
     nb_buf_init(&path, 4096);
     json_t *answer = NULL;
     if (rc) {
         /* nothing */
     } else if (nb_cli_obj_path(&path, coll(x), name, NULL) < 0) {
-        rc = oom();
-    } else if ((rc = call(x, "PATCH", &path, body, &answer)) == 0) {
-        if (json_out(x))
+        rc = nb_cli__oom();
+    } else if ((rc = nb_cli__call(x, "PATCH", &path, body, &answer)) == 0) {
+        if (nb_cli__json_out(x))
             nb_cli__print_json(answer);
         else
             printf("%s %s: %s\n", what, name, done);
@@ -1521,17 +1293,17 @@ static int cred_patch(ctx *x, json_t *body, const char *done)
     return rc;
 }
 
-static int cred_disable(ctx *x)
+static int cred_disable(nb_cli__ctx *x)
 {
     return cred_patch(x, json_pack("{s:b}", "enabled", 0), "disabled");
 }
 
-static int cred_enable(ctx *x)
+static int cred_enable(nb_cli__ctx *x)
 {
     return cred_patch(x, json_pack("{s:b}", "enabled", 1), "enabled");
 }
 
-static int cred_set_plan(ctx *x)
+static int cred_set_plan(nb_cli__ctx *x)
 {
     const char *plan = x->a.pos[1];
     char done[96];
@@ -1539,18 +1311,19 @@ static int cred_set_plan(ctx *x)
         snprintf(done, sizeof done, "no plan");
         return cred_patch(x, json_pack("{s:n}", "plan"), done);
     }
-    int rc = check_name(x, "plan", plan);
+    int rc = nb_cli__check_name(x, "plan", plan);
     if (rc) return rc;
     snprintf(done, sizeof done, "plan %s", plan);
     return cred_patch(x, json_pack("{s:s}", "plan", plan), done);
 }
 
-static int cred_rotate(ctx *x)
+static int cred_rotate(nb_cli__ctx *x)
 {
     json_t *answer;
-    int rc = simple(x, "POST", coll(x), is_client(x) ? "client" : "key", "/rotate", &answer);
+    int rc =
+        nb_cli__simple(x, "POST", coll(x), is_client(x) ? "client" : "key", "/rotate", &answer);
     if (rc) return rc;
-    if (json_out(x))
+    if (nb_cli__json_out(x))
         nb_cli__print_json(answer);
     else
         print_secret(x, answer, "rotated");
@@ -1558,15 +1331,15 @@ static int cred_rotate(ctx *x)
     return NB_CLI_OK;
 }
 
-static int cred_rm(ctx *x)
+static int cred_rm(nb_cli__ctx *x)
 {
     const char *what = is_client(x) ? "client" : "key";
     json_t *answer;
-    int rc = simple(x, "DELETE", coll(x), what, NULL, &answer);
-    return rc ? rc : deleted(x, answer, what, x->a.pos[0]);
+    int rc = nb_cli__simple(x, "DELETE", coll(x), what, NULL, &answer);
+    return rc ? rc : nb_cli__deleted(x, answer, what, x->a.pos[0]);
 }
 
-static const sub key_subs[] = {
+static const nb_cli__sub key_subs[] = {
     {"create", "create an API key (printed once)", &key_create_cmd, cred_create},
     {"ls", "list the API keys", &key_ls_cmd, cred_ls},
     {"get", "show an API key", &key_get_cmd, cred_get},
@@ -1577,7 +1350,7 @@ static const sub key_subs[] = {
     {"rm", "delete an API key", &key_rm_cmd, cred_rm},
 };
 
-static const sub client_subs[] = {
+static const nb_cli__sub client_subs[] = {
     {"create", "create a client (secret printed once)", &client_create_cmd, cred_create},
     {"ls", "list the clients", &client_ls_cmd, cred_ls},
     {"get", "show a client", &client_get_cmd, cred_get},
@@ -1588,11 +1361,11 @@ static const sub client_subs[] = {
     {"rm", "delete a client", &client_rm_cmd, cred_rm},
 };
 
-static const group key_group = {
+static const nb_cli__group key_group = {
     "key", "API keys: consumers that call an API's --auth key routes with x-api-key.", key_subs,
     NB_ARRAY_LEN(key_subs)};
 
-static const group client_group = {
+static const nb_cli__group client_group = {
     "client",
     "OAuth clients: consumers that get tokens with client credentials for --auth client\n"
     "routes.",
@@ -1600,10 +1373,10 @@ static const group client_group = {
 
 int nb_cli_key(const nb_cli_globals *g, int argc, char **argv)
 {
-    return run_group(&key_group, g, argc, argv);
+    return nb_cli__run_group(&key_group, g, argc, argv);
 }
 
 int nb_cli_client(const nb_cli_globals *g, int argc, char **argv)
 {
-    return run_group(&client_group, g, argc, argv);
+    return nb_cli__run_group(&client_group, g, argc, argv);
 }

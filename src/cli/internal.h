@@ -9,6 +9,8 @@
 
 #include "cli/cli.h"
 
+#include "base/util.h"
+
 #include <curl/curl.h>
 #include <jansson.h>
 
@@ -38,6 +40,7 @@ typedef struct nb_cli__client {
     CURL *curl;
     nb_cli_conn conn;
     int verbose;
+    const char *header; /* one more request header line ("Name: value") or NULL */
     char errbuf[CURL_ERROR_SIZE];
 } nb_cli__client;
 
@@ -108,5 +111,81 @@ void nb_cli__write(const char *s, size_t len);
 int64_t nb_cli__int(const json_t *obj, const char *key);
 /* String field or "" (never NULL). */
 const char *nb_cli__str(const json_t *obj, const char *key);
+
+/* ---- grouped commands: `nimbus GROUP SUB ...` (group.c; cmd_gateway.c, cmd_queue.c) ----
+ *
+ * A group is a table of subs; each sub is an nb_cli__cmd named "GROUP SUB" with its own
+ * --help and a run function that gets an nb_cli__ctx: the parsed arguments and a client
+ * opened on the first nb_cli__call(), so a sub that validates everything first has sent
+ * nothing when it returns 2. */
+
+#define NB_CLI__NAME_RULE "names match [A-Za-z0-9_-]{1,64}"
+
+typedef struct nb_cli__ctx {
+    const nb_cli_globals *g;
+    const char *cmd; /* "api create", for messages */
+    nb_cli_args a;
+    nb_cli__client c;
+    int open;
+    long status; /* of the last answer */
+} nb_cli__ctx;
+
+typedef struct nb_cli__sub {
+    const char *name;
+    const char *summary;
+    const nb_cli__cmd *cmd;
+    int (*run)(nb_cli__ctx *x);
+} nb_cli__sub;
+
+typedef struct nb_cli__group {
+    const char *name;
+    const char *description;
+    const nb_cli__sub *subs;
+    size_t nsubs;
+} nb_cli__group;
+
+/* A sub's nb_cli__cmd: NB_CLI__SUBCMD(var, "group sub", synopsis, description, opts, min, max). */
+#define NB_CLI__SUBCMD(var, cmdname, syn, desc, table, minp, maxp)                                 \
+    static const nb_cli__cmd var = {                                                               \
+        .name = cmdname,                                                                           \
+        .synopsis = syn,                                                                           \
+        .description = desc,                                                                       \
+        .opts = table,                                                                             \
+        .nopts = NB_ARRAY_LEN(table),                                                              \
+        .min_pos = minp,                                                                           \
+        .max_pos = maxp,                                                                           \
+    }
+
+/* Runs `nimbus GROUP SUB ...` (argv[0] is GROUP): the group's help, or the sub. */
+int nb_cli__run_group(const nb_cli__group *gr, const nb_cli_globals *g, int argc, char **argv);
+/* Prints "nimbus: out of memory" and returns 1. */
+int nb_cli__oom(void);
+/* One request with an optional JSON body, the answer parsed into *out (caller decrefs); the
+ * status lands in x->status. 0, or 1 after printing the error. */
+int nb_cli__call(nb_cli__ctx *x, const char *method, const nb_buf *path, const json_t *body,
+                 json_t **out);
+/* nb_cli__call() on /v1/<coll>[/<pos[0]>]<suffix>, pos[0] (if any) checked as a `what` name. */
+int nb_cli__simple(nb_cli__ctx *x, const char *method, const char *coll, const char *what,
+                   const char *suffix, json_t **out);
+/* --json was given. */
+int nb_cli__json_out(const nb_cli__ctx *x);
+/* A positional or flag value that must be an object name. 0, or 2 after the usage line. */
+int nb_cli__check_name(const nb_cli__ctx *x, const char *what, const char *s);
+/* Renders and frees t, or prints o as "key: value" lines. 0 or 1. */
+int nb_cli__print_table(nb_cli_table *t);
+int nb_cli__print_object(const json_t *o, const char *const *order);
+/* Table cells: "-" for missing or empty, no blanks inside (so awk keeps the columns); a
+ * number with its unit; a string array as "a,b,c". */
+void nb_cli__cell(char *buf, size_t size, const char *s);
+void nb_cli__cell_num(char *buf, size_t size, const json_t *v, const char *unit);
+void nb_cli__cell_list(char *buf, size_t size, const json_t *arr);
+/* The answer's array `key` as JSON (--json) or a table of up to 8 columns built by row(). */
+int nb_cli__list_answer(const nb_cli__ctx *x, const json_t *answer, const char *key, size_t ncols,
+                        const char *const *header, void (*row)(const json_t *o, char cells[][256]));
+/* "deleted <what> <name>" (or the answer with --json); decrefs answer. 0. */
+int nb_cli__deleted(const nb_cli__ctx *x, json_t *answer, const char *what, const char *name);
+/* Appends all of stdin to out (whose cap is the limit). 0, or 2 after a usage error naming
+ * `what` for cmd. */
+int nb_cli__read_stdin(const char *cmd, const char *what, nb_buf *out);
 
 #endif

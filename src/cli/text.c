@@ -86,6 +86,36 @@ int nb_cli_parse_env(const char *s, size_t *key_len)
     return 0;
 }
 
+int nb_cli_parse_attr(const char *s, size_t *key_len)
+{
+    const char *eq = strchr(s, '=');
+    if (!eq || eq == s || eq - s > 256) return -1;
+    for (const char *p = s; p < eq; p++)
+        if ((unsigned char)*p < 0x21 || *p == 0x7f) return -1;
+    *key_len = (size_t)(eq - s);
+    return 0;
+}
+
+int nb_cli_format_async(nb_buf *out, const struct json_t *async)
+{
+    if (!json_is_object(async)) return -1;
+    static const char *const keys[] = {"queued", "in_flight", "oldest_ms", "retries", "failed"};
+    for (size_t i = 0; i < NB_ARRAY_LEN(keys); i++) {
+        const json_t *v = json_object_get(async, keys[i]);
+        const char *name = i == 2 ? "oldest" : keys[i];
+        int rc;
+        if (!json_is_integer(v))
+            rc = nb_buf_appendf(out, "%s%s=-", i ? " " : "", name);
+        else if (i == 2)
+            rc = nb_buf_appendf(out, " oldest=%llds", (long long)(json_integer_value(v) / 1000));
+        else
+            rc = nb_buf_appendf(out, "%s%s=%lld", i ? " " : "", name,
+                                (long long)json_integer_value(v));
+        if (rc < 0) return -1;
+    }
+    return 0;
+}
+
 int nb_cli_valid_name(const char *s)
 {
     size_t n = 0;

@@ -486,6 +486,32 @@ static void test_gateway(void)
     nb_buf_free(&b);
 }
 
+static void test_events(void)
+{
+    size_t k;
+    CHECK(nb_cli_parse_attr("k=v", &k) == 0 && k == 1);
+    CHECK(nb_cli_parse_attr("trace.id=a=b", &k) == 0 && k == 8);
+    CHECK(nb_cli_parse_attr("x-y=", &k) == 0 && k == 3);
+    CHECK(nb_cli_parse_attr("=v", &k) < 0);
+    CHECK(nb_cli_parse_attr("noeq", &k) < 0);
+    CHECK(nb_cli_parse_attr("a b=v", &k) < 0);
+
+    nb_buf b;
+    nb_buf_init(&b, 4096);
+    json_t *a = json_pack("{s:i, s:i, s:i, s:i, s:i}", "queued", 3, "in_flight", 1, "oldest_ms",
+                          12999, "retries", 2, "failed", 0);
+    CHECK(nb_cli_format_async(&b, a) == 0);
+    CHECK_STR(b.data, "queued=3 in_flight=1 oldest=12s retries=2 failed=0");
+    json_decref(a);
+    nb_buf_reset(&b);
+    a = json_pack("{s:i}", "failed", 4);
+    CHECK(nb_cli_format_async(&b, a) == 0);
+    CHECK_STR(b.data, "queued=- in_flight=- oldest=- retries=- failed=4");
+    json_decref(a);
+    CHECK(nb_cli_format_async(&b, NULL) < 0);
+    nb_buf_free(&b);
+}
+
 int main(void)
 {
     CHECK(mkdtemp(tmp_root) != NULL);
@@ -493,6 +519,7 @@ int main(void)
     test_values();
     test_urls();
     test_gateway();
+    test_events();
     test_format();
     test_conn();
     test_pack();
