@@ -41,18 +41,18 @@
 typedef struct nb_q nb_q;
 
 typedef struct nb_q_config {
-    int64_t visibility_timeout_ms; /* default for receives; 30000 */
-    int64_t retention_ms;          /* 4 days by default; 60 s .. 14 days */
-    int max_receives;              /* 0: no limit (then no dead-letter move) */
+    int64_t visibility_timeout_ms;       /* default for receives; 30000 */
+    int64_t retention_ms;                /* 4 days by default; 60 s .. 14 days */
+    int max_receives;                    /* 0: no limit (then no dead-letter move) */
     char dead_letter[NB_Q_NAME_MAX + 1]; /* "" none; the queue must exist */
 } nb_q_config;
 
 typedef struct nb_q_msg {
     char id[37];      /* uuid, stable for the message's life (also across dead-letter moves) */
     char receipt[80]; /* of this receive; delete/visibility need it */
-    char *body;       /* owned by the message (nb_q_msgs_free) */
+    char *body;       /* owned by the message (nb_q_msgs_free); NUL-terminated too */
     size_t body_len;
-    json_t *attrs;    /* string -> string attributes, or NULL; owned */
+    json_t *attrs;     /* string -> string attributes, or NULL; owned */
     int receive_count; /* including this receive */
     int64_t sent_ms;   /* epoch ms of the first send */
     int64_t first_receive_ms;
@@ -64,7 +64,9 @@ typedef struct nb_q_out {
     size_t body_len;
     const json_t *attrs; /* may be NULL; copied */
     int64_t delay_ms;    /* invisible for this long first */
-    const char *id;      /* NULL: a new uuid; else kept (a message moved between queues) */
+    const char *id;      /* NULL: a new uuid; else kept (a message moved between queues). An id
+                            already in the queue adds nothing (a move repeated after a crash);
+                            while that id's own send is uncommitted, the send is refused (503) */
     int64_t sent_ms;     /* 0: now; else kept */
 } nb_q_out;
 
@@ -80,7 +82,8 @@ nb_q *nb_q_open(const char *path, nb_q_notify_cb notify, void *notify_ud, nb_err
  * callbacks (committed or failed) before it returns. */
 void nb_q_close(nb_q *q);
 
-/* Queues. create: 409 if it exists with another config (same config: 0, idempotent).
+/* Queues. cfg NULL: the defaults; retention_ms 0: the default.
+ * create: 409 if it exists with another config (same config: 0, idempotent).
  * Deleting a queue deletes its messages. */
 int nb_q_create(nb_q *q, const char *name, const nb_q_config *cfg, nb_err *err);
 int nb_q_update(nb_q *q, const char *name, const nb_q_config *cfg, nb_err *err);
@@ -94,8 +97,8 @@ int nb_q_get_config(nb_q *q, const char *name, nb_q_config *out, nb_err *err);
 /* Sends n messages (all or none: one commit carries them). cb runs once, on the writer thread
  * (or on the calling thread for an immediate refusal). 0 if queued for the commit, -1 if
  * refused at once (err filled, cb not called): unknown queue, too big, full, disk failed. */
-int nb_q_send(nb_q *q, const char *queue, const nb_q_out *msgs, size_t n, nb_q_sent_cb cb,
-              void *ud, nb_err *err);
+int nb_q_send(nb_q *q, const char *queue, const nb_q_out *msgs, size_t n, nb_q_sent_cb cb, void *ud,
+              nb_err *err);
 
 /* Up to max visible messages (oldest first), each made invisible for visibility_ms (<= 0: the
  * queue's default) and counted; messages over max_receives move to the dead-letter queue
