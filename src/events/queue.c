@@ -264,12 +264,8 @@ static void hash_del(mhash *h, const qmsg *m)
     h->n--;
 }
 
-static int hash_reserve(mhash *h, size_t want)
+static int hash_rebuild(mhash *h, size_t cap)
 {
-    if (want * 10 <= (size_t)h->cap * 7) return 0; /* load factor 0.7 */
-    size_t cap = h->cap ? h->cap : 16;
-    while (want * 10 > cap * 7)
-        cap *= 2;
     qmsg **slots = calloc(cap, sizeof *slots);
     if (!slots) return -1;
     mhash old = *h;
@@ -282,6 +278,15 @@ static int hash_reserve(mhash *h, size_t want)
     return 0;
 }
 
+static int hash_reserve(mhash *h, size_t want)
+{
+    if (want * 10 <= (size_t)h->cap * 7) return 0; /* load factor 0.7 */
+    size_t cap = h->cap ? h->cap : 16;
+    while (want * 10 > cap * 7)
+        cap *= 2;
+    return hash_rebuild(h, cap);
+}
+
 /* ---- queues and messages (all under mu) ---- */
 
 static int queue_reserve(qqueue *qq, size_t extra)
@@ -291,6 +296,24 @@ static int queue_reserve(qqueue *qq, size_t extra)
                    hash_reserve(&qq->ids, want) < 0
                ? -1
                : 0;
+}
+
+/* A queue that once held many messages gives the memory back once it holds few. */
+static void queue_trim(qqueue *qq)
+{
+    mheap *hs[2] = {&qq->vis, &qq->inv};
+    for (int i = 0; i < 2; i++) {
+        mheap *h = hs[i];
+        if (h->cap >= 4096 && (size_t)qq->nmsgs * 4 < h->cap) {
+            qmsg **a = realloc(h->a, (h->cap / 2) * sizeof *a);
+            if (a) {
+                h->a = a;
+                h->cap /= 2;
+            }
+        }
+    }
+    if (qq->ids.cap >= 8192 && (size_t)qq->nmsgs * 8 < qq->ids.cap)
+        hash_rebuild(&qq->ids, qq->ids.cap / 2);
 }
 
 static void queue_free(qqueue *qq)
@@ -716,8 +739,10 @@ static void drop_notes(nb_q *q)
 static void tick(nb_q *q)
 {
     int64_t now = nb_now_ms();
-    for (size_t i = 0; i < q->nq; i++)
+    for (size_t i = 0; i < q->nq; i++) {
         if (promote(q, q->queues[i], now)) note(q, q->queues[i]);
+        queue_trim(q->queues[i]);
+    }
 }
 
 /* After the commit, under mu: the batch's sends become visible (or are taken back). */
@@ -1411,7 +1436,7 @@ int nb_q_receive(nb_q *q, const char *queue, int max, int64_t visibility_ms, nb_
                  nb_err *err)
 {
     *out = NULL;
-    if (max <= 0) return 0;
+    if (max < 0) max = 0;
     if (max > RECEIVE_MAX) max = RECEIVE_MAX;
     if (visibility_ms > VISIBILITY_MAX)
         return nb_err_set(err, 400, NB_E_INVALID_VALUE,

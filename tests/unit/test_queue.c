@@ -562,6 +562,40 @@ static void test_concurrent(void)
     printf("concurrent: %lld sent, received and deleted\n", (long long)total);
 }
 
+/* A queue that emptied gives its index memory back. */
+static void test_trim(void)
+{
+    nb_q *q = open_q("trim.db");
+    nb_err err = {0};
+    CHECK(nb_q_create(q, "t", NULL, &err) == 0);
+    nb_q_out o[100];
+    for (int i = 0; i < 100; i++)
+        o[i] = (nb_q_out){.body = "x", .body_len = 1};
+    for (int i = 0; i < 50; i++) {
+        waiter w;
+        CHECK(send_many(q, "t", o, 100, &w, &err) == 0);
+    }
+    int n, total = 0;
+    nb_q_msg *m;
+    while ((n = nb_q_receive(q, "t", 1000, 0, &m, &err)) > 0) {
+        for (int i = 0; i < n; i++)
+            CHECK(nb_q_delete(q, "t", m[i].id, m[i].receipt, &err) == 0);
+        nb_q_msgs_free(m, (size_t)n);
+        total += n;
+    }
+    CHECK(total == 5000);
+    pthread_mutex_lock(&q->mu);
+    qqueue *qq = find_queue(q, "t", NULL);
+    CHECK(qq->vis.cap >= 4096 && qq->ids.cap >= 8192);
+    pthread_mutex_unlock(&q->mu);
+    sleep_ms(4 * TICK_MS);
+    pthread_mutex_lock(&q->mu);
+    CHECK(qq->vis.cap < 4096 && qq->inv.cap < 4096 && qq->ids.cap < 8192);
+    pthread_mutex_unlock(&q->mu);
+    nb_q_close(q);
+    printf("trim: ok\n");
+}
+
 /* ---- crashes ---- */
 
 #define CRASH_THREADS 8
@@ -704,6 +738,7 @@ int main(void)
     test_reopen();
     test_disk_failure();
     test_concurrent();
+    test_trim();
     test_crash();
     nb_rm_rf(dir);
     printf("all ok\n");
