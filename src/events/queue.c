@@ -48,6 +48,7 @@ typedef struct qmsg {
     uint8_t state;
     uint8_t inflight; /* invisible because received (else: delayed by its send) */
     uint8_t has_attrs;
+    uint32_t upd_at, upd_gen; /* its latest OP_UPD: index + 1 in pending of generation gen */
     char id[ID_MAX + 1];
     char data[]; /* body, NUL, attributes JSON, NUL */
 } qmsg;
@@ -76,7 +77,9 @@ typedef struct qqueue {
     bool dead, mark;
 } qqueue;
 
-enum { OP_NONE, OP_SENT, OP_PUT, OP_UPD, OP_DEL, OP_QPUT, OP_QDEL };
+/* OP_SENT: a send's message, made receivable once committed. OP_SKIP: an update that a later
+ * change of the same batch makes pointless (it keeps its references until the batch ends). */
+enum { OP_NONE, OP_SENT, OP_PUT, OP_UPD, OP_DEL, OP_QPUT, OP_QDEL, OP_SKIP };
 
 /* A change for the next commit; it holds references on its queue and message, and a copy of
  * the values that may change after it was made. */
@@ -116,6 +119,7 @@ struct nb_q {
     size_t nq, qcap;
     int64_t total; /* messages over all queues, pending sends included */
     uint64_t seq, rng;
+    uint32_t gen; /* changes when pending's indices do (swap, requeue) */
     batch pending;
     bool failed; /* the last commit failed: sends are refused until one succeeds */
     bool stop;
@@ -260,12 +264,8 @@ static void hash_del(mhash *h, const qmsg *m)
     h->n--;
 }
 
-static int hash_reserve(mhash *h, size_t want)
+static int hash_rebuild(mhash *h, size_t cap)
 {
-    if (want * 10 <= (size_t)h->cap * 7) return 0; /* load factor 0.7 */
-    size_t cap = h->cap ? h->cap : 16;
-    while (want * 10 > cap * 7)
-        cap *= 2;
     qmsg **slots = calloc(cap, sizeof *slots);
     if (!slots) return -1;
     mhash old = *h;
@@ -278,6 +278,15 @@ static int hash_reserve(mhash *h, size_t want)
     return 0;
 }
 
+static int hash_reserve(mhash *h, size_t want)
+{
+    if (want * 10 <= (size_t)h->cap * 7) return 0; /* load factor 0.7 */
+    size_t cap = h->cap ? h->cap : 16;
+    while (want * 10 > cap * 7)
+        cap *= 2;
+    return hash_rebuild(h, cap);
+}
+
 /* ---- queues and messages (all under mu) ---- */
 
 static int queue_reserve(qqueue *qq, size_t extra)
@@ -287,6 +296,24 @@ static int queue_reserve(qqueue *qq, size_t extra)
                    hash_reserve(&qq->ids, want) < 0
                ? -1
                : 0;
+}
+
+/* A queue that once held many messages gives the memory back once it holds few. */
+static void queue_trim(qqueue *qq)
+{
+    mheap *hs[2] = {&qq->vis, &qq->inv};
+    for (int i = 0; i < 2; i++) {
+        mheap *h = hs[i];
+        if (h->cap >= 4096 && (size_t)qq->nmsgs * 4 < h->cap) {
+            qmsg **a = realloc(h->a, (h->cap / 2) * sizeof *a);
+            if (a) {
+                h->a = a;
+                h->cap /= 2;
+            }
+        }
+    }
+    if (qq->ids.cap >= 8192 && (size_t)qq->nmsgs * 8 < qq->ids.cap)
+        hash_rebuild(&qq->ids, qq->ids.cap / 2);
 }
 
 static void queue_free(qqueue *qq)
@@ -400,6 +427,19 @@ static int batch_reserve(batch *b, size_t changes, size_t sends)
     return 0;
 }
 
+/* Receive then delete is the common life of a message: its update need not reach the disk when
+ * the delete (or a newer update) goes in the same transaction. */
+static void coalesce(nb_q *q, change *c)
+{
+    qmsg *m = c->msg;
+    if (m->upd_at && m->upd_gen == q->gen && m->upd_at - 1 < q->pending.n - 1) {
+        change *old = &q->pending.ch[m->upd_at - 1];
+        if (old->msg == m && old->op == OP_UPD && old->queue == c->queue) old->op = OP_SKIP;
+    }
+    m->upd_at = c->op == OP_UPD ? (uint32_t)q->pending.n : 0;
+    m->upd_gen = q->gen;
+}
+
 /* Appends a change; the caller reserved room. */
 static void add_change(nb_q *q, int op, qqueue *qq, qmsg *m)
 {
@@ -415,6 +455,7 @@ static void add_change(nb_q *q, int op, qqueue *qq, qmsg *m)
         c->first_receive_ms = m->first_receive_ms;
         c->receive_count = m->receive_count;
         c->nonce = m->nonce;
+        if (op == OP_UPD || op == OP_DEL) coalesce(q, c);
     }
     if (q->pending.n == 1) pthread_cond_signal(&q->wake);
 }
@@ -698,8 +739,10 @@ static void drop_notes(nb_q *q)
 static void tick(nb_q *q)
 {
     int64_t now = nb_now_ms();
-    for (size_t i = 0; i < q->nq; i++)
+    for (size_t i = 0; i < q->nq; i++) {
         if (promote(q, q->queues[i], now)) note(q, q->queues[i]);
+        queue_trim(q->queues[i]);
+    }
 }
 
 /* After the commit, under mu: the batch's sends become visible (or are taken back). */
@@ -721,7 +764,7 @@ static void finish_batch(nb_q *q, batch *b, bool ok)
             } else {
                 make_invisible(c->queue, m, m->visible_at, false);
             }
-        } else if (!ok && !q->stop) {
+        } else if (!ok && !q->stop && c->op != OP_SKIP) {
             /* Receives, deletes and queue changes were applied in memory already: they go
              * again with the next commit, before anything newer. */
             b->ch[keep++] = *c;
@@ -729,6 +772,7 @@ static void finish_batch(nb_q *q, batch *b, bool ok)
         }
     }
     if (keep) {
+        q->gen++;
         if (q->pending.n + keep > q->pending.cap) {
             q->pending.cap = q->pending.n + keep;
             q->pending.ch = xrealloc(q->pending.ch, q->pending.cap * sizeof(change));
@@ -811,6 +855,7 @@ static void *writer_main(void *arg)
             drop_notes(q);
             continue;
         }
+        q->gen++;
         batch b = q->pending;
         q->pending = q->writing;
         q->writing = b;
@@ -1391,7 +1436,7 @@ int nb_q_receive(nb_q *q, const char *queue, int max, int64_t visibility_ms, nb_
                  nb_err *err)
 {
     *out = NULL;
-    if (max <= 0) return 0;
+    if (max < 0) max = 0;
     if (max > RECEIVE_MAX) max = RECEIVE_MAX;
     if (visibility_ms > VISIBILITY_MAX)
         return nb_err_set(err, 400, NB_E_INVALID_VALUE,

@@ -50,7 +50,7 @@ typedef struct nb_q_config {
 typedef struct nb_q_msg {
     char id[37];      /* uuid, stable for the message's life (also across dead-letter moves) */
     char receipt[80]; /* of this receive; delete/visibility need it */
-    char *body;       /* owned by the message (nb_q_msgs_free) */
+    char *body;       /* owned by the message (nb_q_msgs_free); NUL-terminated too */
     size_t body_len;
     json_t *attrs;     /* string -> string attributes, or NULL; owned */
     int receive_count; /* including this receive */
@@ -64,7 +64,9 @@ typedef struct nb_q_out {
     size_t body_len;
     const json_t *attrs; /* may be NULL; copied */
     int64_t delay_ms;    /* invisible for this long first */
-    const char *id;      /* NULL: a new uuid; else kept (a message moved between queues) */
+    const char *id;      /* NULL: a new uuid; else kept (a message moved between queues). An id
+                            already in the queue adds nothing (a move repeated after a crash);
+                            while that id's own send is uncommitted, the send is refused (503) */
     int64_t sent_ms;     /* 0: now; else kept */
 } nb_q_out;
 
@@ -80,7 +82,8 @@ nb_q *nb_q_open(const char *path, nb_q_notify_cb notify, void *notify_ud, nb_err
  * callbacks (committed or failed) before it returns. */
 void nb_q_close(nb_q *q);
 
-/* Queues. create: 409 if it exists with another config (same config: 0, idempotent).
+/* Queues. cfg NULL: the defaults; retention_ms 0: the default.
+ * create: 409 if it exists with another config (same config: 0, idempotent).
  * Deleting a queue deletes its messages. */
 int nb_q_create(nb_q *q, const char *name, const nb_q_config *cfg, nb_err *err);
 int nb_q_update(nb_q *q, const char *name, const nb_q_config *cfg, nb_err *err);

@@ -490,6 +490,112 @@ static void test_disk_failure(void)
     printf("disk failure: ok\n");
 }
 
+/* Senders and consumers at once: every message is delivered and deleted, the counters agree. */
+#define CONC_SENDERS   4
+#define CONC_CONSUMERS 3
+#define CONC_EACH      2000
+
+static nb_q *conc_q;
+static _Atomic int64_t conc_deleted;
+
+static void *conc_send(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < CONC_EACH; i += 4) {
+        nb_q_out o[4];
+        for (int k = 0; k < 4; k++)
+            o[k] = (nb_q_out){.body = "payload", .body_len = 7, .delay_ms = k == 3 ? 20 : 0};
+        waiter w;
+        nb_err err = {0};
+        CHECK(send_many(conc_q, "c", o, 4, &w, &err) == 0);
+    }
+    return NULL;
+}
+
+static void *conc_consume(void *arg)
+{
+    (void)arg;
+    int64_t total = (int64_t)CONC_SENDERS * CONC_EACH, t0 = mono_ms();
+    while (atomic_load(&conc_deleted) < total) {
+        CHECK(mono_ms() - t0 < 10000);
+        nb_q_msg *m;
+        nb_err err = {0};
+        int n = nb_q_receive(conc_q, "c", 10, 2000, &m, &err);
+        CHECK(n >= 0);
+        if (n == 0) {
+            sleep_ms(1);
+            continue;
+        }
+        for (int i = 0; i < n; i++) {
+            /* Every third one goes back once, to be received again. */
+            if (m[i].receive_count == 1 && m[i].id[0] % 3 == 0) {
+                CHECK(nb_q_change_visibility(conc_q, "c", m[i].id, m[i].receipt, 0, &err) == 0);
+                continue;
+            }
+            CHECK(nb_q_delete(conc_q, "c", m[i].id, m[i].receipt, &err) == 0);
+            atomic_fetch_add(&conc_deleted, 1);
+        }
+        nb_q_msgs_free(m, (size_t)n);
+    }
+    return NULL;
+}
+
+static void test_concurrent(void)
+{
+    conc_q = open_q("conc.db");
+    nb_err err = {0};
+    CHECK(nb_q_create(conc_q, "c", NULL, &err) == 0);
+    pthread_t t[CONC_SENDERS + CONC_CONSUMERS];
+    for (int i = 0; i < CONC_SENDERS + CONC_CONSUMERS; i++)
+        pthread_create(&t[i], NULL, i < CONC_SENDERS ? conc_send : conc_consume, NULL);
+    for (int i = 0; i < CONC_SENDERS + CONC_CONSUMERS; i++)
+        pthread_join(t[i], NULL);
+    nb_q_stats s = stats(conc_q, "c");
+    int64_t total = (int64_t)CONC_SENDERS * CONC_EACH;
+    CHECK(s.sent == total && s.deleted == total && s.visible == 0 && s.inflight == 0 &&
+          s.delayed == 0 && s.received > total);
+    nb_q_close(conc_q);
+    conc_q = open_q("conc.db");
+    s = stats(conc_q, "c");
+    CHECK(s.visible == 0 && s.inflight == 0 && s.delayed == 0);
+    nb_q_close(conc_q);
+    printf("concurrent: %lld sent, received and deleted\n", (long long)total);
+}
+
+/* A queue that emptied gives its index memory back. */
+static void test_trim(void)
+{
+    nb_q *q = open_q("trim.db");
+    nb_err err = {0};
+    CHECK(nb_q_create(q, "t", NULL, &err) == 0);
+    nb_q_out o[100];
+    for (int i = 0; i < 100; i++)
+        o[i] = (nb_q_out){.body = "x", .body_len = 1};
+    for (int i = 0; i < 50; i++) {
+        waiter w;
+        CHECK(send_many(q, "t", o, 100, &w, &err) == 0);
+    }
+    int n, total = 0;
+    nb_q_msg *m;
+    while ((n = nb_q_receive(q, "t", 1000, 0, &m, &err)) > 0) {
+        for (int i = 0; i < n; i++)
+            CHECK(nb_q_delete(q, "t", m[i].id, m[i].receipt, &err) == 0);
+        nb_q_msgs_free(m, (size_t)n);
+        total += n;
+    }
+    CHECK(total == 5000);
+    pthread_mutex_lock(&q->mu);
+    qqueue *qq = find_queue(q, "t", NULL);
+    CHECK(qq->vis.cap >= 4096 && qq->ids.cap >= 8192);
+    pthread_mutex_unlock(&q->mu);
+    sleep_ms(4 * TICK_MS);
+    pthread_mutex_lock(&q->mu);
+    CHECK(qq->vis.cap < 4096 && qq->inv.cap < 4096 && qq->ids.cap < 8192);
+    pthread_mutex_unlock(&q->mu);
+    nb_q_close(q);
+    printf("trim: ok\n");
+}
+
 /* ---- crashes ---- */
 
 #define CRASH_THREADS 8
@@ -631,6 +737,8 @@ int main(void)
     test_retention();
     test_reopen();
     test_disk_failure();
+    test_concurrent();
+    test_trim();
     test_crash();
     nb_rm_rf(dir);
     printf("all ok\n");
