@@ -590,6 +590,11 @@ int nb_daemon_main(int argc, char **argv)
     }
     /* Async events and queue subscriptions are dispatched from loop 0 (its invoker forwards
      * to the others as it does for any invocation). */
+    /* Events the previous process had taken and not settled: nobody else will, so at once. */
+    int64_t released = nb_q_release_inflight(d.q, "fn/");
+    if (released)
+        nb_info("daemon", "%lld async events taken before a stop are delivered again",
+                (long long)released);
     atomic_store(&d.async, nb_async_new(d.loops[0].loop, d.loops[0].invoker, d.q, d.store));
     for (int i = 0; i < d.nloops; i++)
         d.loops[i].api.async = atomic_load(&d.async);

@@ -125,6 +125,7 @@ typedef struct source {
     int is_sub;
     int batch_size, batch_window_ms, max_concurrency; /* subscriptions */
     int inflight;
+    int limit; /* async functions: what it may run now (halved by a throttle, then regrows) */
     int64_t retries;
     int64_t waiting_since_ms; /* subscriptions: when a partial batch started waiting */
     int seen;                 /* still configured at the last reload */
@@ -339,6 +340,14 @@ static int target_queue(nb_async *a, const char *ns, const char *target, char *o
     return -1;
 }
 
+/* The event's id: the request id of every attempt. A retry is a new message (a queue keeps one
+ * message per id), so the first message's id travels in the copies' attributes. */
+static const char *event_id(const nb_q_msg *m)
+{
+    const char *id = json_string_value(json_object_get(m->attrs, "event_id"));
+    return id ? id : m->id;
+}
+
 /* Lambda's invocation record, for destinations. */
 static char *invocation_record(job *j, const char *condition, size_t *len)
 {
@@ -357,7 +366,7 @@ static char *invocation_record(job *j, const char *condition, size_t *len)
     if (j->error_type[0]) json_object_set_new(rc, "functionError", json_string("Unhandled"));
     json_t *rec =
         json_pack("{s:s, s:s, s:{s:s, s:s, s:s, s:i}, s:o, s:o, s:o}", "version", "1.0",
-                  "timestamp", ts, "requestContext", "requestId", m->id, "functionArn", arn,
+                  "timestamp", ts, "requestContext", "requestId", event_id(m), "functionArn", arn,
                   "condition", condition, "approximateInvokeCount", j->attempts, "requestPayload",
                   payload, "responseContext", rc, "responsePayload", resp);
     char *s = json_dumps(rec, JSON_COMPACT);
@@ -396,17 +405,18 @@ static void fail(job *j, const nb_fn_scaling *sc, const char *condition)
     char q[NB_Q_NAME_MAX + 1];
     int delivered = 0;
     j->pending_sends = 1;
-    nb_info("async", "%s/%s: event %s failed (%s after %d attempts)", j->src->ns, j->src->fn, m->id,
-            condition, j->attempts);
+    nb_info("async", "%s/%s: event %s failed (%s after %d attempts)", j->src->ns, j->src->fn,
+            event_id(m), condition, j->attempts);
     if (sc && sc->on_failure[0] && target_queue(a, j->src->ns, sc->on_failure, q, sizeof q) == 0) {
         job_send(j, q, rec, len, NULL, 0, NULL, 0);
         delivered = 1;
     }
     if (sc && sc->dead_letter[0] &&
         target_queue(a, j->src->ns, sc->dead_letter, q, sizeof q) == 0) {
-        json_t *attrs = json_pack("{s:s, s:s, s:s}", "RequestID", m->id, "ErrorCode", condition,
-                                  "ErrorMessage", j->error_type[0] ? j->error_type : condition);
-        job_send(j, q, m->body, m->body_len, attrs, 0, m->id, m->sent_ms);
+        json_t *attrs =
+            json_pack("{s:s, s:s, s:s}", "RequestID", event_id(m), "ErrorCode", condition,
+                      "ErrorMessage", j->error_type[0] ? j->error_type : condition);
+        job_send(j, q, m->body, m->body_len, attrs, 0, event_id(m), m->sent_ms);
         json_decref(attrs);
         delivered = 1;
     }
@@ -418,7 +428,7 @@ static void fail(job *j, const nb_fn_scaling *sc, const char *condition)
         if (!nb_q_exists(a->q, q) && nb_q_create(a->q, q, &cfg, &err) < 0)
             nb_warn("async", "failure log %s: %s", q, err.msg);
         json_t *attrs = json_pack("{s:s}", "record", rec);
-        job_send(j, q, m->body, m->body_len, attrs, 0, m->id, m->sent_ms);
+        job_send(j, q, m->body, m->body_len, attrs, 0, event_id(m), m->sent_ms);
         json_decref(attrs);
     }
     free(rec);
@@ -435,10 +445,11 @@ static void retry(job *j, int64_t delay_ms, int attempts, int throttles)
     json_object_set_new(attrs, "attempts", json_string(n));
     snprintf(n, sizeof n, "%d", throttles);
     json_object_set_new(attrs, "throttles", json_string(n));
+    json_object_set_new(attrs, "event_id", json_string(event_id(m)));
     if (j->error_type[0]) json_object_set_new(attrs, "last_error", json_string(j->error_type));
     j->src->retries++;
     j->pending_sends = 1;
-    job_send(j, j->src->queue, m->body, m->body_len, attrs, delay_ms, m->id, m->sent_ms);
+    job_send(j, j->src->queue, m->body, m->body_len, attrs, delay_ms, NULL, m->sent_ms);
     json_decref(attrs);
     sends_settled(j);
 }
@@ -477,6 +488,7 @@ static void on_async_result(nb_inv *inv, void *ud)
     snprintf(j->error_type, sizeof j->error_type, "%s",
              inv->outcome == NB_OUTCOME_OK ? "" : inv->error_type);
     if (!inv->throttled && strcmp(inv->error_type, "Sandbox.Failure") != 0) {
+        j->src->limit++; /* regrows by one per invocation that got through */
         j->attempts = attempts + 1;
         if (inv->outcome == NB_OUTCOME_OK) {
             succeed(j, sc);
@@ -493,6 +505,8 @@ static void on_async_result(nb_inv *inv, void *ud)
     /* Throttled or the platform failed: not the function's fault, no attempt counted; back off
      * (1 s doubling, at most 5 min) while the event is young enough. */
     j->attempts = attempts;
+    /* Backs off itself too: the limit halves, so a burst does not keep hitting the caps. */
+    j->src->limit = j->src->inflight / 2 > 0 ? j->src->inflight / 2 : 1;
     int64_t backoff = 1000;
     for (int i = 0; i < throttles && backoff < 300000; i++)
         backoff *= 2;
@@ -503,7 +517,8 @@ static void on_async_result(nb_inv *inv, void *ud)
         retry(j, backoff, attempts, throttles + 1);
 }
 
-/* How many of the function's invocations async events may run at once. */
+/* How many of the function's invocations async events may run at once: their share of its
+ * max_concurrency, or of what the daemon's caps allow of it. */
 static int async_cap(nb_async *a, const nb_fn_version *ver)
 {
     const nb_fn_scaling *sc = &ver->cfg.scaling;
@@ -511,6 +526,8 @@ static int async_cap(nb_async *a, const nb_fn_version *ver)
     if (base == NB_SCALE_UNSET) {
         int64_t mem;
         nb_invoker_caps(a->iv, &base, &mem);
+        int64_t by_mem = mem / (ver->cfg.memory_mb > 0 ? ver->cfg.memory_mb : 128);
+        if (by_mem < base) base = (int)by_mem;
     }
     int cap = (int)((int64_t)base * sc->async_share / 100);
     return cap < 1 ? 1 : cap;
@@ -519,7 +536,9 @@ static int async_cap(nb_async *a, const nb_fn_version *ver)
 static void pump_fn(nb_async *a, source *s)
 {
     nb_fn_version *ver = nb_invoker_latest(a->iv, s->ns, s->fn);
-    int want = ver ? async_cap(a, ver) - s->inflight : 1;
+    int cap = ver ? async_cap(a, ver) : 1;
+    if (s->limit <= 0 || s->limit > cap) s->limit = cap;
+    int want = s->limit - s->inflight;
     if (want <= 0) return;
     if (want > 64) want = 64;
     nb_q_msg *msgs;
@@ -553,7 +572,7 @@ static void pump_fn(nb_async *a, source *s)
             fail(j, &ver->cfg.scaling, "EventAgeExceeded");
             continue;
         }
-        nb_invoke(a->iv, ver, m->body, m->body_len, m->id, on_async_result, j, &j->inv);
+        nb_invoke(a->iv, ver, m->body, m->body_len, event_id(m), on_async_result, j, &j->inv);
     }
     free(msgs); /* the messages' contents now belong to their jobs */
 }

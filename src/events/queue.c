@@ -1694,3 +1694,29 @@ int64_t nb_q_next_visible_ms(nb_q *q, const char *queue)
     pthread_mutex_unlock(&q->mu);
     return ms;
 }
+
+int64_t nb_q_release_inflight(nb_q *q, const char *prefix)
+{
+    int64_t n = 0;
+    size_t pl = strlen(prefix);
+    int64_t now = nb_now_ms();
+    pthread_mutex_lock(&q->mu);
+    for (size_t i = 0; i < q->nq; i++) {
+        qqueue *qq = q->queues[i];
+        if (strncmp(qq->name, prefix, pl) != 0 || qq->ninflight == 0) continue;
+        size_t cnt;
+        qmsg **all = collect(qq, &cnt);
+        for (size_t k = 0; k < cnt; k++) {
+            qmsg *m = all[k];
+            if (m->state != ST_INVISIBLE || !m->inflight) continue;
+            if (batch_reserve(&q->pending, 1, 0) < 0) break; /* the rest time out as usual */
+            m->visible_at = now;
+            make_visible(qq, m);
+            add_change(q, OP_UPD, qq, m);
+            n++;
+        }
+        free(all);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return n;
+}

@@ -126,6 +126,10 @@ typedef struct nb_q_stats {
     int64_t sent, received, deleted, dead_lettered, expired; /* since open */
 } nb_q_stats;
 int nb_q_get_stats(nb_q *q, const char *queue, nb_q_stats *out, nb_err *err);
+/* Makes every received, undeleted message of the queues whose name starts with prefix visible
+ * now: at a start, for queues whose only consumer is the daemon itself (the receiver of those
+ * messages died with the previous process). Returns how many. */
+int64_t nb_q_release_inflight(nb_q *q, const char *prefix);
 /* Milliseconds until the queue's next message becomes visible; -1 if none is waiting. For a
  * consumer's timer. */
 int64_t nb_q_next_visible_ms(nb_q *q, const char *queue);

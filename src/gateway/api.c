@@ -54,6 +54,14 @@ static void r_queue_get(route_args *a);
 static void r_queue_delete(route_args *a);
 static void r_queue_send(route_args *a);
 static void r_queue_receive(route_args *a);
+static int hexdigit(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
 static void r_queue_msg_delete(route_args *a);
 static void r_queue_subscribe(route_args *a);
 static void r_queue_unsubscribe(route_args *a);
@@ -2032,6 +2040,19 @@ static void r_queue_msg_delete(route_args *a)
         nb_http_error(a->req, 400, NB_E_INVALID_VALUE, "the receipt query parameter is required");
         return;
     }
+    /* Receipts hold ':' and may come percent-encoded. */
+    size_t o = 0;
+    for (size_t i = 0; receipt[i]; i++) {
+        int hi = receipt[i] == '%' ? hexdigit(receipt[i + 1]) : -1;
+        int lo = hi >= 0 ? hexdigit(receipt[i + 2]) : -1;
+        if (lo >= 0) {
+            receipt[o++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            receipt[o++] = receipt[i] == '+' ? ' ' : receipt[i];
+        }
+    }
+    receipt[o] = 0;
     nb_err err = {0};
     if (nb_q_delete(a->api->q, q, a->sub, receipt, &err) < 0) {
         nb_http_send_error(a->req, &err);
