@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 LISTEN ?= 127.0.0.1:8080
 DATA ?= ./nimbus-data
 
-.PHONY: all deps build run test test-fast asan bench bench-cold bench-gateway fuzz format clean
+.PHONY: all deps build run test test-fast asan bench bench-cold bench-gateway bench-async fuzz format clean
 
 all: build
 
@@ -41,6 +41,10 @@ bench: build
 bench-gateway: build
 	@scripts/deps.sh --bench
 	@bench/gateway.py $(BUILD)
+
+bench-async: build
+	@scripts/deps.sh --bench
+	@bench/async.py $(BUILD)
 
 bench-cold: build
 	@bench/coldstart.py $(BUILD)

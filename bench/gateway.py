@@ -23,18 +23,15 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from benchlib import HERE, ROOT, Daemon, run_wrk, say as _say, write_results
+
 BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
 BIN = os.path.join(BUILD, "nimbus")
 BOOTSTRAP = os.path.join(BUILD, "examples", "c-hello", "bootstrap")
@@ -43,68 +40,15 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNS = int(os.environ.get("BENCH_CONNS", "64"))
 THREADS = min(int(os.environ.get("BENCH_THREADS", str(os.cpu_count() or 2))), CONNS)
 RESULTS = os.environ.get("BENCH_RESULTS", os.path.join(HERE, "RESULTS.md"))
-TCK = os.sysconf("SC_CLK_TCK")
 MARK_BEGIN, MARK_END = "<!-- gateway-bench -->", "<!-- /gateway-bench -->"
 
 
 def say(msg):
-    print(f"bench-gateway: {msg}", file=sys.stderr, flush=True)
-
-
-def cpu_ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return int(rest[11]) + int(rest[12])
+    _say("bench-gateway", msg)
 
 
 def b64url(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-def to_ms(v):
-    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", v)
-    n = float(m.group(1))
-    return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60000}[m.group(2)]
-
-
-class Daemon:
-    def __init__(self, tmp):
-        self.data = os.path.join(tmp, "data")
-        self.log = open(os.path.join(tmp, "nimbus.log"), "wb")
-        self.proc = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0", "--gateway-listen",
-                                      "127.0.0.1:0", "--data", self.data, "--drain-timeout", "2"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while not os.path.exists(os.path.join(self.data, "listen")):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("bench-gateway: nimbus did not start (see its log)")
-            time.sleep(0.05)
-        time.sleep(0.05)
-        with open(os.path.join(self.data, "listen")) as f:
-            self.admin = "http://" + f.read().strip()
-        with open(os.path.join(self.data, "gateway.listen")) as f:
-            self.gw = "http://" + f.read().strip()
-        with open(os.path.join(self.data, "admin.token")) as f:
-            self.token = f.read().strip()
-
-    def api(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.admin + path, data=data, method=method,
-                                     headers={"Authorization": "Bearer " + self.token,
-                                              "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read() or b"{}")
-
-    def cli(self, *args):
-        subprocess.run([BIN, "--data", self.data, *args], check=True, stdout=subprocess.DEVNULL)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 def setup(d, tmp):
@@ -157,41 +101,24 @@ def setup(d, tmp):
     }
 
 
-def run_wrk(url, args, secs, pid):
-    t0 = cpu_ticks(pid)
-    p = subprocess.run(["wrk", "-t", str(THREADS), "-c", str(CONNS), "-d", f"{secs}s", "--latency",
-                        *args, url], capture_output=True, text=True)
-    cpu = (cpu_ticks(pid) - t0) / TCK
-    out = p.stdout
-    reqs = int(re.search(r"(\d+) requests in", out).group(1))
-    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
-    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {"rps": rps, "p50": to_ms(lat["50"]), "p99": to_ms(lat["99"]),
-            "bad": int(bad.group(1)) if bad else 0,
-            "errors": sum(map(int, errs.groups())) if errs else 0,
-            "cpu_us": cpu * 1e6 / max(reqs, 1)}
-
-
 def main():
     for tool in ("wrk", "openssl"):
         if not shutil.which(tool):
             raise SystemExit(f"bench-gateway: {tool} not found (make bench-gateway installs it)")
     tmp = tempfile.mkdtemp(prefix="nimbus-bench-gw-")
-    d = Daemon(tmp)
+    d = Daemon(BIN, tmp)
     try:
         targets = setup(d, tmp)
         for name, (url, args) in targets.items():
             say(f"{name}: warm-up")
-            w = run_wrk(url, args, 2, d.proc.pid)
+            w = run_wrk(url, args, 2, d.proc.pid, CONNS, THREADS)
             if w["bad"] or w["errors"]:
                 say(f"warning: {name} warm-up had {w['bad']} non-2xx and {w['errors']} socket errors")
         runs = {n: [] for n in targets}
         for rnd in range(ROUNDS):
             for name, (url, args) in targets.items():
                 say(f"round {rnd + 1}/{ROUNDS}: {name}")
-                runs[name].append(run_wrk(url, args, DURATION, d.proc.pid))
+                runs[name].append(run_wrk(url, args, DURATION, d.proc.pid, CONNS, THREADS))
     finally:
         d.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -206,22 +133,11 @@ def main():
     cmd = "bench/gateway.py" + "".join(f" {v}={os.environ[v]}" for v in
                                        ("BENCH_DURATION", "BENCH_ROUNDS", "BENCH_CONNS")
                                        if v in os.environ)
-    text = (f"{MARK_BEGIN}\nGateway, {time.strftime('%Y-%m-%d')}, `{cmd}`, {os.cpu_count()} CPUs, "
+    text = (f"Gateway, {time.strftime('%Y-%m-%d')}, `{cmd}`, {os.cpu_count()} CPUs, "
             f"{CONNS} connections, medians of {ROUNDS} rounds of {DURATION} s (C hello function):\n\n"
-            + "\n".join(rows) + f"\n{MARK_END}")
+            + "\n".join(rows))
     print(text)
-    if RESULTS != "-":
-        try:
-            with open(RESULTS) as f:
-                old = f.read()
-        except FileNotFoundError:
-            old = ""
-        if MARK_BEGIN in old and MARK_END in old:
-            new = old[:old.index(MARK_BEGIN)] + text + old[old.index(MARK_END) + len(MARK_END):]
-        else:
-            new = old.rstrip("\n") + "\n\n## API gateway\n\n" + text + "\n"
-        with open(RESULTS, "w") as f:
-            f.write(new)
+    write_results(RESULTS, MARK_BEGIN, MARK_END, "API gateway", text)
 
 
 if __name__ == "__main__":

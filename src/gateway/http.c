@@ -373,6 +373,9 @@ void nb_http_send(h2o_req_t *req, int status, const char *ctype, const char *bod
     req->res.status = status;
     req->res.reason = reason_of(status);
     if (ctype) nb_http_header(req, "content-type", ctype);
+    /* h2o_send_inline leaves the length unset; h2o then closes the connection after any answer
+     * it would not chunk (every status but 200 here): known, it keeps the connection alive. */
+    if (status != 204 && status != 304) req->res.content_length = len;
     h2o_send_inline(req, body, len);
 }
 

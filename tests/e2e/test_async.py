@@ -239,6 +239,34 @@ class Async(NimbusTestCase):
         self.assertEqual(d.api("DELETE", "/v1/queues/sq/subscriptions/sub1").status, 200)
 
 
+    def test_cli(self):
+        d = self.d
+        self.deploy("clifn", max_retry_attempts=0)
+        p = d.gcli("invoke", "clifn", '{"via": "cli"}', "--async")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        rid = p.stdout.strip()
+        self.assertTrue(wait_until(lambda: self.ledger.of(rid), 15), p.stdout)
+        self.assertEqual(self.ledger.of(rid)[0][2], {"via": "cli"})
+        p = d.gcli("queue", "create", "cliq", "--visibility-timeout", "5")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = d.gcli("queue", "send", "cliq", "hello there", "--attr", "k=v")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = d.gcli("queue", "receive", "cliq", "--json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        m = json.loads(p.stdout.splitlines()[0])
+        self.assertEqual((m["body"], m["attributes"]), ("hello there", {"k": "v"}))
+        p = d.gcli("queue", "delete", "cliq", m["id"], m["receipt"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = d.gcli("queue", "stats", "cliq")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        rid = self.send("clifn", {"mode": "fail"})
+        self.assertTrue(wait_until(lambda: rid in d.gcli("events", "failed", "clifn").stdout, 15))
+        p = d.gcli("queue", "create", "bad", "--max-receives", "3")
+        self.assertEqual(p.returncode, 2, p)
+        p = d.gcli("get", "clifn")
+        self.assertIn("async:", p.stdout)
+
+
 class CrashSafety(NimbusTestCase):
     """Events acknowledged with 202 survive SIGKILLs of the daemon: every one is processed."""
 
