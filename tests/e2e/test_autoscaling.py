@@ -210,7 +210,7 @@ class Scaling(NimbusTestCase):
         doc = json.loads(d.cli("get", "knobs", "--json").stdout)
         self.assertEqual(set(doc["stats"]), {"instances", "in_flight", "queued", "invocations",
                                              "cold_starts", "throttles", "instance_starts",
-                                             "last_cold_start_ms"})
+                                             "last_cold_start_ms", "async"})
 
 
 class GlobalCap(NimbusTestCase):
