@@ -16,20 +16,14 @@ markers (BENCH_RESULTS=- for none).
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
-from benchlib import HERE, ROOT, Daemon, run_wrk, say as _say, write_results
+from benchlib import Daemon, Settings, run_wrk, say as _say, write_results
 
-BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
-BIN = os.path.join(BUILD, "nimbus")
-BOOTSTRAP = os.path.join(BUILD, "examples", "c-hello", "bootstrap")
-DURATION = int(os.environ.get("BENCH_DURATION", "5"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-CONNS = int(os.environ.get("BENCH_CONNS", "64"))
-THREADS = min(int(os.environ.get("BENCH_THREADS", str(os.cpu_count() or 2))), CONNS)
-RESULTS = os.environ.get("BENCH_RESULTS", os.path.join(HERE, "RESULTS.md"))
+_S = Settings(5)
+BIN, BOOTSTRAP, DURATION, ROUNDS = _S.bin, _S.bootstrap, _S.duration, _S.rounds
+CONNS, THREADS, RESULTS = _S.conns, _S.threads, _S.results
 MARK_BEGIN, MARK_END = "<!-- async-bench -->", "<!-- /async-bench -->"
 
 

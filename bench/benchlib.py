@@ -15,6 +15,21 @@ ROOT = os.path.dirname(HERE)
 TCK = os.sysconf("SC_CLK_TCK")
 
 
+class Settings:
+    """The benchmarks' common knobs: the build dir (argv[1]) and BENCH_* environment."""
+
+    def __init__(self, default_duration):
+        self.build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
+        self.bin = os.path.join(self.build, "nimbus")
+        self.bootstrap = os.path.join(self.build, "examples", "c-hello", "bootstrap")
+        self.duration = int(os.environ.get("BENCH_DURATION", str(default_duration)))
+        self.rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+        self.conns = int(os.environ.get("BENCH_CONNS", "64"))
+        self.threads = min(int(os.environ.get("BENCH_THREADS", str(os.cpu_count() or 2))),
+                           self.conns)
+        self.results = os.environ.get("BENCH_RESULTS", os.path.join(HERE, "RESULTS.md"))
+
+
 def say(name, msg):
     print(f"{name}: {msg}", file=sys.stderr, flush=True)
 

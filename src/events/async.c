@@ -236,6 +236,20 @@ static void load_subscriptions(nb_async *a)
 
 /* ---------- settling a message ---------- */
 
+/* A job for msgs (taken), counted in flight until job_done. */
+static job *job_new(nb_async *a, source *s, nb_q_msg *msgs, int n)
+{
+    job *j = calloc(1, sizeof *j);
+    if (!j) abort();
+    j->a = a;
+    j->src = s;
+    j->msgs = msgs;
+    j->nmsgs = n;
+    s->inflight++;
+    a->inflight++;
+    return j;
+}
+
 static void job_free(job *j)
 {
     nb_q_msgs_free(j->msgs, (size_t)j->nmsgs);
@@ -547,16 +561,10 @@ static void pump_fn(nb_async *a, source *s)
     int n = nb_q_receive(a->q, s->queue, want, vis, &msgs, &err);
     if (n <= 0) return;
     for (int i = 0; i < n; i++) {
-        job *j = calloc(1, sizeof *j);
-        if (!j) abort();
-        j->a = a;
-        j->src = s;
-        j->msgs = malloc(sizeof *j->msgs);
-        if (!j->msgs) abort();
-        j->msgs[0] = msgs[i]; /* takes the message's allocations */
-        j->nmsgs = 1;
-        s->inflight++;
-        a->inflight++;
+        nb_q_msg *one = malloc(sizeof *one);
+        if (!one) abort();
+        *one = msgs[i]; /* the job takes the message's allocations */
+        job *j = job_new(a, s, one, 1);
         const nb_q_msg *m = &j->msgs[0];
         j->attempts = attr_int(m->attrs, "attempts");
         if (!ver) {
@@ -666,14 +674,7 @@ static void pump_sub(nb_async *a, source *s)
     nb_q_msg *msgs;
     int n = nb_q_receive(a->q, s->queue, s->batch_size, 0, &msgs, &err);
     if (n <= 0) return;
-    job *j = calloc(1, sizeof *j);
-    if (!j) abort();
-    j->a = a;
-    j->src = s;
-    j->msgs = msgs;
-    j->nmsgs = n;
-    s->inflight++;
-    a->inflight++;
+    job *j = job_new(a, s, msgs, n);
     size_t len;
     char *ev = sqs_event(s, msgs, n, &len);
     char rid[37];
