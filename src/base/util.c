@@ -269,23 +269,40 @@ fail : {
 }
 
 /* Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no surrogates, <= U+10FFFF),
- * or 0. */
-static size_t utf8_seq(const unsigned char *p)
+ * or 0; left: the bytes available from p. */
+static size_t utf8_seq_n(const unsigned char *p, size_t left)
 {
     unsigned char c = p[0];
-    if (c < 0x80) return 1;
-    size_t n = c >= 0xC2 && c <= 0xDF   ? 2
+    size_t n = c < 0x80                 ? 1
+               : c >= 0xC2 && c <= 0xDF ? 2
                : c >= 0xE0 && c <= 0xEF ? 3
                : c >= 0xF0 && c <= 0xF4 ? 4
                                         : 0;
-    if (!n) return 0;
+    if (!n || n > left) return 0;
     for (size_t i = 1; i < n; i++)
         if ((p[i] & 0xC0) != 0x80) return 0;
-    if (c == 0xE0 && p[1] < 0xA0) return 0;
-    if (c == 0xED && p[1] > 0x9F) return 0;
-    if (c == 0xF0 && p[1] < 0x90) return 0;
-    if (c == 0xF4 && p[1] > 0x8F) return 0;
+    if (n > 1 && ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] > 0x9F) ||
+                  (c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] > 0x8F)))
+        return 0;
     return n;
+}
+
+int nb_utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_seq_n(p + i, len - i);
+        if (!n) return 0;
+        i += n;
+    }
+    return 1;
+}
+
+/* The same on a NUL-terminated string: a NUL is never a continuation byte, so the check stops
+ * there and never reads past it. */
+static size_t utf8_seq(const unsigned char *p)
+{
+    return utf8_seq_n(p, 4);
 }
 
 void nb_utf8_scrub(char *s)

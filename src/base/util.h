@@ -22,6 +22,8 @@ void nb_sha256_hex(const void *data, size_t len, char out[65]);
 /* Replaces each byte of s that is not part of a valid UTF-8 sequence (a truncated character at
  * the end included) with '?', in place: text built from request bytes can then go into JSON. */
 void nb_utf8_scrub(char *s);
+/* Whether the len bytes at s are valid UTF-8 (NUL bytes included as characters). */
+int nb_utf8_valid(const char *s, size_t len);
 /* Constant-time comparison of two strings of possibly different length. */
 int nb_secure_streq(const char *a, const char *b);
 

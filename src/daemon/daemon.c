@@ -313,7 +313,9 @@ static void finish_shutdown(daemon_t *d)
 static void drain_tick(uv_timer_t *t)
 {
     daemon_t *d = t->data;
-    size_t left = nb_sched_inflight(d->sched);
+    /* Async events whose invocation ended but whose settlement (a retry copy, a destination
+     * record, the delete) is not written yet count too: stopping before would run them again. */
+    size_t left = nb_sched_inflight(d->sched) + (size_t)nb_async_inflight(atomic_load(&d->async));
     if (left == 0 || nb_mono_us() >= d->drain_deadline_us) {
         if (left) nb_warn("daemon", "drain deadline passed with %zu invocations in flight", left);
         finish_shutdown(d);

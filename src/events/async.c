@@ -155,8 +155,9 @@ typedef struct job {
     int nmsgs;
     nb_inv *inv;
     int pending_sends; /* destination sends not acknowledged yet */
-    int send_failed;
-    int attempts; /* function attempts made, this one included */
+    int send_failed;   /* one may pass later: the message is kept and handled again */
+    int send_lost;     /* one can never pass (logged): the message is settled anyway */
+    int attempts;      /* function attempts made, this one included */
     char *response;
     size_t response_len;
     char error_type[96];
@@ -281,6 +282,9 @@ static void sends_settled(void *ud)
 {
     job *j = ud;
     if (--j->pending_sends > 0) return;
+    if (j->send_lost)
+        nb_warn("async", "%s: event %s: a destination refused its record for good (see above)",
+                j->src->queue, j->msgs[0].id);
     if (j->send_failed) {
         /* Kept: it comes back after its visibility timeout and is handled again. */
         nb_warn("async", "%s: event %s kept: a destination refused it", j->src->queue,
@@ -296,13 +300,16 @@ static void sends_settled(void *ud)
 
 typedef struct sent_ctx {
     job *j;
-    int ok;
+    int ok, status;
 } sent_ctx;
 
 static void sent_on_loop(void *ud)
 {
     sent_ctx *c = ud;
-    if (!c->ok) c->j->send_failed = 1;
+    /* 503 (the disk, the store full) may pass; anything else (413, 404: the target went) will
+     * not, and retrying it would only run the function again. */
+    if (!c->ok && c->status == 503) c->j->send_failed = 1;
+    if (!c->ok && c->status != 503) c->j->send_lost = 1;
     job *j = c->j;
     free(c);
     sends_settled(j);
@@ -315,6 +322,7 @@ static void sent_cb(void *ud, int status, const char *msg, char (*ids)[37], size
     (void)n;
     sent_ctx *c = ud;
     c->ok = status == 0;
+    c->status = status;
     if (status != 0) nb_warn("async", "destination send failed: %s", msg ? msg : "");
     nb_async_post(c->j->a->port, sent_on_loop, c);
 }
@@ -332,6 +340,7 @@ static void job_send(job *j, const char *queue, const char *body, size_t len, co
     if (nb_q_send(j->a->q, queue, &out, 1, sent_cb, c, &err) < 0) {
         nb_warn("async", "send to %s refused: %s", queue, err.msg);
         c->ok = 0;
+        c->status = err.status;
         sent_on_loop(c);
     }
 }
@@ -348,7 +357,10 @@ static int target_queue(nb_async *a, const char *ns, const char *target, char *o
     if (strncmp(target, "function:", 9) == 0) {
         nb_async_fn_queue(ns, target + 9, out, size);
         nb_q_config cfg = {.visibility_timeout_ms = 960000, .retention_ms = 14 * 86400000LL};
-        if (!nb_q_exists(a->q, out) && nb_q_create(a->q, out, &cfg, &err) < 0) return -1;
+        /* A 409 means another creator won the race: the queue is there, which is all we need. */
+        if (!nb_q_exists(a->q, out) && nb_q_create(a->q, out, &cfg, &err) < 0 &&
+            !nb_q_exists(a->q, out))
+            return -1;
         return 0;
     }
     return -1;
@@ -363,19 +375,29 @@ static const char *event_id(const nb_q_msg *m)
 }
 
 /* Lambda's invocation record, for destinations. */
-static char *invocation_record(job *j, const char *condition, size_t *len)
+/* A payload for a record: its JSON when it is JSON, else the text; too big (Lambda's destination
+ * records hold at most 256 KB) or not UTF-8: a stub saying so, so a record always fits a
+ * message and always encodes. */
+static json_t *record_value(const char *p, size_t len)
+{
+    if (len > (256u << 10)) return json_pack("{s:b, s:I}", "truncated", 1, "size", (json_int_t)len);
+    json_t *v = json_loadb(p, len, JSON_DECODE_ANY, NULL);
+    if (!v) v = json_stringn(p, len);
+    if (!v) v = json_pack("{s:b, s:I}", "binary", 1, "size", (json_int_t)len);
+    return v;
+}
+
+/* with_payload 0: the record leaves requestPayload null, for the failure log, whose message
+ * body is the event itself. */
+static char *invocation_record(job *j, const char *condition, int with_payload, size_t *len)
 {
     const nb_q_msg *m = &j->msgs[0];
     char ts[32], arn[256];
     nb_time_iso8601(nb_now_ms(), ts, sizeof ts);
     snprintf(arn, sizeof arn, "arn:aws:lambda:us-east-1:000000000000:function:%s:$LATEST",
              j->src->fn);
-    json_t *payload = json_loadb(m->body, m->body_len, JSON_DECODE_ANY, NULL);
-    if (!payload) payload = json_stringn_nocheck(m->body, m->body_len);
-    json_t *resp =
-        j->response ? json_loadb(j->response, j->response_len, JSON_DECODE_ANY, NULL) : NULL;
-    if (!resp)
-        resp = j->response ? json_stringn_nocheck(j->response, j->response_len) : json_null();
+    json_t *payload = with_payload ? record_value(m->body, m->body_len) : json_null();
+    json_t *resp = j->response ? record_value(j->response, j->response_len) : json_null();
     json_t *rc = json_pack("{s:i, s:s}", "statusCode", 200, "executedVersion", "$LATEST");
     if (j->error_type[0]) json_object_set_new(rc, "functionError", json_string("Unhandled"));
     json_t *rec =
@@ -383,9 +405,9 @@ static char *invocation_record(job *j, const char *condition, size_t *len)
                   "timestamp", ts, "requestContext", "requestId", event_id(m), "functionArn", arn,
                   "condition", condition, "approximateInvokeCount", j->attempts, "requestPayload",
                   payload, "responseContext", rc, "responsePayload", resp);
-    char *s = json_dumps(rec, JSON_COMPACT);
+    char *s = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
     json_decref(rec);
-    if (!s) abort();
+    if (!s) abort(); /* every value above is valid JSON by construction: only OOM gets here */
     *len = strlen(s);
     return s;
 }
@@ -398,7 +420,7 @@ static void succeed(job *j, const nb_fn_scaling *sc)
     if (sc->on_success[0]) {
         if (target_queue(j->a, j->src->ns, sc->on_success, q, sizeof q) == 0) {
             size_t len;
-            char *rec = invocation_record(j, "Success", &len);
+            char *rec = invocation_record(j, "Success", 1, &len);
             job_send(j, q, rec, len, NULL, 0, NULL, 0);
             free(rec);
         } else {
@@ -415,7 +437,7 @@ static void fail(job *j, const nb_fn_scaling *sc, const char *condition)
     nb_async *a = j->a;
     const nb_q_msg *m = &j->msgs[0];
     size_t len;
-    char *rec = invocation_record(j, condition, &len);
+    char *rec = invocation_record(j, condition, 1, &len);
     char q[NB_Q_NAME_MAX + 1];
     int delivered = 0;
     j->pending_sends = 1;
@@ -441,7 +463,10 @@ static void fail(job *j, const nb_fn_scaling *sc, const char *condition)
         nb_err err = {0};
         if (!nb_q_exists(a->q, q) && nb_q_create(a->q, q, &cfg, &err) < 0)
             nb_warn("async", "failure log %s: %s", q, err.msg);
-        json_t *attrs = json_pack("{s:s}", "record", rec);
+        size_t slen;
+        char *slim = invocation_record(j, condition, 0, &slen);
+        json_t *attrs = json_pack("{s:s}", "record", slim);
+        free(slim);
         job_send(j, q, m->body, m->body_len, attrs, 0, event_id(m), m->sent_ms);
         json_decref(attrs);
     }
@@ -454,6 +479,7 @@ static void retry(job *j, int64_t delay_ms, int attempts, int throttles)
 {
     const nb_q_msg *m = &j->msgs[0];
     json_t *attrs = m->attrs ? json_deep_copy(m->attrs) : json_object();
+    json_object_del(attrs, "record"); /* a redriven event's failure record: not needed again */
     char n[24];
     snprintf(n, sizeof n, "%d", attempts);
     json_object_set_new(attrs, "attempts", json_string(n));
@@ -557,7 +583,12 @@ static void pump_fn(nb_async *a, source *s)
     if (want > 64) want = 64;
     nb_q_msg *msgs;
     nb_err err = {0};
-    int64_t vis = ver ? (int64_t)ver->cfg.timeout_s * 1000 + 60000 : 60000;
+    /* Long enough for the whole invocation: the wait for capacity, a cold start, the run, and
+     * the settlement's commit; a message that came back while its job still ran would start
+     * a second chain of attempts. */
+    int64_t vis =
+        ver ? (int64_t)ver->cfg.timeout_s * 1000 + ver->cfg.scaling.queue_timeout_ms + 120000
+            : 60000;
     int n = nb_q_receive(a->q, s->queue, want, vis, &msgs, &err);
     if (n <= 0) return;
     for (int i = 0; i < n; i++) {
@@ -598,10 +629,21 @@ static void on_batch_result(nb_inv *inv, void *ud)
          * timeout); every other message of the batch is done. */
         json_t *r = json_loadb(inv->body, inv->body_len, JSON_DECODE_ANY, NULL);
         json_t *fails = json_object_get(r, "batchItemFailures");
-        for (int i = 0; i < j->nmsgs; i++) {
+        /* As Lambda: a report that is not a list of ids of this batch fails the whole batch
+         * (deleting on a malformed report would lose the messages it meant to keep). */
+        int valid = !fails || json_is_array(fails) || json_is_null(fails);
+        size_t k;
+        json_t *f;
+        json_array_foreach(fails, k, f)
+        {
+            const char *id = json_string_value(json_object_get(f, "itemIdentifier"));
+            int known = 0;
+            for (int i = 0; id && i < j->nmsgs; i++)
+                known |= strcmp(id, j->msgs[i].id) == 0;
+            valid &= known;
+        }
+        for (int i = 0; valid && i < j->nmsgs; i++) {
             int failed = 0;
-            size_t k;
-            json_t *f;
             json_array_foreach(fails, k, f)
             {
                 const char *id = json_string_value(json_object_get(f, "itemIdentifier"));
@@ -672,6 +714,8 @@ static void pump_sub(nb_async *a, source *s)
     }
     s->waiting_since_ms = 0;
     nb_q_msg *msgs;
+    /* The queue's visibility timeout, which the subscription made sure covers the function's
+     * timeout (as Lambda requires). */
     int n = nb_q_receive(a->q, s->queue, s->batch_size, 0, &msgs, &err);
     if (n <= 0) return;
     job *j = job_new(a, s, msgs, n);
@@ -688,10 +732,11 @@ static void pump_sub(nb_async *a, source *s)
 static void pump_all(nb_async *a)
 {
     if (a->stopping) return;
-    if (a->reload) {
-        a->reload = 0;
-        load_subscriptions(a);
-    }
+    pthread_mutex_lock(&a->mu);
+    int reload = a->reload;
+    a->reload = 0;
+    pthread_mutex_unlock(&a->mu);
+    if (reload) load_subscriptions(a);
     /* Async queues appear with their first event: look for new ones. */
     size_t n;
     char **names = nb_q_list(a->q, "fn/", &n);

@@ -490,7 +490,7 @@ static bool promote(nb_q *q, qqueue *qq, int64_t now)
 /* Moves m from its queue to `to` as a fresh message with the same id, body and send time. If
  * `to` already holds that id (a repeated move), the copy there wins and m just goes. The caller
  * reserved two changes. */
-static int move_msg(nb_q *q, qqueue *from, qqueue *to, qmsg *m, int64_t now)
+static int move_msg(nb_q *q, qqueue *from, qqueue *to, qmsg *m, int64_t now, int fresh)
 {
     if (hash_find(&to->ids, m->id)) {
         add_change(q, OP_DEL, from, m);
@@ -508,6 +508,7 @@ static int move_msg(nb_q *q, qqueue *from, qqueue *to, qmsg *m, int64_t now)
     m->first_receive_ms = 0;
     m->nonce = 0;
     m->visible_at = now;
+    if (fresh) m->sent_ms = now;
     hash_put(&to->ids, m);
     to->nmsgs++;
     make_visible(to, m);
@@ -1468,7 +1469,8 @@ int nb_q_receive(nb_q *q, const char *queue, int max, int64_t visibility_ms, nb_
             expire(q, qq, m);
             continue;
         }
-        if (dlq && m->receive_count >= qq->cfg.max_receives && move_msg(q, qq, dlq, m, now) == 0) {
+        if (dlq && m->receive_count >= qq->cfg.max_receives &&
+            move_msg(q, qq, dlq, m, now, 0) == 0) {
             qq->dead_lettered++;
             dlq_note = dlq;
             continue;
@@ -1590,7 +1592,7 @@ static qmsg **collect(qqueue *qq, size_t *n)
     return all;
 }
 
-int64_t nb_q_move_all(nb_q *q, const char *from, const char *to, nb_err *err)
+static int64_t move_all(nb_q *q, const char *from, const char *to, int fresh, nb_err *err)
 {
     int64_t moved = 0;
     pthread_mutex_lock(&q->mu);
@@ -1610,7 +1612,7 @@ int64_t nb_q_move_all(nb_q *q, const char *from, const char *to, nb_err *err)
     if (batch_reserve(&q->pending, 2 * n, 0) < 0 || queue_reserve(dst, n) < 0)
         rc = nb_err_set(err, 503, NB_E_UNAVAILABLE, "queue store: too many pending changes");
     for (size_t i = 0; rc == 0 && i < n; i++)
-        if (move_msg(q, src, dst, all[i], now) == 0) moved++;
+        if (move_msg(q, src, dst, all[i], now, fresh) == 0) moved++;
     if (moved) qref(dst);
     pthread_mutex_unlock(&q->mu);
     free(all);
@@ -1622,6 +1624,16 @@ int64_t nb_q_move_all(nb_q *q, const char *from, const char *to, nb_err *err)
         pthread_mutex_unlock(&q->mu);
     }
     return moved;
+}
+
+int64_t nb_q_move_all(nb_q *q, const char *from, const char *to, nb_err *err)
+{
+    return move_all(q, from, to, 0, err);
+}
+
+int64_t nb_q_move_all_fresh(nb_q *q, const char *from, const char *to, nb_err *err)
+{
+    return move_all(q, from, to, 1, err);
 }
 
 static int by_age(const void *a, const void *b)

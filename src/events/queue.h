@@ -35,8 +35,10 @@
 #include <stdint.h>
 
 #define NB_Q_MAX_MESSAGES 1000000
-#define NB_Q_MAX_BODY     (1u << 20) /* 1 MiB; attributes count in it */
-#define NB_Q_NAME_MAX     200        /* "fn/default/hello", "q/default/orders" */
+/* A message's body and attributes together: 1 MiB of body (the async payload cap) and room for
+ * the attributes the platform adds (attempt counts, failure records). */
+#define NB_Q_MAX_BODY ((1u << 20) + (64u << 10))
+#define NB_Q_NAME_MAX 200 /* "fn/default/hello", "q/default/orders" */
 
 typedef struct nb_q nb_q;
 
@@ -116,6 +118,9 @@ int nb_q_change_visibility(nb_q *q, const char *queue, const char *id, const cha
 /* Moves every message of `from` to `to` (redrive), keeping ids and sent times; returns the
  * count. Written by the next commit. */
 int64_t nb_q_move_all(nb_q *q, const char *from, const char *to, nb_err *err);
+/* The same, each message's send time set to now: a redrive starts the events' age afresh
+ * (they would otherwise be too old to run the moment they arrive). */
+int64_t nb_q_move_all_fresh(nb_q *q, const char *from, const char *to, nb_err *err);
 /* Copies of the messages (oldest first, at most max), without receiving them: the failure log's
  * view. */
 int nb_q_peek(nb_q *q, const char *queue, int max, nb_q_msg **out, nb_err *err);

@@ -1688,7 +1688,10 @@ static void send_answer(void *ud)
     pending_send *p = ud;
     if (!p->gone) {
         if (p->status != 0) {
-            nb_http_error(p->req, p->status, p->status == 413 ? NB_E_TOO_LARGE : NB_E_UNAVAILABLE,
+            nb_http_error(p->req, p->status,
+                          p->status == 413   ? NB_E_TOO_LARGE
+                          : p->status == 404 ? NB_E_NOT_FOUND
+                                             : NB_E_UNAVAILABLE,
                           "%s", p->msg);
         } else if (p->async) {
             nb_http_send_json(p->req, 202, json_pack("{s:s}", "request_id", p->ids[0]));
@@ -1734,13 +1737,26 @@ static int ensure_queue(nb_api *api, const char *q, int64_t visibility_ms, nb_er
 {
     if (nb_q_exists(api->q, q)) return 0;
     nb_q_config cfg = {.visibility_timeout_ms = visibility_ms, .retention_ms = 14 * 86400000LL};
-    return nb_q_create(api->q, q, &cfg, err);
+    /* Another request may create it between the check and here (409): it exists, that is all. */
+    if (nb_q_create(api->q, q, &cfg, err) < 0 && !nb_q_exists(api->q, q)) return -1;
+    return 0;
 }
 
 static void invoke_async(route_args *a)
 {
     nb_api *api = a->api;
+    char v[8];
+    if (query_param(a->query, "version", v, sizeof v)) {
+        nb_http_error(a->req, 400, NB_E_INVALID_VALUE,
+                      "async invocations run the latest version: version is not accepted");
+        return;
+    }
     if (body_too_big(a, NB_ASYNC_MAX_BODY)) return;
+    /* Events travel on as text (records, SQS-shaped batches, the failure log's view). */
+    if (!nb_utf8_valid(a->req->entity.base, a->req->entity.len)) {
+        nb_http_error(a->req, 400, NB_E_INVALID_VALUE, "an async event must be UTF-8 text");
+        return;
+    }
     if (api->draining) {
         nb_http_error(a->req, 503, NB_E_UNAVAILABLE, "nimbus is shutting down");
         return;
@@ -1785,7 +1801,12 @@ static void r_events_failed(route_args *a)
     for (int i = 0; i < n; i++) {
         const char *rec = json_string_value(json_object_get(m[i].attrs, "record"));
         json_t *r = rec ? json_loads(rec, 0, NULL) : NULL;
-        json_array_append_new(arr, r ? r : json_pack("{s:s}", "id", m[i].id));
+        if (!r) r = json_pack("{s:{s:s}}", "requestContext", "requestId", m[i].id);
+        /* The record leaves the payload out: the message's body is the event. */
+        json_t *payload = json_loadb(m[i].body, m[i].body_len, JSON_DECODE_ANY, NULL);
+        if (!payload) payload = json_stringn(m[i].body, m[i].body_len);
+        json_object_set_new(r, "requestPayload", payload ? payload : json_null());
+        json_array_append_new(arr, r);
     }
     nb_q_msgs_free(m, n > 0 ? (size_t)n : 0);
     nb_http_send_json(a->req, 200, json_pack("{s:s, s:o}", "function", a->name, "failed", arr));
@@ -1805,7 +1826,7 @@ static void r_events_redrive(route_args *a)
     int64_t n = 0;
     if (nb_q_exists(a->api->q, from)) {
         if (ensure_queue(a->api, to, (int64_t)latest->cfg.timeout_s * 1000 + 60000, &err) < 0 ||
-            (n = nb_q_move_all(a->api->q, from, to, &err)) < 0) {
+            (n = nb_q_move_all_fresh(a->api->q, from, to, &err)) < 0) {
             nb_http_send_error(a->req, &err);
             return;
         }
@@ -1972,8 +1993,16 @@ static int message_in(json_t *m, nb_q_out *out, nb_err *err)
 
 static void r_queue_send(route_args *a)
 {
-    json_t *body;
-    if (body_too_big(a, 16u << 20) || !(body = json_body(a))) return;
+    /* Up to 100 messages of up to 1 MiB each, so not json_body's 256 KiB. */
+    if (body_too_big(a, 8u << 20)) return;
+    json_error_t je;
+    json_t *body = json_loadb(a->req->entity.base ? a->req->entity.base : "", a->req->entity.len,
+                              JSON_REJECT_DUPLICATES, &je);
+    if (!json_is_object(body)) {
+        json_decref(body);
+        nb_http_error(a->req, 400, NB_E_INVALID_JSON, "body must be a JSON object");
+        return;
+    }
     char q[NB_Q_NAME_MAX + 1];
     nb_async_user_queue(a->ns, a->name, q, sizeof q);
     nb_err err = {0};
@@ -2013,7 +2042,8 @@ static void r_queue_receive(route_args *a)
     char q[NB_Q_NAME_MAX + 1];
     nb_async_user_queue(a->ns, a->name, q, sizeof q);
     nb_q_msg *m;
-    int n = nb_q_receive(a->api->q, q, (int)max, vis < 0 ? 0 : vis * 1000, &m, &err);
+    /* 0 means "the queue's default" to the store; an explicit 0 here is 1 ms. */
+    int n = nb_q_receive(a->api->q, q, (int)max, vis < 0 ? 0 : vis == 0 ? 1 : vis * 1000, &m, &err);
     if (n < 0) {
         nb_http_send_error(a->req, &err);
         return;
@@ -2025,7 +2055,7 @@ static void r_queue_receive(route_args *a)
         json_t *o = json_pack("{s:s, s:s, s:s%, s:i, s:s}", "id", m[i].id, "receipt", m[i].receipt,
                               "body", m[i].body, m[i].body_len, "receive_count", m[i].receive_count,
                               "sent_at", sent);
-        json_object_set(o, "attributes", m[i].attrs ? m[i].attrs : json_object());
+        json_object_set_new(o, "attributes", m[i].attrs ? json_copy(m[i].attrs) : json_object());
         json_array_append_new(arr, o);
     }
     nb_q_msgs_free(m, (size_t)n);
@@ -2083,8 +2113,19 @@ static void r_queue_subscribe_locked(route_args *a)
         nb_err_set(&err, 400, NB_E_INVALID_NAME, "invalid function name '%s'", a->sub);
     if (!err.status && !nb_q_exists(a->api->q, q))
         nb_err_set(&err, 404, NB_E_NOT_FOUND, "queue '%s' not found", a->name);
-    if (!err.status && !nb_invoker_latest(a->api->invoker, a->ns, a->sub))
+    nb_fn_version *fnv = err.status ? NULL : nb_invoker_latest(a->api->invoker, a->ns, a->sub);
+    if (!err.status && !fnv)
         nb_err_set(&err, 404, NB_E_NOT_FOUND, "function '%s' not found", a->sub);
+    nb_q_config qc;
+    /* As Lambda: a batch must not become visible again while its invocation may still run
+     * (it would be delivered twice, and its deletes refused). */
+    if (!err.status && nb_q_get_config(a->api->q, q, &qc, &err) == 0 &&
+        qc.visibility_timeout_ms < (int64_t)fnv->cfg.timeout_s * 1000)
+        nb_err_set(&err, 400, NB_E_INVALID_VALUE,
+                   "queue %s's visibility timeout (%lld s) is shorter than function %s's timeout "
+                   "(%d s)",
+                   a->name, (long long)(qc.visibility_timeout_ms / 1000), a->sub,
+                   fnv->cfg.timeout_s);
     if (!err.status && queue_int(body, "batch_size", 1, 100, 10, &bs, &err) == 0 &&
         queue_int(body, "batch_window_ms", 0, 300000, 0, &bw, &err) == 0)
         queue_int(body, "max_concurrency", 1, 1000, 5, &mc, &err);

@@ -212,9 +212,13 @@ class Async(NimbusTestCase):
 
     def test_subscription_with_a_partial_batch_failure(self):
         d = self.d
-        self.deploy("sub1")
+        self.d.deploy("sub1", LEDGER_FN, "python3", "app.handler", network="host", timeout_s=1,
+                      environment={"LEDGER": str(self.ledger.port)})
         self.queue("sdl")
         self.queue("sq", visibility_timeout_s=1, max_receives=2, dead_letter="sdl")
+        self.deploy("slowsub")  # a 10 s timeout: longer than the queue's visibility
+        r = d.api("PUT", "/v1/queues/sq/subscriptions/slowsub", {})
+        self.assert_api_error(r, 400, "invalid_value")
         r = d.api("PUT", "/v1/queues/sq/subscriptions/sub1", {"batch_size": 10, "batch_window_ms": 300})
         self.assertEqual(r.status, 201, r)
         r = d.api("POST", "/v1/queues/sq/messages",
