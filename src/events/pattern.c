@@ -399,7 +399,7 @@ static nb_pat *compile(const char *json, size_t len, int policy, nb_err *err)
     }
     json_error_t je;
     /* Duplicate keys are refused: with last-one-wins, a pattern could say two things at once. */
-    json_t *j = json_loadb(json ? json : "", len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb(json ? json : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!j) {
         nb_err_set(err, 400, NB_E_INVALID_JSON, "%s: not valid JSON: %s (line %d, column %d)",
                    c.what, je.text, je.line, je.column);
