@@ -7,9 +7,9 @@
 #include <strings.h>
 
 /* Instants are clamped to this range (about +-2 million years) so sums never overflow. */
-#define T_LIMIT ((int64_t)1 << 46)
+#define CRON_T_LIMIT ((int64_t)1 << 46)
 
-static int64_t floor_div(int64_t a, int64_t b)
+static int64_t div_floor(int64_t a, int64_t b)
 {
     int64_t q = a / b;
     return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
@@ -17,7 +17,7 @@ static int64_t floor_div(int64_t a, int64_t b)
 
 static int64_t clamp(int64_t t)
 {
-    return t > T_LIMIT ? T_LIMIT : t < -T_LIMIT ? -T_LIMIT : t;
+    return t > CRON_T_LIMIT ? CRON_T_LIMIT : t < -CRON_T_LIMIT ? -CRON_T_LIMIT : t;
 }
 
 /* Copies at most 32 bytes of user text for an error message, printable ASCII only, so the
@@ -408,11 +408,11 @@ static uint32_t month_days(const nb_cron *c, int64_t y, int mo)
  * a few steps per year. */
 static int64_t next_local(const nb_cron *c, int64_t L)
 {
-    L = floor_div(L + 59, 60) * 60;
+    L = div_floor(L + 59, 60) * 60;
     int64_t lo = nb_tz_days_from_civil(NB_CRON_YEAR_MIN, 1, 1) * 86400;
     if (L < lo) L = lo;
     for (;;) {
-        int64_t days = floor_div(L, 86400), y;
+        int64_t days = div_floor(L, 86400), y;
         int secs = (int)(L - days * 86400), mo, d;
         nb_tz_civil_from_days(days, &y, &mo, &d);
         int h = secs / 3600, mi = secs % 3600 / 60;
@@ -453,7 +453,7 @@ static int64_t next_local(const nb_cron *c, int64_t L)
 
 static int64_t local_secs_to_utc(const nb_tz *tz, int64_t L)
 {
-    int64_t days = floor_div(L, 86400), y;
+    int64_t days = div_floor(L, 86400), y;
     int secs = (int)(L - days * 86400), mo, d;
     nb_tz_civil_from_days(days, &y, &mo, &d);
     return nb_tz_local_to_utc(tz, (int)y, mo, d, secs / 3600, secs % 3600 / 60, secs % 60);
