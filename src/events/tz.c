@@ -252,8 +252,9 @@ static uint64_t block_size(const tzif_hdr *h, unsigned tsize)
 
 static nb_tz *bad(nb_tz *tz, nb_err *err, const char *name, const char *what)
 {
-    nb_tz_free(tz);
+    /* name may point into tz: format before freeing */
     nb_err_set(err, 400, NB_E_INVALID_VALUE, "time zone '%s': %s", name, what);
+    nb_tz_free(tz);
     return NULL;
 }
 
