@@ -3,7 +3,7 @@
 # it only calls apt-get when something is missing. Not root: prints the command and fails.
 set -eu
 PKGS="cmake make gcc clang pkg-config libuv1-dev libh2o-dev libssl-dev libsqlite3-dev \
-libjansson-dev libarchive-dev libcurl4-openssl-dev libseccomp-dev python3 nodejs curl ca-certificates"
+libjansson-dev libarchive-dev libcurl4-openssl-dev libseccomp-dev python3 nodejs curl ca-certificates tzdata"
 case "${1:-}" in
 --bench) PKGS="$PKGS wrk npm openssl" ;;
 # The tests install the real aws-lambda-ric from npm; its native addon builds with autotools.
