@@ -54,14 +54,6 @@ static void r_queue_get(route_args *a);
 static void r_queue_delete(route_args *a);
 static void r_queue_send(route_args *a);
 static void r_queue_receive(route_args *a);
-static int hexdigit(char c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
 static void r_queue_msg_delete(route_args *a);
 static void r_queue_subscribe(route_args *a);
 static void r_queue_unsubscribe(route_args *a);
@@ -1952,10 +1944,24 @@ static void r_queue_put(route_args *a)
 
 static void r_queue_delete(route_args *a)
 {
-    char q[NB_Q_NAME_MAX + 1];
+    char q[NB_Q_NAME_MAX + 1], prefix[NB_Q_NAME_MAX + 1];
     nb_async_user_queue(a->ns, a->name, q, sizeof q);
     nb_err err = {0};
-    if (nb_q_delete_queue(a->api->q, q, &err) < 0) {
+    /* A queue another one sends its dead letters to stays: deleting it would silently stop
+     * their moves. */
+    snprintf(prefix, sizeof prefix, "q/%s/", a->ns);
+    size_t n;
+    char **names = nb_q_list(a->api->q, prefix, &n);
+    for (size_t i = 0; i < n && !err.status; i++) {
+        nb_q_config cfg;
+        nb_err ignored = {0};
+        if (strcmp(names[i], q) != 0 && nb_q_get_config(a->api->q, names[i], &cfg, &ignored) == 0 &&
+            strcmp(cfg.dead_letter, q) == 0)
+            nb_err_set(&err, 409, NB_E_CONFLICT, "queue %s is the dead-letter queue of %s", a->name,
+                       names[i] + strlen(prefix));
+    }
+    nb_q_names_free(names, n);
+    if (err.status || nb_q_delete_queue(a->api->q, q, &err) < 0) {
         nb_http_send_error(a->req, &err);
         return;
     }
@@ -2060,6 +2066,14 @@ static void r_queue_receive(route_args *a)
     }
     nb_q_msgs_free(m, (size_t)n);
     nb_http_send_json(a->req, 200, json_pack("{s:o}", "messages", arr));
+}
+
+static int hexdigit(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 static void r_queue_msg_delete(route_args *a)

@@ -209,6 +209,8 @@ class Async(NimbusTestCase):
         self.assertEqual(ok.status, 200, ok)
         st = d.api("GET", "/v1/queues/q1").json()["stats"]
         self.assertEqual((st["visible"], st["in_flight"], st["dead_lettered"]), (0, 0, 1), st)
+        # A dead-letter queue in use cannot be deleted.
+        self.assert_api_error(d.api("DELETE", "/v1/queues/dl1"), 409, "conflict")
 
     def test_subscription_with_a_partial_batch_failure(self):
         d = self.d
