@@ -14,6 +14,7 @@
 #include "gateway/alog.h"
 #include "events/async.h"
 #include "events/queue.h"
+#include "events/schedules.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -81,6 +82,7 @@ struct daemon {
     nb_gw *gw;
     nb_q *q;
     _Atomic(nb_async *) async; /* loop 0's dispatcher; NULL before it starts and once stopping */
+    nb_schd *schd;             /* loop 0's scheduler */
     int64_t drain_timeout_ms;
     int max_instances;     /* 0: sized from memory */
     int64_t max_memory_mb; /* 0: sized from memory */
@@ -276,7 +278,10 @@ static void on_ctl(uv_async_t *a)
         nb_http_stop_accepting(l->http);
         nb_http_stop_accepting(l->gw_http);
         nb_gw_loop_drain(l->gw);
-        if (l->index == 0) nb_async_stop(atomic_load(&l->d->async));
+        if (l->index == 0) {
+            nb_async_stop(atomic_load(&l->d->async));
+            nb_schd_stop(l->d->schd);
+        }
         l->order_done = ORDER_DRAIN;
     }
     if (order >= ORDER_STOP && l->order_done < ORDER_STOP) {
@@ -598,8 +603,11 @@ int nb_daemon_main(int argc, char **argv)
         nb_info("daemon", "%lld async events taken before a stop are delivered again",
                 (long long)released);
     atomic_store(&d.async, nb_async_new(d.loops[0].loop, d.loops[0].invoker, d.q, d.store));
-    for (int i = 0; i < d.nloops; i++)
+    d.schd = nb_schd_new(d.loops[0].loop, d.q, d.store);
+    for (int i = 0; i < d.nloops; i++) {
         d.loops[i].api.async = atomic_load(&d.async);
+        d.loops[i].api.schd = d.schd;
+    }
     int port = d.listen_port;
     for (int i = 0; i < d.nloops; i++) {
         /* Port 0: the first listener picks it, the others bind the same one. */
@@ -667,6 +675,8 @@ int nb_daemon_main(int argc, char **argv)
     nb_q_close(d.q);
     d.q = NULL;
     nb_async_free(async);
+    nb_schd_free(d.schd);
+    d.schd = NULL;
     for (int i = 0; i < d.nloops; i++)
         loop_release(&d.loops[i]);
     nb_info("daemon", "stopped cleanly");

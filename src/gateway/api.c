@@ -57,6 +57,12 @@ static void r_queue_receive(route_args *a);
 static void r_queue_msg_delete(route_args *a);
 static void r_queue_subscribe(route_args *a);
 static void r_queue_unsubscribe(route_args *a);
+static void r_schedules(route_args *a);
+static void r_schedule_put(route_args *a);
+static void r_schedule_get(route_args *a);
+static void r_schedule_delete(route_args *a);
+static void r_schedule_pause(route_args *a);
+static void r_schedule_resume(route_args *a);
 static void r_apis(route_args *a);
 static void r_api_put(route_args *a);
 static void r_api_get(route_args *a);
@@ -104,6 +110,12 @@ static const route routes[] = {
     {"DELETE", "/v1/queues/{name}/messages/{sub}", r_queue_msg_delete, 0},
     {"PUT", "/v1/queues/{name}/subscriptions/{sub}", r_queue_subscribe, 0},
     {"DELETE", "/v1/queues/{name}/subscriptions/{sub}", r_queue_unsubscribe, 0},
+    {"GET", "/v1/schedules", r_schedules, 0},
+    {"PUT", "/v1/schedules/{name}", r_schedule_put, 0},
+    {"GET", "/v1/schedules/{name}", r_schedule_get, 0},
+    {"DELETE", "/v1/schedules/{name}", r_schedule_delete, 0},
+    {"POST", "/v1/schedules/{name}/pause", r_schedule_pause, 0},
+    {"POST", "/v1/schedules/{name}/resume", r_schedule_resume, 0},
     {"GET", "/v1/apis", r_apis, 0},
     {"PUT", "/v1/apis/{name}", r_api_put, 0},
     {"GET", "/v1/apis/{name}", r_api_get, 0},
@@ -2173,4 +2185,140 @@ static void r_queue_unsubscribe_locked(route_args *a)
     }
     nb_async_reload(a->api->async);
     nb_http_send_json(a->req, 200, json_pack("{s:s}", "unsubscribed", a->sub));
+}
+
+/* ---------- schedules ---------- */
+
+ADMIN_LOCKED(a->api, r_schedule_put)
+ADMIN_LOCKED(a->api, r_schedule_delete)
+ADMIN_LOCKED(a->api, r_schedule_pause)
+ADMIN_LOCKED(a->api, r_schedule_resume)
+
+static json_t *schedule_view(nb_api *api, const nb_obj *o)
+{
+    json_t *b = obj_json(o);
+    json_t *v = nb_gw_admin_view("schedule", o->name, b, o->created_at, o->updated_at);
+    json_decref(b);
+    /* The payload as the JSON it is, the times as UTC text, and when it fires next. */
+    const char *p = json_string_value(json_object_get(v, "payload"));
+    if (p) json_object_set_new(v, "payload", json_loads(p, JSON_DECODE_ANY, NULL));
+    static const char *const times[] = {"start", "end"};
+    for (int i = 0; i < 2; i++) {
+        json_t *t = json_object_get(v, times[i]);
+        if (json_is_integer(t)) {
+            char iso[32];
+            nb_time_iso8601(json_integer_value(t) * 1000, iso, sizeof iso);
+            json_object_set_new(v, times[i], json_string(iso));
+        }
+    }
+    json_object_del(v, "created_s");
+    int64_t next = nb_schd_next_fire(api->schd, o->ns, o->name);
+    char iso[32];
+    if (next >= 0) nb_time_iso8601(next * 1000, iso, sizeof iso);
+    json_object_set_new(v, "next_fire", next >= 0 ? json_string(iso) : json_null());
+    return v;
+}
+
+static void r_schedules(route_args *a)
+{
+    nb_obj *objs;
+    size_t n;
+    nb_err err = {0};
+    if (a->api->store->ops->obj_list(a->api->store, a->ns, "schedule", NULL, &objs, &n, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, schedule_view(a->api, &objs[i]));
+    nb_obj_free_list(objs, n);
+    nb_http_send_json(a->req, 200, json_pack("{s:o}", "schedules", arr));
+}
+
+static void r_schedule_get(route_args *a)
+{
+    nb_obj o = {0};
+    json_t *j = obj_load(a, "schedule", a->name, &o);
+    if (!j) return;
+    json_decref(j);
+    json_t *v = schedule_view(a->api, &o);
+    nb_obj_clear(&o);
+    nb_http_send_json(a->req, 200, v);
+}
+
+/* Writes body as schedule a->name and answers with its view (status). */
+static void schedule_write(route_args *a, json_t *body, enum nb_obj_put_mode mode, int status)
+{
+    int created = 0;
+    if (obj_write(a, "schedule", a->name, body, mode, &created) < 0) return;
+    nb_schd_reload(a->api->schd);
+    nb_obj o = {0};
+    nb_err err = {0};
+    if (a->api->store->ops->obj_get(a->api->store, a->ns, "schedule", a->name, &o, &err) != 1) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    /* The scheduler reloads on its loop: its next firing may not be known yet. */
+    json_t *v = schedule_view(a->api, &o);
+    nb_obj_clear(&o);
+    nb_http_send_json(a->req, status ? status : created ? 201 : 200, v);
+}
+
+static void r_schedule_put_locked(route_args *a)
+{
+    if (!nb_fn_valid_name(a->name)) {
+        nb_http_error(a->req, 400, NB_E_INVALID_NAME, "invalid schedule name: [A-Za-z0-9_-]{1,64}");
+        return;
+    }
+    json_t *in = json_body(a);
+    if (!in) return;
+    nb_obj cur = {0};
+    nb_err err = {0};
+    int found = a->api->store->ops->obj_get(a->api->store, a->ns, "schedule", a->name, &cur, &err);
+    json_t *curj = found == 1 ? obj_json(&cur) : NULL;
+    json_t *body = found < 0 ? NULL : nb_schd_admin(in, curj, nb_now_ms() / 1000, &err);
+    json_decref(in);
+    json_decref(curj);
+    nb_obj_clear(&cur);
+    if (!body) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    schedule_write(a, body, NB_OBJ_UPSERT, 0);
+    json_decref(body);
+}
+
+static void schedule_state(route_args *a, const char *state)
+{
+    nb_obj cur = {0};
+    json_t *j = obj_load(a, "schedule", a->name, &cur);
+    nb_obj_clear(&cur);
+    if (!j) return;
+    json_object_set_new(j, "state", json_string(state));
+    schedule_write(a, j, NB_OBJ_UPDATE, 200);
+    json_decref(j);
+}
+
+static void r_schedule_pause_locked(route_args *a)
+{
+    schedule_state(a, "paused");
+}
+
+static void r_schedule_resume_locked(route_args *a)
+{
+    schedule_state(a, "enabled");
+}
+
+static void r_schedule_delete_locked(route_args *a)
+{
+    nb_err err = {0};
+    if (a->api->store->ops->obj_delete(a->api->store, a->ns, "schedule", a->name, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    char key[2 * NB_NAME_MAX + 2];
+    snprintf(key, sizeof key, "%s/%s", a->ns, a->name);
+    a->api->store->ops->obj_delete(a->api->store, "_system", "schedule_fired", key, &err);
+    nb_schd_reload(a->api->schd);
+    nb_http_send_json(a->req, 200, json_pack("{s:s}", "deleted", a->name));
 }

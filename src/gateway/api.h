@@ -14,6 +14,7 @@
 
 #include "events/async.h"
 #include "events/queue.h"
+#include "events/schedules.h"
 #include "gateway/alog.h"
 #include "gateway/gw.h"
 #include "invoke/invoke.h"
@@ -42,6 +43,7 @@ typedef struct nb_api {
     nb_q *q;                   /* durable queues (shared) */
     nb_async *async;           /* the dispatcher (loop 0's; any loop may read its stats) */
     nb_async_port *port;       /* this loop's mailbox: durable sends answer through it */
+    nb_schd *schd;             /* the scheduler (loop 0's; any loop may ask next firings) */
     int draining;
 } nb_api;
 

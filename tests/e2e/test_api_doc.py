@@ -161,6 +161,11 @@ class RoutesAnswer(NimbusTestCase):
         if path.startswith("/v1/queues"):
             p, body = self.queue_call(method, path)
             return d.api(method, p, body)
+        if path.startswith("/v1/schedules"):
+            d.api("PUT", "/v1/schedules/fs", {"expression": "rate(1 hour)", "function": "fn"})
+            body = {"expression": "rate(1 hour)", "function": "fn"} if method == "PUT" else None
+            return d.api(method, path.replace("{name}", "fs"), body if body is not None else
+                         (b"" if method == "POST" else None))
         if path.endswith("/events/redrive"):
             p = path.replace("{name}", "fn")
             return d.api(method, prefix + p[3:] if prefix else p, b"")

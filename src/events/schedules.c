@@ -1,0 +1,474 @@
+#include "events/schedules.h"
+
+#include "base/log.h"
+#include "base/util.h"
+#include "events/async.h"
+#include "events/cron.h"
+#include "events/tz.h"
+#include "function/function.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { CATCHUP_ONE, CATCHUP_NONE, CATCHUP_ALL };
+
+typedef struct sched_ent {
+    char ns[NB_NAME_MAX + 1], name[NB_NAME_MAX + 1], fn[NB_NAME_MAX + 1];
+    char *def; /* the stored body: an entry is rebuilt only when it changed */
+    char *payload;
+    nb_cron expr;
+    nb_tz *tz;
+    int64_t start, end, created;
+    int catchup, paused;
+    int64_t next; /* Unix seconds; -1: none */
+    int64_t last; /* the last firing made durable; 0: never */
+    int firing;   /* sends under way */
+    int seen;
+} sched_ent;
+
+struct nb_schd {
+    uv_loop_t *loop;
+    nb_q *q;
+    nb_store *store;
+    nb_async_port *port;
+    uv_timer_t timer;
+    uv_async_t wake;
+    pthread_mutex_t mu; /* ents (read by nb_schd_next_fire on any thread), reload */
+    sched_ent **ents;
+    size_t n;
+    int reload, stopping, loaded, closing;
+};
+
+/* ---------- the admin side ---------- */
+
+/* "2026-11-23T10:00:00Z" or a Unix time in seconds. */
+static int parse_time(const json_t *v, int64_t *out)
+{
+    if (json_is_integer(v)) {
+        *out = json_integer_value(v);
+        return *out >= 0 ? 0 : -1;
+    }
+    const char *s = json_string_value(v);
+    struct tm tm = {0};
+    char z = 0;
+    if (!s ||
+        sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%c", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+               &tm.tm_min, &tm.tm_sec, &z) != 7 ||
+        z != 'Z' || strlen(s) != 20)
+        return -1;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    *out = (int64_t)timegm(&tm);
+    return 0;
+}
+
+json_t *nb_schd_admin(const json_t *in, const json_t *cur, int64_t now_s, nb_err *err)
+{
+    static const char *const fields[] = {"expression", "function", "payload", "timezone", "start",
+                                         "end",        "catchup",  "state",   NULL};
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)in, k, v)
+    {
+        int ok = 0;
+        for (const char *const *f = fields; *f && !ok; f++)
+            ok = strcmp(*f, k) == 0;
+        if (!ok) {
+            nb_err_set(err, 400, NB_E_UNKNOWN_FIELD, "unknown field '%.64s'", k);
+            return NULL;
+        }
+    }
+    json_t *o = cur ? json_deep_copy(cur) : json_pack("{s:I}", "created_s", (json_int_t)now_s);
+    json_object_foreach((json_t *)in, k, v)
+    {
+        if (strcmp(k, "payload") == 0) {
+            /* Kept as the JSON text the function receives. */
+            char *text = json_is_null(v) ? NULL : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            json_object_set_new(o, k, text ? json_string(text) : json_null());
+            free(text);
+        } else if (strcmp(k, "start") == 0 || strcmp(k, "end") == 0) {
+            int64_t t;
+            if (!json_is_null(v) && parse_time(v, &t) < 0) {
+                nb_err_set(err, 400, NB_E_INVALID_VALUE,
+                           "%s must be a UTC time such as 2026-11-23T10:00:00Z, or null", k);
+                json_decref(o);
+                return NULL;
+            }
+            json_object_set_new(o, k, json_is_null(v) ? json_null() : json_integer(t));
+        } else {
+            json_object_set(o, k, v);
+        }
+    }
+    if (!json_object_get(o, "timezone")) json_object_set_new(o, "timezone", json_string("UTC"));
+    if (!json_object_get(o, "catchup")) json_object_set_new(o, "catchup", json_string("one"));
+    if (!json_object_get(o, "state")) json_object_set_new(o, "state", json_string("enabled"));
+    const char *expr = json_string_value(json_object_get(o, "expression"));
+    const char *fn = json_string_value(json_object_get(o, "function"));
+    const char *tzn = json_string_value(json_object_get(o, "timezone"));
+    const char *cu = json_string_value(json_object_get(o, "catchup"));
+    const char *st = json_string_value(json_object_get(o, "state"));
+    const char *payload = json_string_value(json_object_get(o, "payload"));
+    nb_cron c;
+    nb_tz *tz = NULL;
+    int rc = 0;
+    if (!expr)
+        rc = nb_err_set(err, 400, NB_E_INVALID_VALUE,
+                        "expression is required: rate(...), cron(...) or at(...)");
+    else if (nb_cron_parse(&c, expr, err) < 0)
+        rc = -1;
+    else if (!fn || !nb_fn_valid_name(fn))
+        rc = nb_err_set(err, 400, NB_E_INVALID_VALUE, "function must be a function name");
+    else if (!tzn || !(tz = nb_tz_load(tzn, err)))
+        rc = tzn ? nb_err_prefix(err, "timezone")
+                 : nb_err_set(err, 400, NB_E_INVALID_VALUE, "timezone must be a zone name");
+    else if (!cu || (strcmp(cu, "one") && strcmp(cu, "none") && strcmp(cu, "all")))
+        rc = nb_err_set(err, 400, NB_E_INVALID_VALUE, "catchup must be one, none or all");
+    else if (!st || (strcmp(st, "enabled") && strcmp(st, "paused")))
+        rc = nb_err_set(err, 400, NB_E_INVALID_VALUE, "state must be enabled or paused");
+    else if (payload && strlen(payload) > (256u << 10))
+        rc = nb_err_set(err, 400, NB_E_INVALID_VALUE, "payload is over 256 KiB");
+    nb_tz_free(tz);
+    if (rc < 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* ---------- the scheduler ---------- */
+
+static void ent_free(sched_ent *e)
+{
+    if (!e) return;
+    free(e->def);
+    free(e->payload);
+    nb_tz_free(e->tz);
+    free(e);
+}
+
+static int64_t next_after(const sched_ent *e, int64_t after)
+{
+    if (e->paused) return -1;
+    return nb_cron_next(&e->expr, e->tz, after, e->start, e->end);
+}
+
+static sched_ent *find_ent(nb_schd *s, const char *ns, const char *name)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->ents[i]->ns, ns) == 0 && strcmp(s->ents[i]->name, name) == 0)
+            return s->ents[i];
+    return NULL;
+}
+
+typedef struct fired {
+    nb_schd *s;
+    char ns[NB_NAME_MAX + 1], name[NB_NAME_MAX + 1];
+    int64_t t;
+    int ok;
+} fired;
+
+/* On the loop: a firing is durable (or was refused). */
+static void fired_on_loop(void *ud)
+{
+    fired *f = ud;
+    nb_schd *s = f->s;
+    pthread_mutex_lock(&s->mu);
+    sched_ent *e = find_ent(s, f->ns, f->name);
+    if (e) e->firing--;
+    if (e && f->ok && f->t > e->last) e->last = f->t;
+    if (e && !f->ok && (e->next < 0 || e->next > f->t)) e->next = f->t; /* again, shortly */
+    pthread_mutex_unlock(&s->mu);
+    if (f->ok) {
+        char key[2 * NB_NAME_MAX + 2], body[64];
+        snprintf(key, sizeof key, "%s/%s", f->ns, f->name);
+        snprintf(body, sizeof body, "{\"last\":%lld}", (long long)f->t);
+        nb_err err = {0};
+        if (s->store->ops->obj_put(s->store, "_system", "schedule_fired", key, body, NB_OBJ_UPSERT,
+                                   NULL, &err) < 0)
+            nb_warn("schedule", "%s: record the firing: %s", key, err.msg);
+    }
+    free(f);
+}
+
+static void fired_cb(void *ud, int status, const char *msg, char (*ids)[37], size_t n)
+{
+    (void)ids;
+    (void)n;
+    fired *f = ud;
+    f->ok = status == 0;
+    if (status != 0)
+        nb_warn("schedule", "%s/%s: firing refused (%s), tried again", f->ns, f->name,
+                msg ? msg : "");
+    nb_async_post(f->s->port, fired_on_loop, f);
+}
+
+/* Sends one firing of e for scheduled time t. Caller holds s->mu. */
+static void fire(nb_schd *s, sched_ent *e, int64_t t)
+{
+    char q[NB_Q_NAME_MAX + 1], when[32];
+    nb_async_fn_queue(e->ns, e->fn, q, sizeof q);
+    nb_err err = {0};
+    nb_q_config cfg = {.visibility_timeout_ms = 960000, .retention_ms = 14 * 86400000LL};
+    if (!nb_q_exists(s->q, q) && nb_q_create(s->q, q, &cfg, &err) < 0 && !nb_q_exists(s->q, q)) {
+        nb_warn("schedule", "%s/%s: %s", e->ns, e->name, err.msg);
+        return;
+    }
+    nb_time_iso8601(t * 1000, when, sizeof when);
+    json_t *attrs = json_pack("{s:s, s:s}", "schedule", e->name, "scheduled_time", when);
+    const char *body = e->payload ? e->payload : "{}";
+    nb_q_out out = {body, strlen(body), attrs, 0, NULL, 0};
+    fired *f = calloc(1, sizeof *f);
+    if (!f) abort();
+    f->s = s;
+    snprintf(f->ns, sizeof f->ns, "%s", e->ns);
+    snprintf(f->name, sizeof f->name, "%s", e->name);
+    f->t = t;
+    e->firing++;
+    if (nb_q_send(s->q, q, &out, 1, fired_cb, f, &err) < 0) {
+        nb_warn("schedule", "%s/%s: firing refused: %s", e->ns, e->name, err.msg);
+        e->firing--;
+        free(f);
+    }
+    json_decref(attrs);
+}
+
+/* After downtime (or a stalled loop): the firings missed before now, by the policy. */
+static void catch_up(nb_schd *s, sched_ent *e, int64_t now)
+{
+    if (e->next < 0 || e->next > now) return;
+    if (e->catchup == CATCHUP_ONE) {
+        fire(s, e, e->next);
+    } else if (e->catchup == CATCHUP_ALL) {
+        int64_t t = e->next;
+        for (int i = 0; t >= 0 && t <= now && i < NB_SCHD_CATCHUP_MAX; i++) {
+            fire(s, e, t);
+            t = next_after(e, t);
+        }
+    }
+    e->next = next_after(e, now);
+}
+
+static sched_ent *build_ent(const nb_obj *o, nb_err *err)
+{
+    json_t *j = json_loads(o->body, 0, NULL);
+    if (!j) return NULL;
+    sched_ent *e = calloc(1, sizeof *e);
+    if (!e) abort();
+    snprintf(e->ns, sizeof e->ns, "%s", o->ns);
+    snprintf(e->name, sizeof e->name, "%s", o->name);
+    snprintf(e->fn, sizeof e->fn, "%s", json_string_value(json_object_get(j, "function")) ?: "");
+    e->def = strdup(o->body);
+    const char *p = json_string_value(json_object_get(j, "payload"));
+    e->payload = p ? strdup(p) : NULL;
+    const char *cu = json_string_value(json_object_get(j, "catchup")) ?: "one";
+    e->catchup = strcmp(cu, "none") == 0  ? CATCHUP_NONE
+                 : strcmp(cu, "all") == 0 ? CATCHUP_ALL
+                                          : CATCHUP_ONE;
+    e->paused = strcmp(json_string_value(json_object_get(j, "state")) ?: "", "paused") == 0;
+    json_t *st = json_object_get(j, "start"), *en = json_object_get(j, "end");
+    e->start = json_is_integer(st) ? json_integer_value(st)
+                                   : json_integer_value(json_object_get(j, "created_s"));
+    e->end = json_is_integer(en) ? json_integer_value(en) : NB_CRON_NO_END;
+    e->created = json_integer_value(json_object_get(j, "created_s"));
+    int ok =
+        e->def &&
+        nb_cron_parse(&e->expr, json_string_value(json_object_get(j, "expression")) ?: "", err) ==
+            0 &&
+        (e->tz = nb_tz_load(json_string_value(json_object_get(j, "timezone")) ?: "UTC", err)) !=
+            NULL;
+    json_decref(j);
+    if (!ok) {
+        ent_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+static void arm(nb_schd *s);
+
+static void load(nb_schd *s)
+{
+    nb_obj *objs = NULL, *fired_objs = NULL;
+    size_t n = 0, nf = 0;
+    nb_err err = {0};
+    if (s->store->ops->obj_list(s->store, NULL, "schedule", NULL, &objs, &n, &err) < 0) {
+        nb_warn("schedule", "read schedules: %s", err.msg);
+        return;
+    }
+    int first = !s->loaded;
+    if (first && s->store->ops->obj_list(s->store, "_system", "schedule_fired", NULL, &fired_objs,
+                                         &nf, &err) < 0)
+        nb_warn("schedule", "read firings: %s", err.msg);
+    int64_t now = nb_now_ms() / 1000;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->n; i++)
+        s->ents[i]->seen = 0;
+    sched_ent **ents = calloc(n + 1, sizeof *ents);
+    if (!ents) abort();
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(objs[i].ns, "_system") == 0) continue;
+        sched_ent *old = find_ent(s, objs[i].ns, objs[i].name);
+        if (old && strcmp(old->def, objs[i].body) == 0) {
+            old->seen = 1;
+            ents[k++] = old;
+            continue;
+        }
+        nb_err e2 = {0};
+        sched_ent *e = build_ent(&objs[i], &e2);
+        if (!e) {
+            nb_warn("schedule", "%s/%s skipped: %s", objs[i].ns, objs[i].name, e2.msg);
+            continue;
+        }
+        if (old) {
+            e->last = old->last;
+            e->firing = old->firing;
+        }
+        char key[2 * NB_NAME_MAX + 2];
+        snprintf(key, sizeof key, "%s/%s", e->ns, e->name);
+        for (size_t f = 0; first && f < nf; f++) {
+            if (strcmp(fired_objs[f].name, key) != 0) continue;
+            json_t *fj = json_loads(fired_objs[f].body, 0, NULL);
+            e->last = json_integer_value(json_object_get(fj, "last"));
+            json_decref(fj);
+        }
+        /* At start, a schedule resumes after its last firing, or its creation if it never
+         * fired, catching up what it missed while the daemon was down; one created or changed
+         * while running starts from now. */
+        int64_t base = e->last > 0 ? e->last : e->created;
+        if (first && base > 0 && base < now) {
+            e->next = next_after(e, base);
+            catch_up(s, e, now);
+        } else {
+            e->next = next_after(e, now - 1);
+        }
+        e->seen = 1;
+        ents[k++] = e;
+    }
+    for (size_t i = 0; i < s->n; i++)
+        if (!s->ents[i]->seen) ent_free(s->ents[i]);
+    free(s->ents);
+    s->ents = ents;
+    s->n = k;
+    s->loaded = 1;
+    pthread_mutex_unlock(&s->mu);
+    nb_obj_free_list(objs, n);
+    nb_obj_free_list(fired_objs, nf);
+    arm(s);
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* The timer for the earliest next firing. */
+static void arm(nb_schd *s)
+{
+    if (s->stopping) return;
+    int64_t earliest = -1;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->n; i++)
+        if (s->ents[i]->next >= 0 && (earliest < 0 || s->ents[i]->next < earliest))
+            earliest = s->ents[i]->next;
+    pthread_mutex_unlock(&s->mu);
+    uv_timer_stop(&s->timer);
+    if (earliest < 0) return;
+    int64_t delay = earliest * 1000 - nb_now_ms();
+    /* A firing that could not be made durable is tried again in a second, not in a loop. */
+    uv_timer_start(&s->timer, on_timer, (uint64_t)(delay < 0 ? 0 : delay), 0);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    nb_schd *s = t->data;
+    if (s->stopping) return;
+    int64_t now_ms = nb_now_ms(), now = now_ms / 1000;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->n; i++) {
+        sched_ent *e = s->ents[i];
+        if (e->next < 0 || e->next * 1000 > now_ms) continue;
+        int64_t due = e->next;
+        fire(s, e, due);
+        /* From the schedule, not from now: no drift. Behind by more than a period (a stalled
+         * loop), the firing just made stands for the ones missed meanwhile. */
+        e->next = next_after(e, due);
+        if (e->next >= 0 && e->next < now) e->next = next_after(e, now - 1);
+    }
+    pthread_mutex_unlock(&s->mu);
+    arm(s);
+}
+
+static void on_wake(uv_async_t *w)
+{
+    nb_schd *s = w->data;
+    pthread_mutex_lock(&s->mu);
+    int reload = s->reload;
+    s->reload = 0;
+    pthread_mutex_unlock(&s->mu);
+    if (reload && !s->stopping) load(s);
+}
+
+nb_schd *nb_schd_new(uv_loop_t *loop, nb_q *q, nb_store *store)
+{
+    nb_schd *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    s->loop = loop;
+    s->q = q;
+    s->store = store;
+    pthread_mutex_init(&s->mu, NULL);
+    s->port = nb_async_port_new(loop);
+    uv_timer_init(loop, &s->timer);
+    s->timer.data = s;
+    uv_async_init(loop, &s->wake, on_wake);
+    s->wake.data = s;
+    load(s);
+    return s;
+}
+
+void nb_schd_reload(nb_schd *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    s->reload = 1;
+    pthread_mutex_unlock(&s->mu);
+    uv_async_send(&s->wake);
+}
+
+void nb_schd_stop(nb_schd *s)
+{
+    if (!s) return;
+    s->stopping = 1;
+    uv_timer_stop(&s->timer);
+}
+
+static void closed(uv_handle_t *h)
+{
+    nb_schd *s = h->data;
+    if (--s->closing > 0) return;
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+void nb_schd_free(nb_schd *s)
+{
+    if (!s) return;
+    nb_async_port_free(s->port);
+    for (size_t i = 0; i < s->n; i++)
+        ent_free(s->ents[i]);
+    free(s->ents);
+    s->ents = NULL;
+    s->n = 0;
+    s->closing = 2;
+    uv_close((uv_handle_t *)&s->timer, closed);
+    uv_close((uv_handle_t *)&s->wake, closed);
+}
+
+int64_t nb_schd_next_fire(nb_schd *s, const char *ns, const char *name)
+{
+    if (!s) return -1;
+    pthread_mutex_lock(&s->mu);
+    sched_ent *e = find_ent(s, ns, name);
+    int64_t next = e ? e->next : -1;
+    pthread_mutex_unlock(&s->mu);
+    return next;
+}
