@@ -33,10 +33,10 @@ class Schedules(NimbusTestCase):
         d.api("POST", "/v1/schedules/every/pause")
         times = [t for t, _ in self.events("every")]
         self.assertGreaterEqual(len(times), 9, times)
-        # Firing k comes k seconds after the first: the schedule, not the previous firing,
-        # sets the time, so lateness does not add up.
-        drift = [round(t - times[0] - k, 3) for k, t in enumerate(times)]
-        self.assertLess(max(abs(x) for x in drift), 0.5, drift)
+        # Firing k comes k seconds after the second (the first may wait for a cold start): the
+        # schedule, not the previous firing, sets the time, so lateness does not add up.
+        drift = [round(t - times[1] - (k - 1), 3) for k, t in enumerate(times)][1:]
+        self.assertLess(max(abs(x) for x in drift), 0.3, drift)
         n = len(self.events("every"))
         time.sleep(2)
         self.assertEqual(len(self.events("every")), n)  # paused: no more firings
