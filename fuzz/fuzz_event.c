@@ -60,7 +60,7 @@ static int same_text(const char *got, size_t glen, const char *want, size_t wlen
 {
     size_t g = 0;
     for (size_t w = 0; w < wlen;) {
-        size_t n = utf8_seq((const unsigned char *)want + w, wlen - w);
+        size_t n = nb_utf8_seq(want + w, wlen - w);
         if (n) {
             if (glen - g < n || memcmp(got + g, want + w, n) != 0) return 0;
             g += n;

@@ -268,10 +268,9 @@ fail : {
 }
 }
 
-/* Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no surrogates, <= U+10FFFF),
- * or 0; left: the bytes available from p. */
-static size_t utf8_seq_n(const unsigned char *p, size_t left)
+size_t nb_utf8_seq(const void *ptr, size_t left)
 {
+    const unsigned char *p = ptr;
     unsigned char c = p[0];
     size_t n = c < 0x80                 ? 1
                : c >= 0xC2 && c <= 0xDF ? 2
@@ -291,25 +290,23 @@ int nb_utf8_valid(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < len;) {
-        size_t n = utf8_seq_n(p + i, len - i);
+        if (p[i] < 0x80) { /* the common case, without the call */
+            i++;
+            continue;
+        }
+        size_t n = nb_utf8_seq(p + i, len - i);
         if (!n) return 0;
         i += n;
     }
     return 1;
 }
 
-/* The same on a NUL-terminated string: a NUL is never a continuation byte, so the check stops
- * there and never reads past it. */
-static size_t utf8_seq(const unsigned char *p)
-{
-    return utf8_seq_n(p, 4);
-}
-
 void nb_utf8_scrub(char *s)
 {
     unsigned char *p = (unsigned char *)s;
     while (*p) {
-        size_t n = utf8_seq(p);
+        /* A NUL is never a continuation byte: the check stops there, never reading past it. */
+        size_t n = nb_utf8_seq(p, 4);
         if (n == 0) {
             *p++ = '?';
         } else {

@@ -22,6 +22,9 @@ void nb_sha256_hex(const void *data, size_t len, char out[65]);
 /* Replaces each byte of s that is not part of a valid UTF-8 sequence (a truncated character at
  * the end included) with '?', in place: text built from request bytes can then go into JSON. */
 void nb_utf8_scrub(char *s);
+/* Length of the valid UTF-8 sequence at p (RFC 3629: no overlong forms, no surrogates, nothing
+ * past U+10FFFF), or 0 when it is not one; left: the bytes available from p (>= 1). */
+size_t nb_utf8_seq(const void *p, size_t left);
 /* Whether the len bytes at s are valid UTF-8 (NUL bytes included as characters). */
 int nb_utf8_valid(const char *s, size_t len);
 /* Constant-time comparison of two strings of possibly different length. */

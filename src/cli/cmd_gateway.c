@@ -332,7 +332,6 @@ static int api_update(nb_cli__ctx *x)
     return api_put(x, 1);
 }
 
-/* A GET or DELETE of one object or a collection: the answer in *out. */
 static void api_row(const json_t *o, char c[][256])
 {
     const json_t *cors = json_object_get(o, "cors"), *jwt = json_object_get(o, "jwt");

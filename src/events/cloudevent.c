@@ -83,44 +83,6 @@ static int is_text_type(const char *ct)
     return istarts(p, n, "text/");
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0: overlong forms, surrogates and code
- * points past U+10FFFF are not valid. */
-static size_t utf8_seq(const unsigned char *p, size_t left)
-{
-    unsigned char c = p[0];
-    size_t n;
-    unsigned lo = 0x80, hi = 0xbf;
-    if (c < 0x80) return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        if (c == 0xe0) lo = 0xa0;
-        if (c == 0xed) hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        if (c == 0xf0) lo = 0x90;
-        if (c == 0xf4) hi = 0x8f;
-    } else {
-        return 0;
-    }
-    if (left < n || p[1] < lo || p[1] > hi) return 0;
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xbf) return 0;
-    return n;
-}
-
-static int utf8_valid(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < len;) {
-        size_t n = utf8_seq(p + i, len - i);
-        if (!n) return 0;
-        i += n;
-    }
-    return 1;
-}
-
 /* The spec's String excludes C0 controls, DEL and C1 controls (U+0080..U+009F, which UTF-8
  * writes as C2 80..C2 9F). The text is already valid UTF-8 here. */
 static int has_control(const char *s, size_t len)
@@ -447,7 +409,7 @@ static long decode_value(const char *s, size_t n, char *out)
         out[w++] = (char)(hi << 4 | lo); /* in place: w never passes i */
         i += 2;
     }
-    return utf8_valid(out, w) ? (long)w : -1;
+    return nb_utf8_valid(out, w) ? (long)w : -1;
 }
 
 static json_t *from_binary(const char *content_type, const nb_ce_header *h, size_t nh,
@@ -514,7 +476,7 @@ static json_t *from_binary(const char *content_type, const nb_ce_header *h, size
                 goto fail;
             }
             json_object_set_new(ev, "data", data);
-        } else if (is_text_type(content_type) && utf8_valid(body, len)) {
+        } else if (is_text_type(content_type) && nb_utf8_valid(body, len)) {
             json_object_set_new(ev, "data", json_stringn(body, len));
         } else {
             size_t blen;

@@ -495,39 +495,6 @@ void nb_alog_close(nb_alog *a)
 
 /* ---- queries ---- */
 
-/* The length of the valid UTF-8 sequence at s, or 0: overlong forms, surrogates and code
- * points past U+10FFFF are invalid, as jansson has them. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    size_t len;
-    uint32_t cp, min;
-    if ((c & 0xE0) == 0xC0) {
-        len = 2, cp = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-        len = 3, cp = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-        len = 4, cp = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < len) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = cp << 6 | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return len;
-}
-
-static bool utf8_valid(const unsigned char *s, size_t n)
-{
-    for (size_t i = 0, k; i < n; i += k)
-        if (!(k = utf8_seq(s + i, n - i))) return false;
-    return true;
-}
-
 /* A text column as a JSON string. Paths and headers come from the network, so bytes that are
  * not UTF-8 become '?' rather than losing the field. */
 static json_t *text_json(sqlite3_stmt *st, int col)
@@ -535,12 +502,12 @@ static json_t *text_json(sqlite3_stmt *st, int col)
     const unsigned char *s = sqlite3_column_text(st, col);
     size_t n = (size_t)sqlite3_column_bytes(st, col);
     if (!s) return json_string("");
-    if (utf8_valid(s, n)) return json_stringn_nocheck((const char *)s, n);
+    if (nb_utf8_valid((const char *)s, n)) return json_stringn_nocheck((const char *)s, n);
     char *fixed = malloc(n ? n : 1);
     if (!fixed) abort();
     size_t o = 0;
     for (size_t i = 0, k; i < n; i += k) {
-        k = utf8_seq(s + i, n - i);
+        k = nb_utf8_seq(s + i, n - i);
         if (k) {
             memcpy(fixed + o, s + i, k);
             o += k;
@@ -608,7 +575,7 @@ static json_t *row_json(sqlite3_stmt *st)
         const unsigned char *b = sqlite3_column_blob(st, 16);
         size_t n = (size_t)sqlite3_column_bytes(st, 16);
         if (!b) b = (const unsigned char *)"";
-        if (utf8_valid(b, n)) {
+        if (nb_utf8_valid((const char *)b, n)) {
             json_object_set_new(o, "body", json_stringn_nocheck((const char *)b, n));
         } else {
             json_object_set_new(o, "body", base64_json(b, n));

@@ -1095,12 +1095,18 @@ static void r_api_delete_locked(route_args *a)
     nb_http_send_json(a->req, 200, json_pack("{s:s}", "deleted", a->name));
 }
 
-static void r_routes(route_args *a)
+/* An API's objects of kind (named "API/..."), listed under key. */
+static void list_of_api(route_args *a, const char *kind, const char *key)
 {
     if (!api_exists(a)) return;
     char prefix[NB_NAME_MAX + 2];
     snprintf(prefix, sizeof prefix, "%s/", a->name);
-    list_kind(a, "route", prefix, "routes");
+    list_kind(a, kind, prefix, key);
+}
+
+static void r_routes(route_args *a)
+{
+    list_of_api(a, "route", "routes");
 }
 
 static void r_route_add_locked(route_args *a)
@@ -1198,10 +1204,7 @@ static int split_consumer(route_args *a, const char *c, char *ns, char *name)
 
 static void r_shares(route_args *a)
 {
-    if (!api_exists(a)) return;
-    char prefix[NB_NAME_MAX + 2];
-    snprintf(prefix, sizeof prefix, "%s/", a->name);
-    list_kind(a, "share", prefix, "shares");
+    list_of_api(a, "share", "shares");
 }
 
 static void r_share_add_locked(route_args *a)

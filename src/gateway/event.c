@@ -1,5 +1,7 @@
 #include "gateway/event.h"
 
+#include "base/util.h"
+
 #include "base/buf.h"
 
 #include <jansson.h>
@@ -40,48 +42,6 @@ static inline void puts_(nb_buf *b, const char *s)
     put(b, s, strlen(s));
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 when it is not one (overlong forms,
- * surrogates and code points past U+10FFFF are not). */
-static size_t utf8_seq(const unsigned char *p, size_t left)
-{
-    unsigned char c = p[0];
-    size_t n;
-    unsigned lo = 0x80, hi = 0xbf;
-    if (c < 0x80) return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        if (c == 0xe0) lo = 0xa0;
-        if (c == 0xed) hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        if (c == 0xf0) lo = 0x90;
-        if (c == 0xf4) hi = 0x8f;
-    } else {
-        return 0;
-    }
-    if (left < n || p[1] < lo || p[1] > hi) return 0;
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xbf) return 0;
-    return n;
-}
-
-static int utf8_valid(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < len;) {
-        if (p[i] < 0x80) {
-            i++;
-            continue;
-        }
-        size_t n = utf8_seq(p + i, len - i);
-        if (!n) return 0;
-        i += n;
-    }
-    return 1;
-}
-
 /* The bytes as the inside of a JSON string: quote, backslash and controls escaped, invalid
  * UTF-8 replaced byte by byte with U+FFFD so the event is always valid JSON. In an object key
  * a NUL is replaced too: "\u0000" is valid JSON, but several parsers (jansson among them)
@@ -109,7 +69,7 @@ static void esc(nb_buf *b, const char *s, size_t len, int key)
             continue;
         }
         if (c >= 0x80) {
-            size_t n = utf8_seq(p + i, len - i);
+            size_t n = nb_utf8_seq(p + i, len - i);
             if (n) {
                 i += n;
                 continue;
@@ -583,7 +543,7 @@ char *nb_ev_build(const nb_ev_request *r, size_t *len)
     if (r->body.len) {
         const nb_ev_str *ct = header(r, "content-type");
         /* a textual type with bytes that are not UTF-8 would lose them in a JSON string */
-        b64 = (ct && !textual(ct)) || !utf8_valid(r->body.p, r->body.len);
+        b64 = (ct && !textual(ct)) || !nb_utf8_valid(r->body.p, r->body.len);
         put(&out, ",", 1);
         put_key(&out, "body");
         put(&out, "\"", 1);
