@@ -103,6 +103,16 @@ void nb_async_user_queue(const char *ns, const char *name, char *out, size_t siz
     snprintf(out, size, "q/%s/%s", ns, name);
 }
 
+void nb_async_topic_queue(const char *ns, const char *name, char *out, size_t size)
+{
+    snprintf(out, size, "t/%s/%s", ns, name);
+}
+
+void nb_async_bus_queue(const char *ns, char *out, size_t size)
+{
+    snprintf(out, size, "bus/%s", ns);
+}
+
 /* "fn/NS/NAME" -> ns, name. */
 static int split_queue(const char *q, const char *prefix, char *ns, char *name)
 {
@@ -347,19 +357,22 @@ static void job_send(job *j, const char *queue, const char *body, size_t len, co
 
 /* The destination "function:NAME" or "queue:NAME" of namespace ns as a queue name, creating a
  * function's async queue if needed. 0, or -1 when it cannot be used. */
-static int target_queue(nb_async *a, const char *ns, const char *target, char *out, size_t size)
+int nb_async_target_queue(nb_q *q, const char *ns, const char *target, char *out, size_t size)
 {
     nb_err err = {0};
     if (strncmp(target, "queue:", 6) == 0) {
         nb_async_user_queue(ns, target + 6, out, size);
-        return nb_q_exists(a->q, out) ? 0 : -1;
+        return nb_q_exists(q, out) ? 0 : -1;
+    }
+    if (strncmp(target, "topic:", 6) == 0) {
+        nb_async_topic_queue(ns, target + 6, out, size);
+        return nb_q_exists(q, out) ? 0 : -1;
     }
     if (strncmp(target, "function:", 9) == 0) {
         nb_async_fn_queue(ns, target + 9, out, size);
         nb_q_config cfg = {.visibility_timeout_ms = 960000, .retention_ms = 14 * 86400000LL};
         /* A 409 means another creator won the race: the queue is there, which is all we need. */
-        if (!nb_q_exists(a->q, out) && nb_q_create(a->q, out, &cfg, &err) < 0 &&
-            !nb_q_exists(a->q, out))
+        if (!nb_q_exists(q, out) && nb_q_create(q, out, &cfg, &err) < 0 && !nb_q_exists(q, out))
             return -1;
         return 0;
     }
@@ -418,7 +431,7 @@ static void succeed(job *j, const nb_fn_scaling *sc)
     j->pending_sends = 1; /* held until every send is started */
     char q[NB_Q_NAME_MAX + 1];
     if (sc->on_success[0]) {
-        if (target_queue(j->a, j->src->ns, sc->on_success, q, sizeof q) == 0) {
+        if (nb_async_target_queue(j->a->q, j->src->ns, sc->on_success, q, sizeof q) == 0) {
             size_t len;
             char *rec = invocation_record(j, "Success", 1, &len);
             job_send(j, q, rec, len, NULL, 0, NULL, 0);
@@ -443,12 +456,13 @@ static void fail(job *j, const nb_fn_scaling *sc, const char *condition)
     j->pending_sends = 1;
     nb_info("async", "%s/%s: event %s failed (%s after %d attempts)", j->src->ns, j->src->fn,
             event_id(m), condition, j->attempts);
-    if (sc && sc->on_failure[0] && target_queue(a, j->src->ns, sc->on_failure, q, sizeof q) == 0) {
+    if (sc && sc->on_failure[0] &&
+        nb_async_target_queue(a->q, j->src->ns, sc->on_failure, q, sizeof q) == 0) {
         job_send(j, q, rec, len, NULL, 0, NULL, 0);
         delivered = 1;
     }
     if (sc && sc->dead_letter[0] &&
-        target_queue(a, j->src->ns, sc->dead_letter, q, sizeof q) == 0) {
+        nb_async_target_queue(a->q, j->src->ns, sc->dead_letter, q, sizeof q) == 0) {
         json_t *attrs =
             json_pack("{s:s, s:s, s:s}", "RequestID", event_id(m), "ErrorCode", condition,
                       "ErrorMessage", j->error_type[0] ? j->error_type : condition);

@@ -46,6 +46,13 @@ void nb_async_port_free(nb_async_port *p);
 void nb_async_fn_queue(const char *ns, const char *fn, char *out, size_t size);
 void nb_async_failed_queue(const char *ns, const char *fn, char *out, size_t size);
 void nb_async_user_queue(const char *ns, const char *name, char *out, size_t size);
+/* A topic's messages before fan-out ("t/NS/NAME"; the queue exists iff the topic does), and a
+ * namespace's event bus before its rules route the events ("bus/NS"). */
+void nb_async_topic_queue(const char *ns, const char *name, char *out, size_t size);
+void nb_async_bus_queue(const char *ns, char *out, size_t size);
+/* The queue behind a target written "function:NAME" (created on demand), "queue:NAME" or
+ * "topic:NAME" (both must exist). 0, or -1 when there is none. Any thread. */
+int nb_async_target_queue(nb_q *q, const char *ns, const char *target, char *out, size_t size);
 
 /* On loop's thread. store: for subscriptions (objects of kind "subscription"). */
 nb_async *nb_async_new(uv_loop_t *loop, nb_invoker *iv, nb_q *q, nb_store *store);
