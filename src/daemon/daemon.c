@@ -13,6 +13,7 @@
 #include "gateway/gw.h"
 #include "gateway/alog.h"
 #include "events/async.h"
+#include "events/fan.h"
 #include "events/queue.h"
 #include "events/schedules.h"
 
@@ -83,6 +84,8 @@ struct daemon {
     nb_q *q;
     _Atomic(nb_async *) async; /* loop 0's dispatcher; NULL before it starts and once stopping */
     nb_schd *schd;             /* loop 0's scheduler */
+    /* Loop 0's forwarder (topic fan-out, event rules); published once its sources are set. */
+    _Atomic(nb_fan *) fan;
     int64_t drain_timeout_ms;
     int max_instances;     /* 0: sized from memory */
     int64_t max_memory_mb; /* 0: sized from memory */
@@ -137,6 +140,7 @@ static void on_q_notify(void *ud, const char *queue)
 {
     daemon_t *d = ud;
     nb_async_notify(atomic_load(&d->async), queue);
+    nb_fan_notify(atomic_load(&d->fan), queue);
 }
 
 /* "host:port\n" as clients write it (IPv6 in brackets). */
@@ -280,6 +284,7 @@ static void on_ctl(uv_async_t *a)
         nb_gw_loop_drain(l->gw);
         if (l->index == 0) {
             nb_async_stop(atomic_load(&l->d->async));
+            nb_fan_stop(atomic_load(&l->d->fan));
             nb_schd_stop(l->d->schd);
         }
         l->order_done = ORDER_DRAIN;
@@ -320,7 +325,8 @@ static void drain_tick(uv_timer_t *t)
     daemon_t *d = t->data;
     /* Async events whose invocation ended but whose settlement (a retry copy, a destination
      * record, the delete) is not written yet count too: stopping before would run them again. */
-    size_t left = nb_sched_inflight(d->sched) + (size_t)nb_async_inflight(atomic_load(&d->async));
+    size_t left = nb_sched_inflight(d->sched) + (size_t)nb_async_inflight(atomic_load(&d->async)) +
+                  (size_t)nb_fan_inflight(atomic_load(&d->fan));
     if (left == 0 || nb_mono_us() >= d->drain_deadline_us) {
         if (left) nb_warn("daemon", "drain deadline passed with %zu invocations in flight", left);
         finish_shutdown(d);
@@ -604,6 +610,9 @@ int nb_daemon_main(int argc, char **argv)
                 (long long)released);
     atomic_store(&d.async, nb_async_new(d.loops[0].loop, d.loops[0].invoker, d.q, d.store));
     d.schd = nb_schd_new(d.loops[0].loop, d.q, d.store);
+    nb_fan *fan = nb_fan_new(d.loops[0].loop, d.q);
+    /* Its sources are registered here, before the queue store's writer thread can see it. */
+    atomic_store(&d.fan, fan);
     for (int i = 0; i < d.nloops; i++) {
         d.loops[i].api.async = atomic_load(&d.async);
         d.loops[i].api.schd = d.schd;
@@ -675,6 +684,7 @@ int nb_daemon_main(int argc, char **argv)
     nb_q_close(d.q);
     d.q = NULL;
     nb_async_free(async);
+    nb_fan_free(atomic_exchange(&d.fan, NULL));
     nb_schd_free(d.schd);
     d.schd = NULL;
     for (int i = 0; i < d.nloops; i++)

@@ -48,7 +48,8 @@ int nb_fan_plan_add(nb_fan_plan *p, const char *queue, const char *body, size_t 
 typedef int (*nb_fan_planner)(void *ud, const char *queue, const nb_q_msg *m, nb_fan_plan *plan);
 
 nb_fan *nb_fan_new(uv_loop_t *loop, nb_q *q);
-/* Registers a source before the first notify; prefix e.g. "t/" or "bus/". Sources whose
+/* Registers a source; every source before the fan is handed to whoever calls nb_fan_notify
+ * (the list is read from other threads without a lock); prefix e.g. "t/" or "bus/". Sources whose
  * queues already hold messages are picked up at once (a restart's backlog). */
 void nb_fan_source(nb_fan *f, const char *prefix, nb_fan_planner fn, void *ud);
 /* Any thread: queue has visible messages (the nb_q notify callback; queues of no source are
@@ -61,8 +62,9 @@ int nb_fan_inflight(const nb_fan *f);
 /* After the queue store is closed (its callbacks have run). Loop thread. */
 void nb_fan_free(nb_fan *f);
 
-/* The id of the copy of message id `src_id` for target queue `queue`: a UUID-shaped digest, so
- * the same forwarding repeated after a crash gives the same id. out: 37 bytes. */
-void nb_fan_copy_id(const char *src_id, const char *queue, char out[37]);
+/* The id of copy number `index` (in the plan) of message `src_id` for target queue `queue`: a
+ * UUID-shaped digest, so the same forwarding repeated after a crash gives the same ids, while
+ * two copies for one queue (two rules naming the same target) stay two. out: 37 bytes. */
+void nb_fan_copy_id(const char *src_id, const char *queue, unsigned index, char out[37]);
 
 #endif
