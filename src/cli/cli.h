@@ -83,6 +83,7 @@ int nb_cli_client(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_queue(const nb_cli_globals *g, int argc, char **argv);
 /* Schedules (cmd_schedule.c): `nimbus schedule SUB ...`. */
 int nb_cli_schedule(const nb_cli_globals *g, int argc, char **argv);
+int nb_cli_service(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_events(const nb_cli_globals *g, int argc, char **argv);
 
 /* ---- option parsing ---- */
