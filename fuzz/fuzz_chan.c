@@ -49,10 +49,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         if (n < 0) break;
         CHECK((size_t)n <= left && n >= 5);
-        CHECK(m.type >= NB_CHAN_READY && m.type <= NB_CHAN_FATAL_ERROR);
+        CHECK(m.type >= NB_CHAN_READY && m.type <= NB_CHAN_CALL_RESULT);
         CHECK(inside(m.request_id, p, (size_t)n) && inside(m.function_arn, p, (size_t)n));
         CHECK(inside(m.trace_id, p, (size_t)n) && inside(m.client_context, p, (size_t)n));
         CHECK(inside(m.error_type, p, (size_t)n) && inside(m.body, p, (size_t)n));
+        CHECK(inside(m.op, p, (size_t)n) && inside(m.target, p, (size_t)n));
+        CHECK(inside(m.attrs, p, (size_t)n) && inside(m.error_code, p, (size_t)n));
 
         nb_buf_reset(&out);
         CHECK(nb_chan_encode(&out, &m) == 0);

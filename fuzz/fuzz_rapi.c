@@ -37,16 +37,21 @@ static void summarise(nb_buf *log, const nb_rapi_req *r)
     CHECK(r->body.len <= NB_RAPI_MAX_BODY);
     CHECK(!r->too_large || r->body.len == 0);
     CHECK(r->error_body.len <= r->error_body.max);
+    CHECK(r->attrs.len <= NB_RAPI_MAX_ATTRS && (!r->attrs_too_large || r->attrs.len == 0));
     uint64_t h = 1469598103934665603ull; /* FNV-1a of the body */
     for (size_t i = 0; i < r->body.len; i++)
         h = (h ^ (uint8_t)r->body.data[i]) * 1099511628211ull;
     uint64_t e = 1469598103934665603ull;
     for (size_t i = 0; i < r->error_body.len; i++)
         e = (e ^ (uint8_t)r->error_body.data[i]) * 1099511628211ull;
-    nb_buf_appendf(log, "%s|%s|%d|%d|%s|%s|%s|%d|%zu:%llx|%zu:%llx\n", r->method, r->path,
-                   r->keep_alive, r->too_large, r->error_type, r->response_mode, r->content_type,
-                   r->has_error_body_trailer, r->error_body.len, (unsigned long long)e, r->body.len,
-                   (unsigned long long)h);
+    uint64_t a = 1469598103934665603ull;
+    for (size_t i = 0; i < r->attrs.len; i++)
+        a = (a ^ (uint8_t)r->attrs.data[i]) * 1099511628211ull;
+    nb_buf_appendf(log, "%s|%s|%d|%d|%s|%s|%s|%d|%zu:%llx|%zu:%llx|%d:%zu:%llx\n", r->method,
+                   r->path, r->keep_alive, r->too_large, r->error_type, r->response_mode,
+                   r->content_type, r->has_error_body_trailer, r->error_body.len,
+                   (unsigned long long)e, r->body.len, (unsigned long long)h, r->attrs_too_large,
+                   r->attrs.len, (unsigned long long)a);
 }
 
 /* Feeds in[0..len) cut at cuts[0] and cuts[1]; returns 1 on a protocol error. */

@@ -75,7 +75,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         if (n == 0) break;
         CHECK((size_t)n <= left && n >= 5);
-        CHECK(f.type >= NIMBUS__FRAME_READY && f.type <= NIMBUS__FRAME_INIT_ERROR);
+        CHECK((f.type >= NIMBUS__FRAME_READY && f.type <= NIMBUS__FRAME_INIT_ERROR) ||
+              f.type == NIMBUS__FRAME_CALL || f.type == NIMBUS__FRAME_CALL_RESULT);
+        CHECK(in_input(f.op, p, (size_t)n) && in_input(f.target, p, (size_t)n));
+        CHECK(in_input(f.attrs, p, (size_t)n) && in_input(f.error_code, p, (size_t)n));
         CHECK(in_input(f.request_id, p, (size_t)n) && in_input(f.function_arn, p, (size_t)n));
         CHECK(in_input(f.trace_id, p, (size_t)n) && in_input(f.client_context, p, (size_t)n));
         CHECK(in_input(f.error_type, p, (size_t)n) && in_input(f.payload, p, (size_t)n));

@@ -149,7 +149,9 @@ ssize_t nimbus__frame_decode(const uint8_t *buf, size_t len, nimbus__frame *out)
     if (flen > NIMBUS__FRAME_MAX) return -EMSGSIZE;
     if (len < 5) return 0;
     uint8_t type = buf[4];
-    if (type < NIMBUS__FRAME_READY || type > NIMBUS__FRAME_INIT_ERROR) return -EPROTO;
+    if ((type < NIMBUS__FRAME_READY || type > NIMBUS__FRAME_INIT_ERROR) &&
+        type != NIMBUS__FRAME_CALL && type != NIMBUS__FRAME_CALL_RESULT)
+        return -EPROTO;
     if (len - 4 < flen) return 0;
 
     struct reader r = {buf + 5, flen - 1};
@@ -182,6 +184,29 @@ ssize_t nimbus__frame_decode(const uint8_t *buf, size_t len, nimbus__frame *out)
     case NIMBUS__FRAME_INIT_ERROR:
         rc = take_str(&r, &out->error_type);
         break;
+    case NIMBUS__FRAME_CALL:
+        if (r.left < 4) {
+            rc = -EPROTO;
+            break;
+        }
+        out->call_id = get_u32le(r.p);
+        r.p += 4;
+        r.left -= 4;
+        rc = take_str(&r, &out->op);
+        if (!rc) rc = take_str(&r, &out->target);
+        if (!rc) rc = take_str(&r, &out->attrs);
+        break;
+    case NIMBUS__FRAME_CALL_RESULT:
+        if (r.left < 6) {
+            rc = -EPROTO;
+            break;
+        }
+        out->call_id = get_u32le(r.p);
+        out->status = (uint16_t)(r.p[4] | r.p[5] << 8);
+        r.p += 6;
+        r.left -= 6;
+        rc = take_str(&r, &out->error_code);
+        break;
     }
     if (rc < 0) {
         memset(out, 0, sizeof *out);
@@ -204,6 +229,7 @@ int nimbus__frame_encode(nimbus__buf *out, const nimbus__frame *f)
 {
     const nimbus__span *strs[4];
     size_t nstrs = 0, fixed = 0;
+    uint8_t head[8]; /* the fixed fields: deadline, or call id (and status) */
     bool rest = true;
     switch (f->type) {
     case NIMBUS__FRAME_READY:
@@ -226,8 +252,26 @@ int nimbus__frame_encode(nimbus__buf *out, const nimbus__frame *f)
     case NIMBUS__FRAME_INIT_ERROR:
         strs[nstrs++] = &f->error_type;
         break;
+    case NIMBUS__FRAME_CALL:
+        fixed = 4;
+        strs[nstrs++] = &f->op;
+        strs[nstrs++] = &f->target;
+        strs[nstrs++] = &f->attrs;
+        break;
+    case NIMBUS__FRAME_CALL_RESULT:
+        fixed = 6;
+        strs[nstrs++] = &f->error_code;
+        break;
     default:
         return -EINVAL;
+    }
+    if (fixed == 8) {
+        for (int i = 0; i < 8; i++)
+            head[i] = (uint8_t)(f->deadline_ms >> (8 * i));
+    } else if (fixed) {
+        put_u32le(head, f->call_id);
+        head[4] = (uint8_t)f->status;
+        head[5] = (uint8_t)(f->status >> 8);
     }
     /* Sum in size_t with each term checked against the cap first: no overflow possible. */
     size_t body = 1 + fixed;
@@ -248,9 +292,8 @@ int nimbus__frame_encode(nimbus__buf *out, const nimbus__frame *f)
     p[4] = f->type;
     p += 5;
     if (fixed) {
-        for (int i = 0; i < 8; i++)
-            p[i] = (uint8_t)(f->deadline_ms >> (8 * i));
-        p += 8;
+        memcpy(p, head, fixed);
+        p += fixed;
     }
     for (size_t i = 0; i < nstrs; i++)
         put_str(&p, *strs[i]);
@@ -767,6 +810,9 @@ struct transport {
     int (*next)(struct sdk *s, struct invocation *inv);
     int (*answer)(struct sdk *s, const struct invocation *inv, const nimbus_response *r);
     int (*init_error)(struct sdk *s, const char *type, nimbus__span json);
+    /* A call to the platform while inv runs: 0 answered (out filled), or -errno. */
+    int (*call)(struct sdk *s, const struct invocation *inv, const char *op, const char *target,
+                const char *attrs, nimbus__span body, nimbus_result *out);
 };
 
 struct sdk {
@@ -777,6 +823,9 @@ struct sdk {
     nimbus__buf out;     /* frame or request head being written */
     nimbus__buf body;    /* HTTP: the decoded /next body */
     nimbus__buf strings; /* NUL-terminated copies of the invocation's strings */
+    /* Calls: their own buffers, since the event lives in `in` (channel) or `body` (HTTP) */
+    nimbus__buf call_in, call_out;
+    uint32_t call_seq;
     nimbus_response resp;
     /* HTTP only */
     char *host, *port, *authority;
@@ -976,12 +1025,67 @@ static int channel_init_error(struct sdk *s, const char *type, nimbus__span json
     return channel_send(s, &f);
 }
 
+/* Fills out with a copy of the answer. */
+static int result_set(struct sdk *s, nimbus_result *out, int status, nimbus__span code,
+                      const uint8_t *body, size_t len)
+{
+    out->status = status;
+    size_t n = code.len < sizeof out->error_code - 1 ? code.len : sizeof out->error_code - 1;
+    if (n) memcpy(out->error_code, code.ptr, n);
+    out->error_code[n] = 0;
+    out->body = malloc(len + 1);
+    if (!out->body) return fail(s, -ENOMEM, "no memory for a call's result");
+    if (len) memcpy(out->body, body, len);
+    out->body[len] = 0;
+    out->len = len;
+    return 0;
+}
+
+static int channel_call(struct sdk *s, const struct invocation *inv, const char *op,
+                        const char *target, const char *attrs, nimbus__span body,
+                        nimbus_result *out)
+{
+    (void)inv;
+    uint32_t id = ++s->call_seq;
+    nimbus__frame f = {.type = NIMBUS__FRAME_CALL,
+                       .call_id = id,
+                       .op = {(const uint8_t *)op, strlen(op)},
+                       .target = {(const uint8_t *)target, strlen(target)},
+                       .attrs = {(const uint8_t *)attrs, strlen(attrs)},
+                       .payload = body};
+    s->call_out.len = 0;
+    int rc = nimbus__frame_encode(&s->call_out, &f);
+    if (rc < 0) return rc; /* too big to ask: this call's problem, not the channel's */
+    rc = write_all(s->fd, s->call_out.data, s->call_out.len, NULL, 0);
+    if (rc < 0) return fail(s, rc, "write to channel: %s", strerror(-rc));
+    /* One call at a time (the SDK is single-threaded): the next frame is its answer. */
+    nimbus__buf *in = &s->call_in;
+    in->len = 0;
+    rc = read_exact(s->fd, in, 5);
+    if (rc != 0) return fail(s, rc > 0 ? -EPROTO : rc, "channel closed during a call");
+    ssize_t n = nimbus__frame_decode(in->data, in->len, &f);
+    if (n < 0 || in->data[4] != NIMBUS__FRAME_CALL_RESULT)
+        return fail(s, n < 0 ? (int)n : -EPROTO, "unexpected frame type %u during a call",
+                    in->data[4]);
+    if (n == 0) {
+        rc = read_exact(s->fd, in, 4 + (size_t)get_u32le(in->data) - 5);
+        if (rc != 0) return fail(s, rc > 0 ? -EPROTO : rc, "channel closed inside a frame");
+        n = nimbus__frame_decode(in->data, in->len, &f);
+        if (n <= 0) return fail(s, n ? (int)n : -EPROTO, "malformed CALL_RESULT frame");
+    }
+    if (f.call_id != id) return fail(s, -EPROTO, "CALL_RESULT for call %u, not %u", f.call_id, id);
+    rc = result_set(s, out, f.status, f.error_code, f.payload.ptr, f.payload.len);
+    buf_recycle(&s->call_in);
+    return rc;
+}
+
 static const struct transport channel_transport = {
     .name = "channel",
     .ready = channel_ready,
     .next = channel_next,
     .answer = channel_answer,
     .init_error = channel_init_error,
+    .call = channel_call,
 };
 
 /* ---- HTTP Runtime API transport ---- */
@@ -1079,9 +1183,17 @@ static int64_t parse_deadline(const nimbus__span *v)
     return ms;
 }
 
-/* Reads one response into *r and its body into s->body. With inv set, copies the invocation
- * headers into the context first: the head's spans die when s->in grows. */
-static int http_read_response(struct sdk *s, nimbus__http_response *r, struct invocation *inv)
+/* What a call's answer says in its headers (docs/internals/calls.md). */
+struct call_meta {
+    bool nimbus;        /* X-Nimbus-Call: the platform answered, not a Lambda-style 404 */
+    char code[64];      /* X-Nimbus-Error-Code */
+};
+
+/* Reads one response into *r and its body into body (NULL: s->body). With inv set, copies the
+ * invocation headers into the context first, with meta the call's: the head's spans die when
+ * s->in grows. */
+static int http_read_response(struct sdk *s, nimbus__http_response *r, struct invocation *inv,
+                              nimbus__buf *body_out, struct call_meta *meta)
 {
     nimbus__buf *in = &s->in;
     ssize_t head;
@@ -1120,10 +1232,18 @@ static int http_read_response(struct sdk *s, nimbus__http_response *r, struct in
                               tr ? *tr : empty, cc ? *cc : empty);
         if (rc < 0) return rc;
     }
+    if (meta) {
+        const nimbus__span *mark = nimbus__http_header_get(r, "x-nimbus-call");
+        const nimbus__span *code = nimbus__http_header_get(r, "x-nimbus-error-code");
+        meta->nimbus = mark != NULL;
+        size_t n = code ? (code->len < sizeof meta->code - 1 ? code->len : sizeof meta->code - 1) : 0;
+        if (n) memcpy(meta->code, code->ptr, n);
+        meta->code[n] = 0;
+    }
     r->nheaders = 0; /* the spans point into s->in, which is about to move */
     s->in_pos += (size_t)head;
 
-    nimbus__buf *body = &s->body;
+    nimbus__buf *body = body_out ? body_out : &s->body;
     nimbus__chunked ch = {0};
     uint64_t need = r->content_length;
     body->len = 0;
@@ -1160,14 +1280,16 @@ static int http_read_response(struct sdk *s, nimbus__http_response *r, struct in
 /* Sends one request and reads its response. The request is retried once, on a new
  * connection, if a reused keep-alive connection turns out to be closed. */
 static int http_exchange(struct sdk *s, const char *method, const char *path,
-                         const char *error_type, nimbus__span body, nimbus__http_response *r,
-                         struct invocation *inv)
+                         const char *error_type, const char *extra, nimbus__span body,
+                         nimbus__http_response *r, struct invocation *inv, nimbus__buf *body_out,
+                         struct call_meta *meta)
 {
     s->out.len = 0;
     int rc = buf_printf(&s->out, "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: nimbus-sdk-c/1\r\n",
                         method, path, s->authority);
     if (!rc && error_type)
         rc = buf_printf(&s->out, "Lambda-Runtime-Function-Error-Type: %s\r\n", error_type);
+    if (!rc && extra) rc = buf_puts(&s->out, extra);
     if (!rc && strcmp(method, "POST") == 0)
         rc = buf_printf(&s->out, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
                         body.len);
@@ -1179,7 +1301,7 @@ static int http_exchange(struct sdk *s, const char *method, const char *path,
         bool retryable = s->reused && attempt == 0;
         rc = write_all(s->fd, s->out.data, s->out.len, body.ptr, body.len);
         if (rc == -EPIPE || rc == -ECONNRESET) rc = CLOSED_UNANSWERED;
-        if (rc == 0) rc = http_read_response(s, r, inv);
+        if (rc == 0) rc = http_read_response(s, r, inv, body_out, meta);
         if (rc == 0) break;
         if (retryable && rc == CLOSED_UNANSWERED) {
             http_close(s);
@@ -1204,8 +1326,8 @@ static int http_exchange(struct sdk *s, const char *method, const char *path,
 static int http_next(struct sdk *s, struct invocation *inv)
 {
     nimbus__http_response r;
-    int rc = http_exchange(s, "GET", API_PREFIX "/invocation/next", NULL, (nimbus__span){NULL, 0},
-                           &r, inv);
+    int rc = http_exchange(s, "GET", API_PREFIX "/invocation/next", NULL, NULL,
+                           (nimbus__span){NULL, 0}, &r, inv, NULL, NULL);
     if (rc < 0) return rc;
     /* Lambda documents a failing /next as unrecoverable: exit and let a new instance start. */
     if (r.status / 100 != 2)
@@ -1247,8 +1369,8 @@ static int http_answer(struct sdk *s, const struct invocation *inv, const nimbus
         return fail(s, rc, "building the answer's path");
     }
     nimbus__http_response hr;
-    rc = http_exchange(s, "POST", (const char *)path.data, error ? r->error_type : NULL,
-                       response_bytes(r), &hr, NULL);
+    rc = http_exchange(s, "POST", (const char *)path.data, error ? r->error_type : NULL, NULL,
+                       response_bytes(r), &hr, NULL, NULL, NULL);
     if (rc == 0) rc = http_post_verdict(s, (const char *)path.data, &hr);
     nimbus__buf_free(&path);
     return rc;
@@ -1257,7 +1379,8 @@ static int http_answer(struct sdk *s, const struct invocation *inv, const nimbus
 static int http_init_error(struct sdk *s, const char *type, nimbus__span json)
 {
     nimbus__http_response r;
-    int rc = http_exchange(s, "POST", API_PREFIX "/init/error", type, json, &r, NULL);
+    int rc = http_exchange(s, "POST", API_PREFIX "/init/error", type, NULL, json, &r, NULL, NULL,
+                           NULL);
     return rc < 0 ? rc : http_post_verdict(s, API_PREFIX "/init/error", &r);
 }
 
@@ -1267,12 +1390,52 @@ static int http_ready(struct sdk *s)
     return 0;
 }
 
+/* POST .../invocation/{id}/nimbus/{op}[/{target}] on nimbus's Runtime API. */
+static int http_call(struct sdk *s, const struct invocation *inv, const char *op,
+                     const char *target, const char *attrs, nimbus__span body, nimbus_result *out)
+{
+    nimbus__buf path = {.max = NIMBUS__MAX_HEAD * 4};
+    int rc = buf_puts(&path, API_PREFIX "/invocation/");
+    for (size_t i = 0; !rc && i < inv->id.len; i++) {
+        uint8_t c = inv->id.ptr[i];
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+            c == '-' || c == '.' || c == '_' || c == '~')
+            rc = nimbus__buf_append(&path, &c, 1);
+        else
+            rc = buf_printf(&path, "%%%02X", c);
+    }
+    if (!rc) rc = buf_printf(&path, "/nimbus/%s%s%s", op, *target ? "/" : "", target);
+    nimbus__buf extra = {.max = NIMBUS__MAX_HEAD};
+    if (!rc && *attrs) rc = buf_printf(&extra, "X-Nimbus-Attributes: %s\r\n", attrs);
+    struct call_meta meta = {0};
+    nimbus__http_response hr;
+    nimbus__buf *resp = &s->call_in;
+    if (!rc)
+        rc = http_exchange(s, "POST", (const char *)path.data, NULL,
+                           extra.len ? (const char *)extra.data : NULL, body, &hr, NULL, resp,
+                           &meta);
+    nimbus__buf_free(&path);
+    nimbus__buf_free(&extra);
+    if (rc < 0) return rc;
+    if (!meta.nimbus) {
+        /* AWS Lambda (or another emulator): the path means nothing there. */
+        resp->len = 0;
+        return -ENOTSUP;
+    }
+    nimbus__span code = {(const uint8_t *)meta.code, strlen(meta.code)};
+    rc = result_set(s, out, hr.status, code, resp->data ? resp->data : (const uint8_t *)"",
+                    resp->len);
+    buf_recycle(resp);
+    return rc;
+}
+
 static const struct transport http_transport = {
     .name = "runtime API",
     .ready = http_ready,
     .next = http_next,
     .answer = http_answer,
     .init_error = http_init_error,
+    .call = http_call,
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1321,6 +1484,8 @@ static int sdk_open(struct sdk *s)
     s->body.max = NIMBUS__MAX_BODY;
     s->strings.max = 4 * (UINT16_MAX + 1) + NIMBUS__MAX_HEAD;
     s->resp.body.max = NIMBUS__MAX_BODY;
+    s->call_in.max = NIMBUS__FRAME_MAX + 4;
+    s->call_out.max = NIMBUS__FRAME_MAX + 4;
 
     s->function_name = env_dup("AWS_LAMBDA_FUNCTION_NAME");
     s->function_version = env_dup("AWS_LAMBDA_FUNCTION_VERSION");
@@ -1369,6 +1534,8 @@ static void sdk_close(struct sdk *s)
     nimbus__buf_free(&s->body);
     nimbus__buf_free(&s->strings);
     nimbus__buf_free(&s->resp.body);
+    nimbus__buf_free(&s->call_in);
+    nimbus__buf_free(&s->call_out);
     free(s->host), free(s->port), free(s->authority);
     free(s->function_name), free(s->function_version), free(s->log_group), free(s->log_stream);
     *s = (struct sdk){.fd = -1};
@@ -1383,6 +1550,60 @@ static int report(struct sdk *s, int rc)
 }
 
 static bool running; /* nimbus_run is on the stack */
+/* The invocation whose handler runs: calls are allowed only then, and carry its id. */
+static const struct invocation *g_current;
+
+void nimbus_result_free(nimbus_result *r)
+{
+    if (!r) return;
+    free(r->body);
+    *r = (nimbus_result){0};
+}
+
+static int sdk_call(const char *op, const char *target, const char *attrs, const void *body,
+                    size_t len, nimbus_result *out)
+{
+    struct sdk *s = &g_sdk;
+    if (!out) return -EINVAL;
+    *out = (nimbus_result){0};
+    if (!target || (!body && len)) return -EINVAL;
+    if (!g_current || !s->t) return -EINVAL; /* only inside a handler */
+    if (!attrs) attrs = "";
+    /* Attributes travel as one header line on the Runtime API. */
+    if (strpbrk(attrs, "\r\n")) return -EINVAL;
+    int rc = s->t->call(s, g_current, op, target, attrs,
+                        (nimbus__span){(const uint8_t *)(body ? body : ""), len}, out);
+    if (rc < 0) return rc;
+    return out->status / 100 == 2 && !out->error_code[0] ? 0 : 1;
+}
+
+int nimbus_invoke(const char *function, const void *payload, size_t len, nimbus_result *out)
+{
+    return sdk_call("invoke", function, NULL, payload, len, out);
+}
+
+int nimbus_invoke_async(const char *function, const void *payload, size_t len,
+                        nimbus_result *out)
+{
+    return sdk_call("invoke_async", function, NULL, payload, len, out);
+}
+
+int nimbus_send(const char *queue, const void *body, size_t len, const char *attributes_json,
+                nimbus_result *out)
+{
+    return sdk_call("send", queue, attributes_json, body, len, out);
+}
+
+int nimbus_publish(const char *topic, const void *message, size_t len, const char *options_json,
+                   nimbus_result *out)
+{
+    return sdk_call("publish", topic, options_json, message, len, out);
+}
+
+int nimbus_emit(const char *event_json, nimbus_result *out)
+{
+    return sdk_call("emit", "", NULL, event_json, event_json ? strlen(event_json) : 0, out);
+}
 
 int nimbus_run(nimbus_handler handler, void *user)
 {
@@ -1404,7 +1625,9 @@ int nimbus_run(nimbus_handler handler, void *user)
             unsetenv("_X_AMZN_TRACE_ID");
 
         response_reset(&s->resp);
+        g_current = &inv;
         handler(inv.event, inv.event_len, &inv.ctx, &s->resp, user);
+        g_current = NULL;
         /* The handler's output belongs to this invocation's log: flush before answering. */
         fflush(stdout);
         fflush(stderr);

@@ -49,6 +49,8 @@ enum {
     NIMBUS__FRAME_RESPONSE = 3,
     NIMBUS__FRAME_ERROR = 4,
     NIMBUS__FRAME_INIT_ERROR = 5,
+    NIMBUS__FRAME_CALL = 7,        /* a call to the platform (docs/internals/calls.md) */
+    NIMBUS__FRAME_CALL_RESULT = 8, /* its answer */
 };
 #define NIMBUS__FRAME_MAX NIMBUS__MAX_BODY /* cap on the u32 length field */
 
@@ -62,7 +64,11 @@ typedef struct nimbus__frame {
     nimbus__span trace_id;
     nimbus__span client_context;
     nimbus__span error_type;
-    nimbus__span payload;
+    uint32_t call_id; /* CALL, CALL_RESULT */
+    uint16_t status;  /* CALL_RESULT */
+    nimbus__span op, target, attrs; /* CALL */
+    nimbus__span error_code;        /* CALL_RESULT */
+    nimbus__span payload; /* also the CALL's body and the CALL_RESULT's result */
 } nimbus__frame;
 
 /* Decodes the frame at the start of buf. Returns its size in bytes (> 0) when complete, 0 when

@@ -67,6 +67,48 @@ typedef void (*nimbus_handler)(const void *event, size_t len, const nimbus_conte
  * a negative errno value after a fatal transport error, printed to stderr. Call it once. */
 int nimbus_run(nimbus_handler handler, void *user);
 
+/* ---- Calls to the platform (nimbus only; docs/internals/calls.md) ----
+ *
+ * From inside the handler, a function may invoke another function of its namespace
+ * (synchronously or not), send to a queue, publish to a topic and emit a CloudEvent. Each call
+ * blocks the handler until the platform answers; it runs as the calling function, carries its
+ * request id and trace, and counts toward the callee's limits. On AWS Lambda the calls fail with
+ * -ENOTSUP ("not on nimbus").
+ *
+ * Return value: 0 when the operation succeeded; 1 when the platform answered that it did not
+ * (out says how); a negative errno when it could not be asked: -EINVAL (bad arguments, or not
+ * inside a handler), -ENOTSUP (not on nimbus), -EMSGSIZE (the payload passes the 6 MiB frame),
+ * else a transport failure (the invocation is then lost anyway).
+ * out is always initialised; free it with nimbus_result_free. */
+typedef struct nimbus_result {
+    int status; /* 200 (invoke) or 202 (the others) when done; 4xx/5xx: the platform refused */
+    /* "" when done. "Unhandled"/"Handled" (with status 200): the invoked function failed and
+     * body is its error JSON. Otherwise the platform's code: "not_found", "forbidden",
+     * "too_many_requests", "call_depth_exceeded", "invalid_value", ... */
+    char error_code[64];
+    char *body; /* NUL-terminated (not counted in len): the result, an id object such as
+                   {"messageId":"..."}, or {"error":{"code","message"}} */
+    size_t len;
+} nimbus_result;
+
+/* Invokes function `function` and waits for its result. */
+int nimbus_invoke(const char *function, const void *payload, size_t len, nimbus_result *out);
+/* Queues an invocation (retried on failure as any async event); body {"requestId":"..."}. */
+int nimbus_invoke_async(const char *function, const void *payload, size_t len,
+                        nimbus_result *out);
+/* Sends a message to queue `queue`; attributes_json: NULL or a one-line JSON object of
+ * strings. Body {"messageId":"..."}. */
+int nimbus_send(const char *queue, const void *body, size_t len, const char *attributes_json,
+                nimbus_result *out);
+/* Publishes to topic `topic`; options_json: NULL or one line of
+ * {"attributes": {name: string | number | [strings] | {"Type","Value"}}, "subject": "..."}. */
+int nimbus_publish(const char *topic, const void *message, size_t len, const char *options_json,
+                   nimbus_result *out);
+/* Emits one CloudEvent (structured JSON text) to the namespace's event bus; source, id, time
+ * and specversion are filled in when absent. Body {"id":"..."}. */
+int nimbus_emit(const char *event_json, nimbus_result *out);
+void nimbus_result_free(nimbus_result *r);
+
 /* Reports that initialisation failed, before or instead of nimbus_run, so the caller of the
  * function sees error_type/message rather than a bare exit. The program should exit
  * afterwards. Returns 0 or a negative errno value. */

@@ -21,6 +21,8 @@ const FRAME_RESPONSE = 3;
 const FRAME_ERROR = 4;
 const FRAME_FATAL_ERROR = 6;
 const FRAME_INIT_ERROR = 5;
+const FRAME_CALL = 7;
+const FRAME_CALL_RESULT = 8;
 
 // Largest frame body the daemon accepts (type byte included); anything bigger kills the instance.
 const MAX_FRAME = 6 * 1024 * 1024 + 64 * 1024;
@@ -358,8 +360,46 @@ function startInvocation(body) {
 function endInvocation() {
   current = null;
   currentRequestId = undefined;
+  // Calls still waiting: the daemon drops their answers now. They are forgotten, never
+  // rejected, since a rejection nobody handles would crash the next invocation.
+  calls.clear();
   channel.ref();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Calls to the platform (the `nimbus` package, runtimes/node/node_modules/nimbus): CALL frames,
+// answered by CALL_RESULT frames matched by call id, so several may be outstanding.
+
+const calls = new Map(); // call id -> resolve
+let nextCallId = 0;
+
+function callPlatform(op, target, attrs, body) {
+  if (!current) return Promise.reject(new Error('nimbus calls work only while a handler runs'));
+  nextCallId = (nextCallId + 1) >>> 0;
+  const id = nextCallId;
+  const head = Buffer.allocUnsafe(4);
+  head.writeUInt32LE(id, 0);
+  const p = new Promise((resolve) => calls.set(id, resolve));
+  // An answer is awaited: the channel must keep the process alive (and 'beforeExit' quiet).
+  channel.ref();
+  writeFrame(FRAME_CALL, head, packStr(op), packStr(target), packStr(attrs), body);
+  return p;
+}
+
+function callResult(body) {
+  if (body.length < 6) throw new ProtocolError('CALL_RESULT frame too short');
+  const id = body.readUInt32LE(0);
+  const status = body.readUInt16LE(4);
+  const r = new BodyReader(body, 6);
+  const code = r.str();
+  const resolve = calls.get(id);
+  if (!resolve) return; // its invocation ended
+  calls.delete(id);
+  if (calls.size === 0 && current) channel.unref();
+  resolve({ status, code, body: Buffer.from(r.rest()) });
+}
+
+globalThis[Symbol.for('nimbus.call')] = callPlatform;
 
 // Node found nothing left to do while an invocation is open: a callback handler waiting for the
 // empty loop can now answer, and a handler that never answered gets null (as on Lambda).
@@ -407,6 +447,7 @@ function fatalProtocol(err) {
 }
 
 const reader = new FrameReader((type, body) => {
+  if (type === FRAME_CALL_RESULT) return callResult(body);
   if (type !== FRAME_INVOKE) throw new ProtocolError(`unexpected frame type ${type}`);
   if (current) throw new ProtocolError('INVOKE while an invocation is in flight');
   startInvocation(body);

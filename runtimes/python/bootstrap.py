@@ -25,6 +25,8 @@ FRAME_INVOKE = 2
 FRAME_RESPONSE = 3
 FRAME_ERROR = 4
 FRAME_INIT_ERROR = 5
+FRAME_CALL = 7
+FRAME_CALL_RESULT = 8
 
 # Largest frame body the daemon accepts (type byte included); anything bigger kills the instance.
 MAX_FRAME = 6 * 1024 * 1024 + 64 * 1024
@@ -261,6 +263,50 @@ def _setup_logging():
 _current_request_id = None
 
 
+class _Calls:
+    """CALL frames from user code (the `nimbus` module, runtimes/python/nimbus.py) and their
+    CALL_RESULTs. Several threads of one invocation may call at once: each writes its frame
+    under `lock`, then takes turns reading frames until its own answer has arrived (the daemon
+    sends nothing else while an invocation runs)."""
+
+    def __init__(self, chan):
+        import threading  # already loaded by logging
+
+        self.chan = chan
+        self.lock = threading.Lock()
+        self.read_lock = threading.Lock()
+        self.results = {}
+        self.next_id = 0
+
+    def call(self, op, target, attrs, body):
+        if _current_request_id is None:
+            raise RuntimeError("nimbus calls work only while a handler runs")
+        with self.lock:
+            self.next_id = (self.next_id + 1) & 0xFFFFFFFF
+            cid = self.next_id
+            self.chan.write_frame(FRAME_CALL, _U32.pack(cid), _pack_str(op), _pack_str(target),
+                                  _pack_str(attrs), body)
+        while True:
+            with self.read_lock:
+                if cid in self.results:
+                    return self.results.pop(cid)
+                ftype, fbody = self.chan.read_frame()
+                if ftype != FRAME_CALL_RESULT or len(fbody) < 6:
+                    raise ProtocolError(f"unexpected frame type {ftype} during a call")
+                (rid,) = _U32.unpack_from(fbody, 0)
+                (status,) = _U16.unpack_from(fbody, 4)
+                code, off = _unpack_str(fbody, 6)
+                self.results[rid] = (status, code, bytes(fbody[off:]))
+
+
+_calls = None
+
+
+def _nimbus_call(op, target, attrs, body):
+    """What the nimbus module calls: (status, error_code, body bytes)."""
+    return _calls.call(op, target, attrs, body)
+
+
 def invoke(chan, handler, body):
     """Runs one INVOKE and answers it with exactly one RESPONSE or ERROR frame."""
     global _current_request_id
@@ -320,6 +366,10 @@ def main():
     task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
     # sys.path[0] is this file's directory; user code must see its own directory there instead.
     sys.path[0] = task_root
+    # Last, so a module of the function's own wins: `import nimbus` finds runtimes/python/nimbus.py.
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    global _calls
+    _calls = _Calls(chan)
 
     _setup_logging()
     try:

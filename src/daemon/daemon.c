@@ -13,6 +13,7 @@
 #include "gateway/gw.h"
 #include "gateway/alog.h"
 #include "events/async.h"
+#include "events/calls.h"
 #include "events/fan.h"
 #include "events/queue.h"
 #include "events/schedules.h"
@@ -53,6 +54,7 @@ typedef struct dloop {
     int has_thread;
     nb_logs *logs;
     nb_invoker *invoker;
+    nb_calls *calls; /* what its functions' calls do besides invoke */
     nb_http *http;
     nb_api api;
     nb_http *gw_http; /* the API gateway's listener */
@@ -89,6 +91,7 @@ struct daemon {
     int64_t drain_timeout_ms;
     int max_instances;     /* 0: sized from memory */
     int64_t max_memory_mb; /* 0: sized from memory */
+    int max_call_depth;    /* calls between functions: the deepest chain */
     int lock_fd;
     nb_store *store;
     char token[80];
@@ -105,7 +108,7 @@ static void usage(FILE *f)
         f,
         "usage: nimbus serve [--listen HOST:PORT] [--gateway-listen HOST:PORT] [--data DIR]\n"
         "                    [--drain-timeout S] [--max-instances N] [--max-memory-mb MB]\n"
-        "                    [--loops N]\n\n"
+        "                    [--loops N] [--max-call-depth N]\n\n"
         "Runs the nimbus daemon: the admin API, the API gateway, the function instances and\n"
         "their logs.\n\n"
         "Options:\n"
@@ -126,6 +129,9 @@ static void usage(FILE *f)
         "  --loops N            event loops serving requests, each on its own thread with its\n"
         "                       own listener on the address (env NIMBUS_LOOPS; default: one per\n"
         "                       online CPU, at most 64)\n"
+        "  --max-call-depth N   how deep functions may call functions (A calls B calls C...);\n"
+        "                       a deeper call fails with call_depth_exceeded (env\n"
+        "                       NIMBUS_MAX_CALL_DEPTH; default 16, at most 1000)\n"
         "  --routes             print the admin API's routes and exit\n"
         "  --check              print what isolation this host gives functions and exit\n"
         "                       (the same table as 'nimbus doctor'; exit 1 if a layer is missing)\n"
@@ -247,6 +253,13 @@ static int write_runtimes(daemon_t *d)
             return -1;
         }
     }
+    /* `require('nimbus')` / `import 'nimbus'` resolve by walking node_modules upwards from the
+     * function's code. In the sandbox /node_modules points at the runtime's (the skeleton's
+     * link); without the sandbox the code is DATA/code/SHA, so DATA/node_modules does. */
+    char link[PATH_MAX];
+    snprintf(link, sizeof link, "%s/node_modules", d->data_dir);
+    if (symlink("runtimes/node/node_modules", link) < 0 && errno != EEXIST)
+        nb_warn("daemon", "cannot link %s: %s", link, strerror(errno));
     return 0;
 }
 
@@ -373,7 +386,13 @@ static void loop_init(daemon_t *d, dloop *l, int index, int64_t idle_s)
         .store = d->store,
         .logs = l->logs,
         .idle_timeout_ms = idle_s * 1000,
+        .max_call_depth = d->max_call_depth,
     };
+    /* The port first: the functions' calls answer through it, as the API's sends do. */
+    l->api.port = nb_async_port_new(l->loop);
+    l->calls = nb_calls_new(d->q, l->api.port);
+    icfg.call_ops = &nb_calls_ops;
+    icfg.call_ud = l->calls;
     l->invoker = nb_invoker_new(&icfg);
     l->api.data_dir = d->data_dir;
     snprintf(l->api.token, sizeof l->api.token, "%s", d->token);
@@ -386,7 +405,6 @@ static void loop_init(daemon_t *d, dloop *l, int index, int64_t idle_s)
     l->api.gw = d->gw;
     l->api.alog = d->alog;
     l->api.q = d->q;
-    l->api.port = nb_async_port_new(l->loop);
     l->http = nb_http_new(l->loop, nb_api_handle, &l->api);
     l->gw = nb_gw_loop_new(d->gw, l->invoker);
     l->gw_http = nb_http_new(l->loop, nb_gw_handle, l->gw);
@@ -436,6 +454,8 @@ static void loop_release(dloop *l)
     nb_async_port_free(l->api.port);
     l->api.port = NULL;
     nb_invoker_free(l->invoker);
+    nb_calls_free(l->calls);
+    l->calls = NULL;
     /* Let pending closes run. */
     uv_run(l->loop, UV_RUN_NOWAIT);
     uv_run(l->loop, UV_RUN_NOWAIT);
@@ -467,6 +487,7 @@ int nb_daemon_main(int argc, char **argv)
     const char *max_mem = getenv("NIMBUS_MAX_MEMORY_MB");
     const char *idle = getenv("NIMBUS_IDLE_TIMEOUT_S");
     const char *loops = getenv("NIMBUS_LOOPS");
+    const char *call_depth = getenv("NIMBUS_MAX_CALL_DEPTH");
     if (!listen || !*listen) listen = "127.0.0.1:8080";
     if (!gw_listen || !*gw_listen) gw_listen = "127.0.0.1:8000";
     if (!data || !*data) data = "./nimbus-data";
@@ -508,6 +529,9 @@ int nb_daemon_main(int argc, char **argv)
         } else if (strcmp(a, "--loops") == 0 && val) {
             loops = val;
             i++;
+        } else if (strcmp(a, "--max-call-depth") == 0 && val) {
+            call_depth = val;
+            i++;
         } else {
             fprintf(
                 stderr,
@@ -530,6 +554,11 @@ int nb_daemon_main(int argc, char **argv)
     if (d.nloops > 64) d.nloops = 64;
     if (loops && *loops && (d.nloops = (int)parse_count(loops, 64)) < 0) {
         fprintf(stderr, "nimbus: --loops / NIMBUS_LOOPS must be 1..64\n");
+        return 2;
+    }
+    d.max_call_depth = NB_CALL_DEPTH_DEFAULT;
+    if (call_depth && *call_depth && (d.max_call_depth = (int)parse_count(call_depth, 1000)) < 0) {
+        fprintf(stderr, "nimbus: --max-call-depth / NIMBUS_MAX_CALL_DEPTH must be 1..1000\n");
         return 2;
     }
     int64_t idle_s = 0;

@@ -379,6 +379,61 @@ int nb_async_target_queue(nb_q *q, const char *ns, const char *target, char *out
     return -1;
 }
 
+int nb_async_check_attrs(const json_t *attrs, nb_err *err)
+{
+    if (!attrs) return 0;
+    if (!json_is_object(attrs))
+        return nb_err_set(err, 400, NB_E_INVALID_VALUE, "attributes must be an object of strings");
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)attrs, k, v)
+    {
+        if (!json_is_string(v))
+            return nb_err_set(err, 400, NB_E_INVALID_VALUE, "attribute '%.64s' must be a string",
+                              k);
+    }
+    return 0;
+}
+
+/* The chain of calls an async event belongs to, in its message's attributes: a retry copies
+ * them, so every attempt runs at the same depth, with the same caller and trace. */
+#define ATTR_DEPTH  "nimbus_depth"
+#define ATTR_CALLER "nimbus_caller"
+#define ATTR_TRACE  "nimbus_trace"
+
+int nb_async_enqueue(nb_q *q, const char *ns, const char *fn, int timeout_s, const char *event,
+                     size_t len, const char *request_id, const nb_inv_ctx *ctx, char id_out[37],
+                     nb_q_sent_cb cb, void *ud, nb_err *err)
+{
+    char name[NB_Q_NAME_MAX + 1];
+    nb_async_fn_queue(ns, fn, name, sizeof name);
+    if (!nb_q_exists(q, name)) {
+        /* The retention (14 days) outlasts any max_event_age_s: an event leaves only by being
+         * processed or failed, never by expiring. */
+        nb_q_config cfg = {.visibility_timeout_ms = (int64_t)timeout_s * 1000 + 60000,
+                           .retention_ms = 14 * 86400000LL};
+        /* Another sender may create it between the check and here (409): it exists. */
+        if (nb_q_create(q, name, &cfg, err) < 0 && !nb_q_exists(q, name)) return -1;
+        nb_err_clear(err);
+    }
+    if (request_id)
+        snprintf(id_out, 37, "%s", request_id);
+    else
+        nb_uuid4(id_out);
+    json_t *attrs = NULL;
+    if (ctx && ctx->depth > 0) {
+        char d[16];
+        snprintf(d, sizeof d, "%d", ctx->depth);
+        attrs = json_pack("{s:s, s:s, s:s}", ATTR_DEPTH, d, ATTR_CALLER,
+                          ctx->caller_request_id ? ctx->caller_request_id : "", ATTR_TRACE,
+                          ctx->trace_id ? ctx->trace_id : "");
+    }
+    nb_q_out out = {event ? event : "", len, attrs, 0, id_out, 0};
+    int rc = nb_q_send(q, name, &out, 1, cb, ud, err);
+    json_decref(attrs);
+    return rc;
+}
+
 /* The event's id: the request id of every attempt. A retry is a new message (a queue keeps one
  * message per id), so the first message's id travels in the copies' attributes. */
 static const char *event_id(const nb_q_msg *m)
@@ -625,7 +680,13 @@ static void pump_fn(nb_async *a, source *s)
             fail(j, &ver->cfg.scaling, "EventAgeExceeded");
             continue;
         }
-        nb_invoke(a->iv, ver, m->body, m->body_len, event_id(m), on_async_result, j, &j->inv);
+        nb_inv_ctx ctx = {
+            .depth = attr_int(m->attrs, ATTR_DEPTH),
+            .caller_request_id = json_string_value(json_object_get(m->attrs, ATTR_CALLER)),
+            .trace_id = json_string_value(json_object_get(m->attrs, ATTR_TRACE)),
+        };
+        nb_invoke_ex(a->iv, ver, m->body, m->body_len, event_id(m), ctx.depth > 0 ? &ctx : NULL,
+                     on_async_result, j, &j->inv);
     }
     free(msgs); /* the messages' contents now belong to their jobs */
 }

@@ -54,6 +54,23 @@ void nb_async_bus_queue(const char *ns, char *out, size_t size);
  * "topic:NAME" (both must exist). 0, or -1 when there is none. Any thread. */
 int nb_async_target_queue(nb_q *q, const char *ns, const char *target, char *out, size_t size);
 
+#define NB_ASYNC_MAX_EVENT (1u << 20) /* an async event's payload: Lambda's cap */
+
+/* Accepts an async invocation of ns/fn: the event goes to the function's queue "fn/NS/NAME"
+ * (created on demand, 14 days of retention) as one message whose id is request_id (NULL: a new
+ * one; either way it is the invocation's request id, written to id_out[37]). ctx (may be NULL)
+ * travels in the message's attributes, so the dispatcher invokes within the same chain of calls
+ * (docs/internals/calls.md). timeout_s: the function's, for the queue's visibility timeout.
+ * cb runs once on the queue's writer thread (status 0: durable). 0, or -1 with err (the queue
+ * could not be made, the send was refused: cb not called). Any thread. The caller checks the
+ * function exists and the event is UTF-8 of at most NB_ASYNC_MAX_EVENT bytes. */
+int nb_async_enqueue(nb_q *q, const char *ns, const char *fn, int timeout_s, const char *event,
+                     size_t len, const char *request_id, const nb_inv_ctx *ctx, char id_out[37],
+                     nb_q_sent_cb cb, void *ud, nb_err *err);
+/* The attributes a message may carry: a JSON object of strings (NULL: none). 0, or -1 with a
+ * 400 err naming the culprit. */
+int nb_async_check_attrs(const json_t *attrs, nb_err *err);
+
 /* On loop's thread. store: for subscriptions (objects of kind "subscription"). */
 nb_async *nb_async_new(uv_loop_t *loop, nb_invoker *iv, nb_q *q, nb_store *store);
 /* Any thread: queue has visible messages (the nb_q notify callback). */

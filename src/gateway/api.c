@@ -1665,7 +1665,7 @@ static void r_cred_delete_locked(route_args *a)
 
 /* ---------- async invocations, queues ---------- */
 
-#define NB_ASYNC_MAX_BODY (1u << 20) /* Lambda's async payload cap */
+#define NB_ASYNC_MAX_BODY NB_ASYNC_MAX_EVENT
 
 /* A durable send answered when its commit is done: lives in the request's pool; the pool's
  * disposal (client gone) leaves only a flag for the commit's answer to find. */
@@ -1779,23 +1779,11 @@ static void invoke_async(route_args *a)
         nb_http_error(a->req, 404, NB_E_NOT_FOUND, "function '%s' not found", a->name);
         return;
     }
-    char q[NB_Q_NAME_MAX + 1];
-    nb_async_fn_queue(a->ns, a->name, q, sizeof q);
     nb_err err = {0};
-    /* The queue's retention (14 days) outlasts any max_event_age_s: an event leaves only by
-     * being processed or failed, never by expiring. */
-    if (ensure_queue(api, q, (int64_t)latest->cfg.timeout_s * 1000 + 60000, &err) < 0) {
-        nb_http_send_error(a->req, &err);
-        return;
-    }
     pending_send *p = pending_send_new(a, 1);
-    nb_q_out out = {a->req->entity.base ? a->req->entity.base : "",
-                    a->req->entity.len,
-                    NULL,
-                    0,
-                    a->request_id,
-                    0};
-    if (nb_q_send(api->q, q, &out, 1, send_done, p, &err) < 0) {
+    char id[37];
+    if (nb_async_enqueue(api->q, a->ns, a->name, latest->cfg.timeout_s, a->req->entity.base,
+                         a->req->entity.len, a->request_id, NULL, id, send_done, p, &err) < 0) {
         nb_http_send_error(a->req, &err);
         pending_send_unref(p);
     }
@@ -2003,14 +1991,7 @@ static int message_in(json_t *m, nb_q_out *out, nb_err *err)
     if (!json_is_string(body))
         return nb_err_set(err, 400, NB_E_INVALID_VALUE, "a message needs a string body");
     json_t *attrs = json_object_get(m, "attributes");
-    if (attrs && !json_is_object(attrs))
-        return nb_err_set(err, 400, NB_E_INVALID_VALUE, "attributes must be an object of strings");
-    json_object_foreach(attrs, k, v)
-    {
-        if (!json_is_string(v))
-            return nb_err_set(err, 400, NB_E_INVALID_VALUE, "attribute '%.64s' must be a string",
-                              k);
-    }
+    if (nb_async_check_attrs(attrs, err) < 0) return -1;
     long long delay = 0;
     if (queue_int(m, "delay_s", 0, 900, 0, &delay, err) < 0) return -1;
     *out =

@@ -70,6 +70,25 @@ long nb_chan_decode(const void *buf, size_t len, nb_chan_msg *msg)
         if (rd_str(&r, &msg->error_type) < 0) return -1;
         rd_rest(&r, &msg->body);
         break;
+    case NB_CHAN_CALL:
+        if (r.left < 4) return -1;
+        msg->call_id = rd32(r.p);
+        r.p += 4;
+        r.left -= 4;
+        if (rd_str(&r, &msg->op) < 0 || rd_str(&r, &msg->target) < 0 ||
+            rd_str(&r, &msg->attrs) < 0)
+            return -1;
+        rd_rest(&r, &msg->body);
+        break;
+    case NB_CHAN_CALL_RESULT:
+        if (r.left < 6) return -1;
+        msg->call_id = rd32(r.p);
+        msg->status = (uint16_t)(r.p[4] | r.p[5] << 8);
+        r.p += 6;
+        r.left -= 6;
+        if (rd_str(&r, &msg->error_code) < 0) return -1;
+        rd_rest(&r, &msg->body);
+        break;
     default:
         return -1;
     }
@@ -115,6 +134,26 @@ int nb_chan_encode(nb_buf *out, const nb_chan_msg *m)
     case NB_CHAN_INIT_ERROR:
         rc = put_str(out, m->error_type);
         break;
+    case NB_CHAN_CALL: {
+        unsigned char d[4];
+        for (int i = 0; i < 4; i++)
+            d[i] = (unsigned char)(m->call_id >> (8 * i));
+        rc = nb_buf_append(out, d, 4);
+        if (rc == 0) rc = put_str(out, m->op);
+        if (rc == 0) rc = put_str(out, m->target);
+        if (rc == 0) rc = put_str(out, m->attrs);
+        break;
+    }
+    case NB_CHAN_CALL_RESULT: {
+        unsigned char d[6];
+        for (int i = 0; i < 4; i++)
+            d[i] = (unsigned char)(m->call_id >> (8 * i));
+        d[4] = (unsigned char)m->status;
+        d[5] = (unsigned char)(m->status >> 8);
+        rc = nb_buf_append(out, d, 6);
+        if (rc == 0) rc = put_str(out, m->error_code);
+        break;
+    }
     default:
         rc = -1;
     }

@@ -19,6 +19,8 @@ enum nb_chan_type {
     NB_CHAN_ERROR = 4,
     NB_CHAN_INIT_ERROR = 5,
     NB_CHAN_FATAL_ERROR = 6, /* ERROR, and the runtime exits right after it */
+    NB_CHAN_CALL = 7,        /* a running function asks the platform (docs/internals/calls.md) */
+    NB_CHAN_CALL_RESULT = 8, /* the answer to one CALL */
 };
 
 typedef struct nb_chan_str {
@@ -34,7 +36,15 @@ typedef struct nb_chan_msg {
     nb_chan_str trace_id;     /* INVOKE */
     nb_chan_str client_context;
     nb_chan_str error_type; /* ERROR, INIT_ERROR */
-    nb_chan_str body;       /* INVOKE event, RESPONSE result, ERROR/INIT_ERROR error JSON */
+    uint32_t call_id;       /* CALL, CALL_RESULT: chosen by the runtime, echoed */
+    uint16_t status;        /* CALL_RESULT: 200/202 done, 4xx/5xx refused */
+    nb_chan_str op;         /* CALL: invoke, invoke_async, send, publish, emit */
+    nb_chan_str target;     /* CALL: function, queue or topic name ("" for emit) */
+    nb_chan_str attrs;      /* CALL: JSON object text or empty */
+    nb_chan_str error_code; /* CALL_RESULT: "" ok; Unhandled/Handled (callee failed), or why */
+    /* INVOKE event, RESPONSE result, ERROR/INIT_ERROR error JSON, CALL payload, CALL_RESULT
+     * result or error JSON */
+    nb_chan_str body;
 } nb_chan_msg;
 
 /* Parses one frame at the start of buf. Returns the frame's total size (> 0), 0 when more

@@ -31,6 +31,14 @@ typedef enum transport { TRANSPORT_NONE, TRANSPORT_CHANNEL, TRANSPORT_HTTP } tra
 
 typedef struct rapi_conn rapi_conn;
 
+/* A call of the job in flight waiting for its answer (nb_inst_call_done). */
+typedef struct pending_call {
+    uint32_t id;
+    int used;
+    int http;        /* asked on the Runtime API: answered on conn */
+    rapi_conn *conn; /* NULL once that connection closed: the answer is dropped */
+} pending_call;
+
 typedef struct out_stream {
     uv_pipe_t pipe;
     nb_buf line;
@@ -82,6 +90,11 @@ typedef struct inst_impl {
     char trace_id[128];
     char client_context[4096];
 
+    /* The job's calls still waiting; all forgotten when the job ends. */
+    pending_call calls[NB_INST_MAX_CALLS];
+    int n_calls;
+    uint32_t next_http_call;
+
     nb_inst_result init_error;
     nb_buf init_error_body;
     char init_error_type[96];
@@ -114,6 +127,7 @@ struct rapi_conn {
     int closing;
     int writes_pending;
     int close_after_write; /* the client sent "Connection: close": close once answered */
+    int parked;            /* a call waits for its answer: not reading further requests */
     rapi_conn *next;
 };
 
@@ -266,6 +280,10 @@ static void platform_line(inst_impl *in, const char *fmt, ...)
 
 /* ---------- results ---------- */
 
+static void drop_calls(inst_impl *in);
+static void start_call(inst_impl *in, rapi_conn *c, uint32_t id, nb_chan_str op,
+                       nb_chan_str target, nb_chan_str attrs, const char *body, size_t len);
+
 /* Reads what the runtime already wrote to its stdout/stderr pipes. The loop may see an answer
  * before output written just ahead of it (different fds, one poll), and the answer makes the
  * END/REPORT lines: draining first keeps a function's prints between its START and END. Bounded,
@@ -309,6 +327,7 @@ static void deliver_result(inst_impl *in, int keep, enum nb_inst_outcome outcome
     void *tag = in->tag;
     in->tag = NULL;
     in->job_undelivered = 0;
+    drop_calls(in);
     uv_timer_stop(&in->timer);
     nb_inst_result r = {outcome, type ? type : "", body, len, ctype ? ctype : "application/json"};
     snprintf(in->last_request_id, sizeof in->last_request_id, "%s", in->request_id);
@@ -737,6 +756,11 @@ static void chan_frame(inst_impl *in, const nb_chan_msg *m)
         }
         break;
     }
+    case NB_CHAN_CALL:
+        if (!in->tag || in->pub.state != NB_INST_BUSY)
+            return chan_protocol_error(in, "CALL with no invocation in flight");
+        start_call(in, NULL, m->call_id, m->op, m->target, m->attrs, m->body.p, m->body.len);
+        break;
     case NB_CHAN_INIT_ERROR: {
         if (in->pub.state != NB_INST_STARTING)
             return chan_protocol_error(in, "INIT_ERROR after init");
@@ -973,6 +997,8 @@ static size_t base64_decode(const char *in, size_t len, char *out)
     return o;
 }
 
+static void rapi_call(rapi_conn *c, const char *id, size_t idlen, const char *what);
+
 static void rapi_handle(rapi_conn *c)
 {
     inst_impl *in = c->inst;
@@ -1027,6 +1053,11 @@ static void rapi_handle(rapi_conn *c)
         const char *slash = strrchr(id, '/');
         if (!slash) {
             rapi_error(c, 404, "Not Found", "NotFound", "unknown Runtime API path");
+            return;
+        }
+        const char *first = strchr(id, '/');
+        if (strncmp(first, "/nimbus/", 8) == 0) {
+            rapi_call(c, id, (size_t)(first - id), first + 8);
             return;
         }
         size_t idlen = (size_t)(slash - id);
@@ -1095,6 +1126,8 @@ static void rapi_close(rapi_conn *c)
     if (c->closing) return;
     c->closing = 1;
     if (c->inst->next_waiter == c) c->inst->next_waiter = NULL;
+    for (int i = 0; i < NB_INST_MAX_CALLS; i++)
+        if (c->inst->calls[i].conn == c) c->inst->calls[i].conn = NULL;
     close_handle(c->inst, (uv_handle_t *)&c->tcp);
 }
 
@@ -1104,7 +1137,7 @@ static void close_when_answered(rapi_conn *c)
 {
     c->close_after_write = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
-    if (c->writes_pending == 0 && c->inst->next_waiter != c) rapi_close(c);
+    if (c->writes_pending == 0 && c->inst->next_waiter != c && !c->parked) rapi_close(c);
 }
 
 static void rapi_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
@@ -1157,6 +1190,13 @@ static void rapi_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
                 return;
             }
             nb_rapi_req_reset(&c->req);
+            if (c->parked) {
+                /* The runtime waits for the call's answer; a request pipelined behind it would
+                 * be answered out of order, so the connection closes after that answer. */
+                if (c->in.len || left) c->close_after_write = 1;
+                nb_buf_reset(&c->in);
+                return;
+            }
             if (c->in.len) {
                 long u = nb_rapi_parse(&c->req, c->in.data, c->in.len);
                 if (u < 0) {
@@ -1167,6 +1207,190 @@ static void rapi_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
             }
         }
     }
+}
+
+/* ---------- calls (docs/internals/calls.md) ---------- */
+
+static pending_call *find_call(inst_impl *in, uint32_t id)
+{
+    for (int i = 0; i < NB_INST_MAX_CALLS; i++)
+        if (in->calls[i].used && in->calls[i].id == id) return &in->calls[i];
+    return NULL;
+}
+
+static void answer_http_call(rapi_conn *c, int status, const char *code, const char *body,
+                             size_t len)
+{
+    char headers[256];
+    /* X-Nimbus-Call tells a client it reached nimbus: on AWS Lambda the path is a 404 without
+     * it. A callee's failure keeps status 200, as the admin API's invoke does. */
+    snprintf(headers, sizeof headers, "X-Nimbus-Call: 1\r\n%s%s%s%s%s%s",
+             code[0] ? "X-Nimbus-Error-Code: " : "", code, code[0] ? "\r\n" : "",
+             code[0] && status == 200 ? "X-Nimbus-Function-Error: " : "",
+             code[0] && status == 200 ? code : "", code[0] && status == 200 ? "\r\n" : "");
+    const char *reason = status == 200   ? "OK"
+                         : status == 202 ? "Accepted"
+                         : status < 500  ? "Client Error"
+                                         : "Server Error";
+    c->parked = 0;
+    rapi_send(c, status, reason, headers, "application/json", body, len);
+    if (c->close_after_write) {
+        if (c->writes_pending == 0) rapi_close(c);
+    } else if (!c->closing) {
+        uv_read_start((uv_stream_t *)&c->tcp, scratch_alloc, rapi_read);
+    }
+}
+
+void nb_inst_call_done(nb_inst *pub, uint32_t call_id, int status, const char *error_code,
+                       const char *body, size_t len)
+{
+    inst_impl *in = (inst_impl *)pub;
+    pending_call *pc = find_call(in, call_id);
+    if (!pc) return; /* the job ended, or the runtime stopped waiting */
+    pending_call done = *pc;
+    pc->used = 0;
+    in->n_calls--;
+    if (!error_code) error_code = "";
+    if (done.http) {
+        if (done.conn && !done.conn->closing)
+            answer_http_call(done.conn, status, error_code, body, len);
+        return;
+    }
+    if (!in->chan_open) return;
+    nb_buf out;
+    nb_buf_init(&out, NB_CHAN_MAX_FRAME + 4);
+    nb_chan_msg m = {.type = NB_CHAN_CALL_RESULT, .call_id = call_id, .status = (uint16_t)status};
+    m.error_code = (nb_chan_str){error_code, strlen(error_code)};
+    m.body = (nb_chan_str){body, len};
+    if (nb_chan_encode(&out, &m) < 0) {
+        /* A result over the frame cap: the runtime still gets an answer it can act on. */
+        nb_buf_reset(&out);
+        static const char big[] = "{\"error\":{\"code\":\"payload_too_large\",\"message\":"
+                                  "\"the call's result is over the channel's frame size\"}}";
+        m.status = 413;
+        m.error_code = (nb_chan_str){"payload_too_large", 17};
+        m.body = (nb_chan_str){big, sizeof big - 1};
+        if (nb_chan_encode(&out, &m) < 0) {
+            nb_buf_free(&out);
+            return;
+        }
+    }
+    size_t n;
+    char *data = nb_buf_steal(&out, &n);
+    stream_write((uv_stream_t *)&in->chan, data, n);
+}
+
+/* An answer the instance gives itself, before the owner ever hears of the call. */
+static void refuse_call(inst_impl *in, rapi_conn *c, uint32_t id, int status, const char *code,
+                        const char *msg)
+{
+    json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (c) {
+        answer_http_call(c, status, code, s, strlen(s));
+    } else if (in->chan_open) {
+        nb_buf out;
+        nb_buf_init(&out, 64u << 10);
+        nb_chan_msg m = {.type = NB_CHAN_CALL_RESULT, .call_id = id, .status = (uint16_t)status};
+        m.error_code = (nb_chan_str){code, strlen(code)};
+        m.body = (nb_chan_str){s, strlen(s)};
+        if (nb_chan_encode(&out, &m) == 0) {
+            size_t n;
+            char *data = nb_buf_steal(&out, &n);
+            stream_write((uv_stream_t *)&in->chan, data, n);
+        } else {
+            nb_buf_free(&out);
+        }
+    }
+    free(s);
+}
+
+static void start_call(inst_impl *in, rapi_conn *c, uint32_t id, nb_chan_str op,
+                       nb_chan_str target, nb_chan_str attrs, const char *body, size_t len)
+{
+    nb_inst_call call = {.call_id = id, .attrs = attrs.p, .attrs_len = attrs.len, .body = body,
+                         .len = len};
+    if (c) {
+        /* Parked before the owner hears of it: it may answer at once. */
+        c->parked = 1;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+    if (op.len == 0 || op.len >= sizeof call.op || memchr(op.p, 0, op.len) ||
+        target.len >= sizeof call.target || (target.len && memchr(target.p, 0, target.len))) {
+        refuse_call(in, c, id, 400, NB_E_BAD_REQUEST, "malformed call: op or target");
+        return;
+    }
+    if (!c && find_call(in, id)) {
+        refuse_call(in, c, id, 400, NB_E_BAD_REQUEST, "call id already waiting for an answer");
+        return;
+    }
+    pending_call *slot = NULL;
+    for (int i = 0; i < NB_INST_MAX_CALLS && !slot; i++)
+        if (!in->calls[i].used) slot = &in->calls[i];
+    if (!slot) {
+        refuse_call(in, c, id, 429, NB_E_TOO_MANY,
+                    "too many calls waiting for an answer (64 per instance)");
+        return;
+    }
+    *slot = (pending_call){.id = id, .used = 1, .http = c != NULL, .conn = c};
+    in->n_calls++;
+    memcpy(call.op, op.p, op.len);
+    if (target.len) memcpy(call.target, target.p, target.len);
+    in->hooks->call(&in->pub, in->tag, &call);
+}
+
+/* The job ended: its calls' answers, when they come, are dropped. A runtime still waiting on
+ * the Runtime API hears so now. */
+static void drop_calls(inst_impl *in)
+{
+    for (int i = 0; i < NB_INST_MAX_CALLS && in->n_calls > 0; i++) {
+        pending_call *pc = &in->calls[i];
+        if (!pc->used) continue;
+        pc->used = 0;
+        in->n_calls--;
+        if (pc->http && pc->conn && !pc->conn->closing) {
+            static const char gone[] = "{\"error\":{\"code\":\"unavailable\",\"message\":"
+                                       "\"the invocation ended before the call's answer\"}}";
+            answer_http_call(pc->conn, 410, NB_E_UNAVAILABLE, gone, sizeof gone - 1);
+        }
+    }
+    in->n_calls = 0;
+}
+
+static void call_refusal(rapi_conn *c, int status, const char *code, const char *msg)
+{
+    json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    answer_http_call(c, status, code, s, strlen(s));
+    free(s);
+}
+
+/* POST /2018-06-01/runtime/invocation/{id}/nimbus/{op}[/{target}] */
+static void rapi_call(rapi_conn *c, const char *id, size_t idlen, const char *what)
+{
+    inst_impl *in = c->inst;
+    nb_rapi_req *r = &c->req;
+    /* Refusals carry X-Nimbus-Call too: the client reached nimbus, just not in a good state. */
+    if (!in->tag || in->job_undelivered) {
+        call_refusal(c, 403, "InvalidStateTransition", "no invocation in flight");
+        return;
+    }
+    if (!id_matches(in, id, idlen)) {
+        call_refusal(c, 400, "InvalidRequestID", "Invalid request ID");
+        return;
+    }
+    if (r->too_large || r->attrs_too_large) {
+        call_refusal(c, 413, NB_E_TOO_LARGE,
+                     r->too_large ? "call body over 6 MiB" : "X-Nimbus-Attributes over 64 KiB");
+        return;
+    }
+    const char *slash = strchr(what, '/');
+    nb_chan_str op = {what, slash ? (size_t)(slash - what) : strlen(what)};
+    nb_chan_str target = {slash ? slash + 1 : "", slash ? strlen(slash + 1) : 0};
+    nb_chan_str attrs = {r->attrs.data, r->attrs.len};
+    start_call(in, c, ++in->next_http_call, op, target, attrs, r->body.data, r->body.len);
 }
 
 static void rapi_accept(uv_stream_t *server, int status)

@@ -75,6 +75,20 @@ typedef struct nb_inst_result {
     const char *content_type;
 } nb_inst_result;
 
+/* A call the function makes while it serves a job: invoke another function, send to a queue,
+ * publish, emit (docs/internals/calls.md). From the channel's CALL frame or the private Runtime
+ * API path. Everything is valid only during the hook call. */
+#define NB_INST_MAX_CALLS 64 /* outstanding per instance; past it: 429 at once */
+typedef struct nb_inst_call {
+    uint32_t call_id; /* the runtime's (channel) or the instance's own (HTTP) */
+    char op[16];      /* "invoke", "invoke_async", "send", "publish", "emit" */
+    char target[256]; /* function, queue or topic name; "" for emit */
+    const char *attrs; /* JSON object text; attrs_len 0: none */
+    size_t attrs_len;
+    const char *body;
+    size_t len;
+} nb_inst_call;
+
 typedef struct nb_inst_hooks {
     void (*ready)(nb_inst *inst); /* STARTING -> IDLE */
     /* The job ended. If the instance carries on, it is already IDLE (BUSY -> IDLE) when this is
@@ -85,6 +99,9 @@ typedef struct nb_inst_hooks {
     /* -> STOPPED. When it never became ready, init_error says why. */
     void (*stopped)(nb_inst *inst, const nb_inst_result *init_error);
     void (*freed)(nb_inst *inst); /* memory is about to go */
+    /* The job tagged tag made a call. The owner answers it with nb_inst_call_done, at once or
+     * later, while the job runs; once the job ended (hooks->result) it must not any more. */
+    void (*call)(nb_inst *inst, void *tag, const nb_inst_call *call);
 } nb_inst_hooks;
 
 /* The instances of one loop: their list (for shutdown and for finding a reaped pid) and the
@@ -121,6 +138,12 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
                        void *owner, nb_inst_result *res_out, char *errbuf, size_t errsize);
 /* IDLE -> BUSY. tag is passed back to hooks->result exactly once. */
 int nb_inst_dispatch(nb_inst *inst, const nb_inst_job *job, void *tag);
+/* Answers call_id of the job in flight: status 200/202 done, 4xx/5xx refused; error_code ""
+ * (done), "Unhandled"/"Handled" (an invoked function failed, status 200) or the platform's code;
+ * body the result or the error JSON. A call_id the instance no longer waits for (its job ended,
+ * its Runtime API connection closed) is dropped. Loop thread, while the job runs. */
+void nb_inst_call_done(nb_inst *inst, uint32_t call_id, int status, const char *error_code,
+                       const char *body, size_t len);
 /* Stops the instance (killing it if busy: the owner must not do that to a busy instance
  * unless it is shutting down). */
 void nb_inst_stop(nb_inst *inst, const char *why);

@@ -26,22 +26,26 @@ void nb_rapi_req_init(nb_rapi_req *r)
     memset(r, 0, sizeof *r);
     nb_buf_init(&r->body, NB_RAPI_MAX_BODY);
     nb_buf_init(&r->error_body, 64u << 10);
+    nb_buf_init(&r->attrs, NB_RAPI_MAX_ATTRS);
 }
 
 void nb_rapi_req_reset(nb_rapi_req *r)
 {
-    nb_buf body = r->body, eb = r->error_body;
+    nb_buf body = r->body, eb = r->error_body, at = r->attrs;
     nb_buf_reset(&body);
     nb_buf_reset(&eb);
+    nb_buf_reset(&at);
     memset(r, 0, sizeof *r);
     r->body = body;
     r->error_body = eb;
+    r->attrs = at;
 }
 
 void nb_rapi_req_free(nb_rapi_req *r)
 {
     nb_buf_free(&r->body);
     nb_buf_free(&r->error_body);
+    nb_buf_free(&r->attrs);
 }
 
 static int name_is(const struct phr_header *h, const char *name)
@@ -106,6 +110,12 @@ static long parse_head(nb_rapi_req *r, const char *data, size_t len)
             copy_value(r->response_mode, sizeof r->response_mode, &h[i]);
         } else if (name_is(&h[i], "content-type")) {
             copy_value(r->content_type, sizeof r->content_type, &h[i]);
+        } else if (name_is(&h[i], "x-nimbus-attributes")) {
+            nb_buf_reset(&r->attrs);
+            if (nb_buf_append(&r->attrs, h[i].value, h[i].value_len) < 0) {
+                nb_buf_reset(&r->attrs);
+                r->attrs_too_large = 1;
+            }
         } else {
             take_error_fields(r, &h[i]);
         }

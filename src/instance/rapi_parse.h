@@ -16,6 +16,7 @@
 
 #define NB_RAPI_MAX_HEAD (1536u << 10) /* X-Ray error-cause headers reach 1 MiB */
 #define NB_RAPI_MAX_BODY ((6u << 20) + 100u)
+#define NB_RAPI_MAX_ATTRS (64u << 10)
 
 enum nb_rapi_state {
     NB_RAPI_HEAD,
@@ -39,6 +40,10 @@ typedef struct nb_rapi_req {
     char content_type[128];
     int has_error_body_trailer; /* Lambda-Runtime-Function-Error-Body trailer present */
     nb_buf error_body;          /* that trailer's value (base64), capped */
+    /* X-Nimbus-Attributes of a call on the private path (docs/internals/calls.md), capped at
+     * NB_RAPI_MAX_ATTRS; attrs_too_large when it was longer. */
+    nb_buf attrs;
+    int attrs_too_large;
     nb_buf body;
 } nb_rapi_req;
 

@@ -146,6 +146,19 @@ struct inv_impl {
     int moved;            /* forwarded from its home loop: explicit_version is already decided */
     int stolen;           /* admitted to a queue on another loop: never throttled again */
     nb_invoker *home;     /* the loop whose HTTP request waits for it (cb runs there) */
+    int64_t deadline_cap_ms; /* a callee ends by its caller's deadline (epoch ms); 0: none */
+    int64_t deadline_ms;     /* of its run, once running */
+    nb_call *calls;          /* calls it made that wait for their answer */
+};
+
+/* A call made by a running invocation (docs/internals/calls.md). Owned by whatever carries out
+ * the operation until nb_call_finish; the invocation only points at it, and detaches it when it
+ * ends (inv = NULL), so a late answer is dropped instead of reaching an instance that moved on. */
+struct nb_call {
+    inv_impl *inv;
+    nb_inst *inst;
+    uint32_t call_id;
+    nb_call *next; /* the invocation's calls */
 };
 
 #define BUCKETS       1024
@@ -632,6 +645,9 @@ static void inv_complete(inv_impl *inv, enum nb_inst_outcome outcome, const char
 {
     inv->pub.ended_us = nb_mono_us();
     inv->pub.outcome = outcome;
+    for (nb_call *c = inv->calls; c; c = c->next)
+        c->inv = NULL;
+    inv->calls = NULL;
     snprintf(inv->pub.error_type, sizeof inv->pub.error_type, "%s", type ? type : "");
     snprintf(inv->pub.content_type, sizeof inv->pub.content_type, "%s",
              ctype ? ctype : "application/json");
@@ -706,11 +722,27 @@ static void inv_throttle(inv_impl *inv, fn_entry *e, const char *reason, const c
                "text/plain");
 }
 
-static void trace_id(char *out, size_t size)
+/* The X-Ray-shaped header a runtime gets: its Root comes from the chain's trace id (the root's
+ * request id, a UUID: its 32 hex digits), so every invocation of a chain shows the same Root;
+ * Parent is new each time. An id that is not a UUID gets a random Root, as before chains. */
+static void trace_header(const char *chain, char *out, size_t size)
 {
-    char a[25], b[17];
-    nb_random_hex(a, 12);
+    char hex[33], b[17];
+    size_t n = 0;
+    for (const char *p = chain; *p && n < 32; p++) {
+        if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))
+            hex[n++] = *p;
+        else if (*p != '-')
+            break;
+    }
+    hex[n] = 0;
     nb_random_hex(b, 8);
+    if (n == 32) {
+        snprintf(out, size, "Root=1-%.8s-%.24s;Parent=%s;Sampled=0", hex, hex + 8, b);
+        return;
+    }
+    char a[25];
+    nb_random_hex(a, 12);
     snprintf(out, size, "Root=1-%08llx-%s;Parent=%s;Sampled=0", (long long)(nb_now_ms() / 1000), a,
              b);
 }
@@ -720,8 +752,13 @@ static void run_on(pool *p, inv_impl *inv, nb_inst *inst, int cold)
     char arn[256], trace[96];
     snprintf(arn, sizeof arn, "arn:aws:lambda:us-east-1:000000000000:function:%s",
              inv->pub.ver->name);
-    trace_id(trace, sizeof trace);
+    trace_header(inv->pub.trace_id, trace, sizeof trace);
     int64_t timeout_ms = (int64_t)p->ver->cfg.timeout_s * 1000;
+    if (inv->deadline_cap_ms > 0) {
+        /* A callee never outlives the caller waiting for it. */
+        int64_t left = inv->deadline_cap_ms - nb_now_ms();
+        if (left < timeout_ms) timeout_ms = left > 1 ? left : 1;
+    }
     nb_inst_job job = {
         .request_id = inv->pub.request_id,
         .function_arn = arn,
@@ -732,6 +769,7 @@ static void run_on(pool *p, inv_impl *inv, nb_inst *inst, int cold)
         .deadline_ms = nb_now_ms() + timeout_ms,
         .timeout_ms = timeout_ms,
     };
+    inv->deadline_ms = job.deadline_ms;
     inv->inst = inst;
     inv->pool = p;
     inv->pub.cold = cold;
@@ -748,8 +786,13 @@ static void run_on(pool *p, inv_impl *inv, nb_inst *inst, int cold)
     p->n_running++;
     touch(p);
     inv_set_state(inv, NB_INV_RUNNING);
-    log_platform(inv, inst, NULL, "START RequestId: %s Version: %lld", inv->pub.request_id,
-                 (long long)inv->pub.ver->version);
+    if (inv->pub.depth > 0)
+        log_platform(inv, inst, NULL, "START RequestId: %s Version: %lld Caller: %s Trace: %s",
+                     inv->pub.request_id, (long long)inv->pub.ver->version,
+                     inv->pub.caller_request_id, inv->pub.trace_id);
+    else
+        log_platform(inv, inst, NULL, "START RequestId: %s Version: %lld", inv->pub.request_id,
+                     (long long)inv->pub.ver->version);
     /* The instance copies what it must keep of the job (its strings are on this stack). */
     if (nb_inst_dispatch(inst, &job, inv) < 0) {
         inv_fail(inv, "Sandbox.Failure", "RequestId: %s Error: instance refused the invocation",
@@ -1192,12 +1235,130 @@ static void hook_freed(nb_inst *inst)
     pool_maybe_free(p);
 }
 
+/* ---------- calls from running functions (docs/internals/calls.md) ---------- */
+
+void nb_call_finish(nb_call *c, int status, const char *error_code, const char *body, size_t len)
+{
+    inv_impl *inv = c->inv;
+    if (inv) {
+        for (nb_call **pp = &inv->calls; *pp; pp = &(*pp)->next) {
+            if (*pp == c) {
+                *pp = c->next;
+                break;
+            }
+        }
+        nb_inst_call_done(c->inst, c->call_id, status, error_code, body, len);
+    }
+    free(c);
+}
+
+void nb_call_fail(nb_call *c, int status, const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!s) abort(); /* msg is bounded and code static: only OOM gets here */
+    nb_call_finish(c, status, code, s, strlen(s));
+    free(s);
+}
+
+static void call_invoke_done(nb_inv *callee, void *ud)
+{
+    nb_call *c = ud;
+    if (callee->throttled) {
+        nb_call_fail(c, 429, NB_E_TOO_MANY, "%s", callee->body);
+        return;
+    }
+    const char *code = callee->outcome == NB_OUTCOME_OK        ? ""
+                       : callee->outcome == NB_OUTCOME_HANDLED ? "Handled"
+                                                               : "Unhandled";
+    nb_call_finish(c, 200, code, callee->body, callee->body_len);
+}
+
+/* A bare function name of the caller's namespace: a path or an ARN would name another one. */
+static int names_other_namespace(const char *target)
+{
+    return strchr(target, '/') || strchr(target, ':');
+}
+
+static void hook_call(nb_inst *inst, void *tag, const nb_inst_call *call)
+{
+    inv_impl *inv = tag;
+    pool *p = inst->owner;
+    nb_invoker *iv = p->iv;
+    nb_call *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    c->inv = inv;
+    c->inst = inst;
+    c->call_id = call->call_id;
+    c->next = inv->calls;
+    inv->calls = c;
+    const nb_fn_version *me = inv->pub.ver;
+    int limit = iv->cfg.max_call_depth > 0 ? iv->cfg.max_call_depth : NB_CALL_DEPTH_DEFAULT;
+    nb_call_info info = {
+        .iv = iv,
+        .call = call,
+        .ns = me->ns,
+        .fn = me->name,
+        .request_id = inv->pub.request_id,
+        .next = {.depth = inv->pub.depth + 1,
+                 .caller_request_id = inv->pub.request_id,
+                 .trace_id = inv->pub.trace_id,
+                 .deadline_ms = inv->deadline_ms},
+    };
+    int invoke = strcmp(call->op, "invoke") == 0;
+    int starts_invocation = invoke || strcmp(call->op, "invoke_async") == 0;
+    nb_debug("invoke", "%s call %u %s %s depth=%d", inv->pub.request_id, call->call_id, call->op,
+             call->target, info.next.depth);
+    if (starts_invocation && names_other_namespace(call->target)) {
+        nb_call_fail(c, 403, "forbidden",
+                     "%s may only invoke functions of its own namespace '%s', not '%s'", me->name,
+                     me->ns, call->target);
+        return;
+    }
+    if (starts_invocation && info.next.depth > limit) {
+        nb_call_fail(c, 508, "call_depth_exceeded",
+                     "call depth limit %d exceeded: %s calling %s would run at depth %d "
+                     "(nimbus serve --max-call-depth)",
+                     limit, me->name, call->target, info.next.depth);
+        return;
+    }
+    if (!invoke) {
+        if (!iv->cfg.call_ops) {
+            nb_call_fail(c, 501, NB_E_UNAVAILABLE, "'%s' calls are not available", call->op);
+            return;
+        }
+        iv->cfg.call_ops->handle(iv->cfg.call_ud, c, &info);
+        return;
+    }
+    nb_fn_version *ver = nb_invoker_latest(iv, me->ns, call->target);
+    if (!ver) {
+        nb_call_fail(c, 404, NB_E_NOT_FOUND, "function '%s' not found", call->target);
+        return;
+    }
+    if (iv->stopping) {
+        nb_call_fail(c, 503, NB_E_UNAVAILABLE, "nimbus is shutting down");
+        return;
+    }
+    char rid[37];
+    nb_uuid4(rid);
+    /* Through the scheduler like any request: the callee's max_concurrency, queue and the
+     * daemon's caps apply, and a throttle comes back as 429. */
+    nb_invoke_ex(iv, ver, call->body, call->len, rid, &info.next, call_invoke_done, c, NULL);
+}
+
 static const nb_inst_hooks hooks = {
     .ready = hook_ready,
     .result = hook_result,
     .unavailable = hook_unavailable,
     .stopped = hook_stopped,
     .freed = hook_freed,
+    .call = hook_call,
 };
 
 /* ---------- invoke ---------- */
@@ -1340,12 +1501,25 @@ static void invoke_here(nb_invoker *iv, inv_impl *inv, int may_forward)
 void nb_invoke(nb_invoker *iv, nb_fn_version *ver, const char *event, size_t len,
                const char *request_id, nb_inv_done_cb cb, void *ud, nb_inv **handle)
 {
+    nb_invoke_ex(iv, ver, event, len, request_id, NULL, cb, ud, handle);
+}
+
+void nb_invoke_ex(nb_invoker *iv, nb_fn_version *ver, const char *event, size_t len,
+                  const char *request_id, const nb_inv_ctx *ctx, nb_inv_done_cb cb, void *ud,
+                  nb_inv **handle)
+{
     inv_impl *inv = calloc(1, sizeof *inv);
     if (!inv) abort();
     inv->iv = iv;
     inv->home = iv;
     inv->pub.ver = nb_fn_version_ref(ver);
     snprintf(inv->pub.request_id, sizeof inv->pub.request_id, "%s", request_id);
+    inv->pub.depth = ctx ? ctx->depth : 0;
+    snprintf(inv->pub.caller_request_id, sizeof inv->pub.caller_request_id, "%s",
+             ctx && ctx->caller_request_id ? ctx->caller_request_id : "");
+    snprintf(inv->pub.trace_id, sizeof inv->pub.trace_id, "%s",
+             ctx && ctx->trace_id && ctx->trace_id[0] ? ctx->trace_id : request_id);
+    inv->deadline_cap_ms = ctx ? ctx->deadline_ms : 0;
     inv->pub.queued_us = nb_mono_us();
     inv->event = malloc(len + 1);
     if (!inv->event) abort();

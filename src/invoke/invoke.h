@@ -50,6 +50,39 @@ typedef enum nb_inv_state { NB_INV_QUEUED, NB_INV_RUNNING, NB_INV_DONE } nb_inv_
 
 typedef void (*nb_inv_done_cb)(nb_inv *inv, void *ud);
 
+/* Where an invocation stands in a chain of calls between functions (docs/internals/calls.md).
+ * Strings are copied by nb_invoke_ex. */
+typedef struct nb_inv_ctx {
+    int depth;                     /* 0: from outside; a call from depth d runs at d + 1 */
+    const char *caller_request_id; /* the calling invocation's; NULL or "" at depth 0 */
+    const char *trace_id;          /* the chain's (its root's request id); NULL: a new root */
+    int64_t deadline_ms; /* epoch ms the callee must end by (the caller's deadline); 0: none */
+} nb_inv_ctx;
+
+#define NB_CALL_DEPTH_DEFAULT 16
+
+/* A call a running function made (docs/internals/calls.md). The invoker handles "invoke" itself;
+ * the other operations go to the daemon's nb_call_ops. */
+typedef struct nb_call nb_call;
+typedef struct nb_call_info {
+    nb_invoker *iv;             /* the loop's, on whose thread the call is handled */
+    const nb_inst_call *call;   /* op, target, attrs, body: valid during handle() only */
+    const char *ns, *fn;        /* the caller: calls stay in its namespace */
+    const char *request_id;     /* the caller's invocation */
+    nb_inv_ctx next;            /* what an invocation the call causes carries (depth + 1) */
+} nb_call_info;
+typedef struct nb_call_ops {
+    /* Handles one call; ends, now or later, in exactly one nb_call_finish on iv's loop. */
+    void (*handle)(void *ud, nb_call *call, const nb_call_info *info);
+} nb_call_ops;
+/* The answer to a call (status and error_code as nb_inst_call_done); frees call. Dropped when
+ * the calling invocation ended meanwhile. On the loop's thread of nb_call_info.iv. */
+void nb_call_finish(nb_call *call, int status, const char *error_code, const char *body,
+                    size_t len);
+/* The same with the body {"error":{"code","message"}}. */
+void nb_call_fail(nb_call *call, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 struct nb_inv {
     nb_inv_state state;
     char request_id[37];
@@ -68,6 +101,10 @@ struct nb_inv {
     char throttle_reason[64];
     int retry_after_s;
     int64_t queued_us, started_us, ended_us;
+    /* The chain of calls it is part of (nb_inv_ctx): trace_id is its root's request id. */
+    int depth;
+    char caller_request_id[37];
+    char trace_id[64];
 };
 
 typedef struct nb_invoker_config {
@@ -81,6 +118,11 @@ typedef struct nb_invoker_config {
     int64_t max_memory_mb;   /* ignored: the sched's caps */
     int64_t idle_timeout_ms; /* default for functions without idle_timeout_s; 0: 300 s */
     int64_t init_timeout_ms;
+    /* Calls from running functions: "invoke" is handled here, the rest by call_ops (NULL:
+     * refused with 501). max_call_depth: 0 means NB_CALL_DEPTH_DEFAULT. */
+    const nb_call_ops *call_ops;
+    void *call_ud;
+    int max_call_depth;
 } nb_invoker_config;
 
 /* Per function, for the API's function object and `nimbus get`. Instances of the latest
@@ -124,6 +166,11 @@ nb_fn_version *nb_invoker_latest(nb_invoker *iv, const char *ns, const char *nam
  * knows whether the invocation is still pending (cb may run before nb_invoke returns). */
 void nb_invoke(nb_invoker *iv, nb_fn_version *ver, const char *event, size_t len,
                const char *request_id, nb_inv_done_cb cb, void *ud, nb_inv **handle);
+/* The same within a chain of calls: ctx NULL is nb_invoke (depth 0, a new trace). The callee's
+ * timeout is its own, cut to what is left of ctx->deadline_ms. */
+void nb_invoke_ex(nb_invoker *iv, nb_fn_version *ver, const char *event, size_t len,
+                  const char *request_id, const nb_inv_ctx *ctx, nb_inv_done_cb cb, void *ud,
+                  nb_inv **handle);
 void nb_inv_detach(nb_inv *inv);
 
 /* 0, or -1 when the function is unknown. */

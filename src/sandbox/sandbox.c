@@ -170,6 +170,10 @@ static int build_skeleton(const char *base)
             return -1;
         }
     }
+    /* Node resolves `require('nimbus')` through /node_modules: the helper package lives in the
+     * runtime directory (docs/internals/calls.md); dangling for runtimes without it. */
+    snprintf(p, sizeof p, "%s/node_modules", root_dir);
+    if (symlink("/var/runtime/node_modules", p) < 0) return -1;
     char etc[PATH_MAX];
     snprintf(etc, sizeof etc, "%s/etc", root_dir);
     static const char hosts[] = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";

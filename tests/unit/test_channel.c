@@ -21,7 +21,10 @@ static int msg_eq(const nb_chan_msg *a, const nb_chan_msg *b)
     return a->type == b->type && a->deadline_ms == b->deadline_ms &&
            str_eq(a->request_id, b->request_id) && str_eq(a->function_arn, b->function_arn) &&
            str_eq(a->trace_id, b->trace_id) && str_eq(a->client_context, b->client_context) &&
-           str_eq(a->error_type, b->error_type) && str_eq(a->body, b->body);
+           str_eq(a->error_type, b->error_type) && str_eq(a->body, b->body) &&
+           a->call_id == b->call_id && a->status == b->status && str_eq(a->op, b->op) &&
+           str_eq(a->target, b->target) && str_eq(a->attrs, b->attrs) &&
+           str_eq(a->error_code, b->error_code);
 }
 
 static int in_range(nb_chan_str s, const char *base, size_t len)
@@ -104,6 +107,25 @@ static void test_round_trips(void)
                       .body = S("{\"errorMessage\":\"no module\"}")};
     round_trip(&m);
 
+    /* CALL and CALL_RESULT (docs/internals/calls.md). */
+    m = (nb_chan_msg){.type = NB_CHAN_CALL,
+                      .call_id = 0xdeadbeef,
+                      .op = S("publish"),
+                      .target = S("orders"),
+                      .attrs = S("{\"subject\":\"s\"}"),
+                      .body = S("hello")};
+    round_trip(&m);
+    m = (nb_chan_msg){.type = NB_CHAN_CALL, .call_id = 1, .op = S("emit")}; /* empty fields */
+    round_trip(&m);
+    m = (nb_chan_msg){.type = NB_CHAN_CALL_RESULT,
+                      .call_id = 7,
+                      .status = 403,
+                      .error_code = S("forbidden"),
+                      .body = S("{\"error\":{}}")};
+    round_trip(&m);
+    m = (nb_chan_msg){.type = NB_CHAN_CALL_RESULT, .call_id = 0xffffffffu, .status = 200};
+    round_trip(&m);
+
     /* Strings at their 64 KiB - 1 limit, and a body near the frame cap. */
     size_t big = NB_CHAN_MAX_FRAME - 1 - 2 - 0xffff;
     char *blob = malloc(big);
@@ -139,6 +161,31 @@ static void test_wire_layout(void)
     CHECK(nb_chan_encode(&b, &m) == 0);
     CHECK(b.len == sizeof want && memcmp(b.data, want, sizeof want) == 0);
     CHECK(b.data[b.len] == 0);
+
+    /* A CALL and a CALL_RESULT, byte by byte. */
+    static const unsigned char call[] = {
+        16,  0,   0,   0,   7,  /* length 16, CALL */
+        5,   0,   0,   0,       /* call_id 5 */
+        4,   0,   'e', 'm', 'i', 't', /* op */
+        0,   0,                 /* target */
+        0,   0,                 /* attrs */
+        '{', '}',               /* rest: body */
+    };
+    m = (nb_chan_msg){.type = NB_CHAN_CALL, .call_id = 5, .op = S("emit"), .body = S("{}")};
+    nb_buf_reset(&b);
+    CHECK(nb_chan_encode(&b, &m) == 0);
+    CHECK(b.len == sizeof call && memcmp(b.data, call, sizeof call) == 0);
+    static const unsigned char result[] = {
+        13,  0, 0,   0,   8,      /* length 13, CALL_RESULT */
+        9,   0, 0,   0,           /* call_id 9 */
+        0xca, 0,                  /* status 202 */
+        0,   0,                   /* error_code */
+        '{', '}',                 /* rest: body */
+    };
+    nb_chan_msg r;
+    CHECK(nb_chan_decode(result, sizeof result, &r) == (long)sizeof result);
+    CHECK(r.type == NB_CHAN_CALL_RESULT && r.call_id == 9 && r.status == 202);
+    CHECK(r.error_code.len == 0 && r.body.len == 2);
     nb_buf_free(&b);
 
     static const unsigned char ready[] = {1, 0, 0, 0, 1};
@@ -182,7 +229,12 @@ static void test_errors(void)
 
     /* Unknown types, including 0 and the ones just past the table. */
     expect_decode((const unsigned char[]){1, 0, 0, 0, 0}, 5, -1);
-    expect_decode((const unsigned char[]){1, 0, 0, 0, 7}, 5, -1);
+    expect_decode((const unsigned char[]){1, 0, 0, 0, 9}, 5, -1);
+    /* CALL: a call id cut short, then its op string cut; CALL_RESULT without a full status. */
+    expect_decode((const unsigned char[]){4, 0, 0, 0, 7, 1, 0, 0}, 8, -1);
+    expect_decode((const unsigned char[]){7, 0, 0, 0, 7, 1, 0, 0, 0, 4, 0}, 11, -1);
+    expect_decode((const unsigned char[]){6, 0, 0, 0, 8, 1, 0, 0, 0, 200}, 10, -1);
+    expect_decode((const unsigned char[]){9, 0, 0, 0, 8, 1, 0, 0, 0, 200, 0, 0, 0}, 13, 13);
     expect_decode((const unsigned char[]){3, 0, 0, 0, 0xff, 0, 0}, 7, -1);
 
     /* READY carries no body. */
@@ -218,6 +270,8 @@ static void test_errors(void)
     CHECK(nb_chan_encode(&b, &m) == -1);
     CHECK(b.len == 4 && memcmp(b.data, "keep", 5) == 0);
     m = (nb_chan_msg){.type = (enum nb_chan_type)9};
+    CHECK(nb_chan_encode(&b, &m) == -1);
+    m = (nb_chan_msg){.type = NB_CHAN_CALL, .attrs = {big, 0x10000}};
     CHECK(nb_chan_encode(&b, &m) == -1);
     CHECK(b.len == 4 && memcmp(b.data, "keep", 5) == 0);
     free(big);

@@ -1,0 +1,374 @@
+#include "events/calls.h"
+
+#include "base/log.h"
+#include "base/util.h"
+#include "events/cloudevent.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct nb_calls {
+    nb_q *q;
+    nb_async_port *port;
+};
+
+nb_calls *nb_calls_new(nb_q *q, nb_async_port *port)
+{
+    nb_calls *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    c->q = q;
+    c->port = port;
+    return c;
+}
+
+void nb_calls_free(nb_calls *c)
+{
+    free(c);
+}
+
+/* One durable send on its way: filled on the writer thread, answered on the loop. */
+typedef struct pending {
+    nb_calls *calls;
+    nb_call *call;
+    const char *id_field; /* the answer's {"<id_field>": id} */
+    int status;           /* nb_q's: 0 durable */
+    char msg[256];
+    char id[256]; /* an emitted event's own id may be longer than a UUID */
+    int id_known; /* invoke_async: the id was chosen before the send */
+} pending;
+
+static const char *code_of(int status)
+{
+    return status == 404   ? NB_E_NOT_FOUND
+           : status == 413 ? NB_E_TOO_LARGE
+           : status == 400 ? NB_E_INVALID_VALUE
+           : status == 409 ? NB_E_CONFLICT
+                           : NB_E_UNAVAILABLE;
+}
+
+static void answer_on_loop(void *ud)
+{
+    pending *p = ud;
+    if (p->status != 0) {
+        nb_call_fail(p->call, p->status, code_of(p->status), "%s", p->msg);
+    } else {
+        json_t *o = json_pack("{s:s}", p->id_field, p->id);
+        char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        if (body)
+            nb_call_finish(p->call, 202, "", body, strlen(body));
+        else /* an id that is not UTF-8 (cut inside a character): the send still happened */
+            nb_call_finish(p->call, 202, "", "{}", 2);
+        free(body);
+    }
+    free(p);
+}
+
+/* The queue's writer thread: back to the loop of the call. */
+static void sent(void *ud, int status, const char *msg, char (*ids)[37], size_t n)
+{
+    pending *p = ud;
+    p->status = status;
+    snprintf(p->msg, sizeof p->msg, "%s", msg ? msg : "");
+    if (status == 0 && n && !p->id_known) snprintf(p->id, sizeof p->id, "%s", ids[0]);
+    nb_async_post(p->calls->port, answer_on_loop, p);
+}
+
+static pending *pending_new(nb_calls *c, nb_call *call, const char *id_field)
+{
+    pending *p = calloc(1, sizeof *p);
+    if (!p) abort();
+    p->calls = c;
+    p->call = call;
+    p->id_field = id_field;
+    return p;
+}
+
+/* Sends one message; the call is answered when it is durable (or refused now). */
+static void send_one(nb_calls *c, nb_call *call, const char *queue, const char *body, size_t len,
+                     const json_t *attrs, const char *id_field)
+{
+    pending *p = pending_new(c, call, id_field);
+    nb_q_out out = {body, len, attrs, 0, NULL, 0};
+    nb_err err = {0};
+    if (nb_q_send(c->q, queue, &out, 1, sent, p, &err) < 0) {
+        free(p);
+        nb_call_fail(call, err.status ? err.status : 503, err.code ? err.code : NB_E_UNAVAILABLE,
+                     "%s", err.msg);
+    }
+}
+
+/* The call's attributes: NULL when none were given, or a JSON value (the caller decref's). */
+static int parse_attrs(const nb_inst_call *k, json_t **out, nb_err *err)
+{
+    *out = NULL;
+    if (k->attrs_len == 0) return 0;
+    json_error_t je;
+    *out = json_loadb(k->attrs, k->attrs_len, JSON_REJECT_DUPLICATES, &je);
+    if (!json_is_object(*out)) {
+        json_decref(*out);
+        *out = NULL;
+        return nb_err_set(err, 400, NB_E_INVALID_JSON, "attributes must be a JSON object");
+    }
+    return 0;
+}
+
+static void do_invoke_async(nb_calls *c, nb_call *call, const nb_call_info *in)
+{
+    const nb_inst_call *k = in->call;
+    nb_fn_version *ver = nb_invoker_latest(in->iv, in->ns, k->target);
+    if (!ver) {
+        nb_call_fail(call, 404, NB_E_NOT_FOUND, "function '%s' not found", k->target);
+        return;
+    }
+    if (k->len > NB_ASYNC_MAX_EVENT) {
+        nb_call_fail(call, 413, NB_E_TOO_LARGE, "an async event is at most %u bytes",
+                     NB_ASYNC_MAX_EVENT);
+        return;
+    }
+    /* Events travel on as text (records, the failure log's view), as over the admin API. */
+    if (!nb_utf8_valid(k->body, k->len)) {
+        nb_call_fail(call, 400, NB_E_INVALID_VALUE, "an async event must be UTF-8 text");
+        return;
+    }
+    pending *p = pending_new(c, call, "requestId");
+    p->id_known = 1;
+    nb_err err = {0};
+    /* The async hop keeps the chain: depth, caller and trace ride in the message. No deadline:
+     * nobody waits for it. */
+    nb_inv_ctx ctx = in->next;
+    ctx.deadline_ms = 0;
+    if (nb_async_enqueue(c->q, in->ns, k->target, ver->cfg.timeout_s, k->body, k->len, NULL, &ctx,
+                         p->id, sent, p, &err) < 0) {
+        free(p);
+        nb_call_fail(call, err.status ? err.status : 503, err.code ? err.code : NB_E_UNAVAILABLE,
+                     "%s", err.msg);
+    }
+}
+
+static void do_send(nb_calls *c, nb_call *call, const nb_call_info *in)
+{
+    const nb_inst_call *k = in->call;
+    char q[NB_Q_NAME_MAX + 1];
+    nb_async_user_queue(in->ns, k->target, q, sizeof q);
+    nb_err err = {0};
+    json_t *attrs = NULL;
+    if (!k->target[0] || strchr(k->target, '/') || !nb_q_exists(c->q, q))
+        nb_err_set(&err, 404, NB_E_NOT_FOUND, "queue '%s' not found", k->target);
+    else if (parse_attrs(k, &attrs, &err) == 0 && nb_async_check_attrs(attrs, &err) == 0 &&
+             !nb_utf8_valid(k->body, k->len))
+        nb_err_set(&err, 400, NB_E_INVALID_VALUE, "a message body must be UTF-8 text");
+    if (err.status) {
+        json_decref(attrs);
+        nb_call_fail(call, err.status, err.code, "%s", err.msg);
+        return;
+    }
+    send_one(c, call, q, k->body, k->len, attrs, "messageId");
+    json_decref(attrs);
+}
+
+/* One attribute value in SNS's {"Type","Value"} form, or NULL (err set). */
+static json_t *publish_value(const char *name, json_t *v, nb_err *err)
+{
+    if (json_is_string(v)) return json_pack("{s:s, s:O}", "Type", "String", "Value", v);
+    if (json_is_number(v)) {
+        char *t = json_dumps(v, JSON_ENCODE_ANY);
+        json_t *o = json_pack("{s:s, s:s}", "Type", "Number", "Value", t ? t : "0");
+        free(t);
+        return o;
+    }
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e)
+        {
+            if (!json_is_string(e)) {
+                nb_err_set(err, 400, NB_E_INVALID_VALUE,
+                           "attribute '%.64s': an array holds strings only", name);
+                return NULL;
+            }
+        }
+        char *t = json_dumps(v, JSON_COMPACT);
+        json_t *o = json_pack("{s:s, s:s}", "Type", "String.Array", "Value", t ? t : "[]");
+        free(t);
+        return o;
+    }
+    if (json_is_object(v)) {
+        const char *type = json_string_value(json_object_get(v, "Type"));
+        json_t *value = json_object_get(v, "Value");
+        if (json_object_size(v) == 2 && type && json_is_string(value) &&
+            (strcmp(type, "String") == 0 || strcmp(type, "Number") == 0 ||
+             strcmp(type, "String.Array") == 0))
+            return json_pack("{s:s, s:O}", "Type", type, "Value", value);
+    }
+    nb_err_set(err, 400, NB_E_INVALID_VALUE,
+               "attribute '%.64s' must be a string, a number, an array of strings or "
+               "{\"Type\": \"String\"|\"Number\"|\"String.Array\", \"Value\": \"...\"}",
+               name);
+    return NULL;
+}
+
+json_t *nb_calls_publish_attrs(const json_t *attrs, nb_err *err)
+{
+    json_t *out = json_object();
+    if (!attrs) return out;
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)attrs, k, v)
+    {
+        if (strcmp(k, "attributes") != 0 && strcmp(k, "subject") != 0) {
+            nb_err_set(err, 400, NB_E_UNKNOWN_FIELD, "unknown publish field '%.64s'", k);
+            goto fail;
+        }
+    }
+    json_t *subject = json_object_get(attrs, "subject");
+    if (subject && !json_is_null(subject)) {
+        size_t n = json_string_length(subject);
+        if (!json_is_string(subject) || n == 0 || n > 100) {
+            nb_err_set(err, 400, NB_E_INVALID_VALUE, "subject must be a string of 1..100 bytes");
+            goto fail;
+        }
+        json_object_set(out, "subject", subject);
+    }
+    json_t *in = json_object_get(attrs, "attributes");
+    if (in && !json_is_null(in)) {
+        if (!json_is_object(in) || json_object_size(in) > 10) {
+            nb_err_set(err, 400, NB_E_INVALID_VALUE,
+                       "attributes must be an object of at most 10 attributes");
+            goto fail;
+        }
+        json_t *norm = json_object();
+        json_object_foreach(in, k, v)
+        {
+            json_t *one = strlen(k) <= 256 ? publish_value(k, v, err) : NULL;
+            if (!one) {
+                if (!err->status)
+                    nb_err_set(err, 400, NB_E_INVALID_VALUE,
+                               "an attribute name is at most 256 bytes");
+                json_decref(norm);
+                goto fail;
+            }
+            json_object_set_new(norm, k, one);
+        }
+        char *text = json_dumps(norm, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(norm);
+        if (!text) abort(); /* built above from valid values: only OOM gets here */
+        json_object_set_new(out, "attributes", json_string(text));
+        free(text);
+    }
+    return out;
+fail:
+    json_decref(out);
+    return NULL;
+}
+
+static void do_publish(nb_calls *c, nb_call *call, const nb_call_info *in)
+{
+    const nb_inst_call *k = in->call;
+    char q[NB_Q_NAME_MAX + 1];
+    nb_async_topic_queue(in->ns, k->target, q, sizeof q);
+    nb_err err = {0};
+    json_t *attrs = NULL, *qattrs = NULL;
+    /* The convention shared with the topics: a topic exists iff its queue does. */
+    if (!k->target[0] || strchr(k->target, '/') || !nb_q_exists(c->q, q))
+        nb_err_set(&err, 404, NB_E_NOT_FOUND, "topic '%s' not found", k->target);
+    else if (k->len > NB_CALLS_MAX_MESSAGE)
+        nb_err_set(&err, 413, NB_E_TOO_LARGE, "a published message is at most %u bytes",
+                   NB_CALLS_MAX_MESSAGE);
+    else if (!nb_utf8_valid(k->body, k->len))
+        nb_err_set(&err, 400, NB_E_INVALID_VALUE, "a published message must be UTF-8 text");
+    else if (parse_attrs(k, &attrs, &err) == 0)
+        qattrs = nb_calls_publish_attrs(attrs, &err);
+    json_decref(attrs);
+    if (err.status) {
+        nb_call_fail(call, err.status, err.code, "%s", err.msg);
+        return;
+    }
+    send_one(c, call, q, k->body, k->len, json_object_size(qattrs) ? qattrs : NULL, "messageId");
+    json_decref(qattrs);
+}
+
+static void do_emit(nb_calls *c, nb_call *call, const nb_call_info *in)
+{
+    const nb_inst_call *k = in->call;
+    nb_err err = {0};
+    if (k->len > NB_CE_MAX_BODY) {
+        nb_call_fail(call, 413, NB_E_TOO_LARGE, "an event is at most %u bytes", NB_CE_MAX_BODY);
+        return;
+    }
+    json_error_t je;
+    json_t *ev = json_loadb(k->body, k->len, JSON_REJECT_DUPLICATES, &je);
+    if (!json_is_object(ev)) {
+        json_decref(ev);
+        nb_call_fail(call, 400, NB_E_INVALID_JSON,
+                     "emit takes one CloudEvent in structured JSON (an object)");
+        return;
+    }
+    /* What the platform knows better than the function: who sent it, and when. */
+    if (!json_object_get(ev, "specversion")) json_object_set_new(ev, "specversion", json_string("1.0"));
+    if (!json_object_get(ev, "id")) {
+        char id[37];
+        nb_uuid4(id);
+        json_object_set_new(ev, "id", json_string(id));
+    }
+    if (!json_object_get(ev, "source")) {
+        char src[2 * NB_NAME_MAX + 32];
+        snprintf(src, sizeof src, "nimbus://%s/functions/%s", in->ns, in->fn);
+        json_object_set_new(ev, "source", json_string(src));
+    }
+    if (!json_object_get(ev, "time")) {
+        char ts[32];
+        nb_time_iso8601(nb_now_ms(), ts, sizeof ts);
+        json_object_set_new(ev, "time", json_string(ts));
+    }
+    if (nb_ce_validate(ev, &err) < 0) {
+        json_decref(ev);
+        nb_call_fail(call, err.status, err.code, "%s", err.msg);
+        return;
+    }
+    char q[NB_Q_NAME_MAX + 1];
+    nb_async_bus_queue(in->ns, q, sizeof q);
+    nb_q_config cfg = {.visibility_timeout_ms = 30000, .retention_ms = 14 * 86400000LL};
+    /* Made on demand, as a function's async queue is; a 409 means another creator won. */
+    if (!nb_q_exists(c->q, q) && nb_q_create(c->q, q, &cfg, &err) < 0 && !nb_q_exists(c->q, q)) {
+        json_decref(ev);
+        nb_call_fail(call, err.status ? err.status : 503, err.code ? err.code : NB_E_UNAVAILABLE,
+                     "%s", err.msg);
+        return;
+    }
+    char *text = json_dumps(ev, JSON_COMPACT);
+    pending *p = pending_new(c, call, "id");
+    p->id_known = 1;
+    snprintf(p->id, sizeof p->id, "%s", json_string_value(json_object_get(ev, "id")));
+    json_decref(ev);
+    if (!text) abort(); /* a validated event always encodes: only OOM gets here */
+    nb_q_out out = {text, strlen(text), NULL, 0, NULL, 0};
+    nb_err serr = {0};
+    if (nb_q_send(c->q, q, &out, 1, sent, p, &serr) < 0) {
+        free(p);
+        nb_call_fail(call, serr.status ? serr.status : 503,
+                     serr.code ? serr.code : NB_E_UNAVAILABLE, "%s", serr.msg);
+    }
+    free(text);
+}
+
+static void handle(void *ud, nb_call *call, const nb_call_info *in)
+{
+    nb_calls *c = ud;
+    const char *op = in->call->op;
+    if (strcmp(op, "invoke_async") == 0)
+        do_invoke_async(c, call, in);
+    else if (strcmp(op, "send") == 0)
+        do_send(c, call, in);
+    else if (strcmp(op, "publish") == 0)
+        do_publish(c, call, in);
+    else if (strcmp(op, "emit") == 0)
+        do_emit(c, call, in);
+    else
+        nb_call_fail(call, 400, NB_E_BAD_REQUEST,
+                     "unknown call '%.32s' (invoke, invoke_async, send, publish, emit)", op);
+}
+
+const nb_call_ops nb_calls_ops = {.handle = handle};

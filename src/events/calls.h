@@ -1,0 +1,39 @@
+/* nb_calls: what the daemon does for the calls a running function makes through its runtime
+ * (docs/internals/calls.md), except "invoke", which the scheduler handles itself:
+ *   invoke_async  an async invocation, exactly as POST /v1/functions/NAME/invoke with
+ *                 X-Nimbus-Invocation-Type: Event (nb_async_enqueue), in the caller's chain;
+ *   send          a message to the user queue q/NS/TARGET (must exist);
+ *   publish       a message to topic TARGET: queue t/NS/TARGET, which exists iff the topic does;
+ *   emit          a CloudEvent to the namespace's bus queue bus/NS (made on demand).
+ * Every answer is 202 once the message is durable, with its id, or an error
+ * {"error":{"code","message"}}. Everything stays in the caller's namespace.
+ *
+ * Threads: one nb_calls per loop, called on that loop's thread (the invoker's call_ops); the
+ * queue's commits run on its writer thread and come back through the loop's nb_async_port. */
+#ifndef NB_CALLS_H
+#define NB_CALLS_H
+
+#include "events/async.h"
+#include "events/queue.h"
+#include "invoke/invoke.h"
+
+#include <jansson.h>
+
+#define NB_CALLS_MAX_MESSAGE (256u << 10) /* a published message, as SNS */
+
+typedef struct nb_calls nb_calls;
+
+/* q and port outlive it; port is the loop's whose invoker uses it. */
+nb_calls *nb_calls_new(nb_q *q, nb_async_port *port);
+void nb_calls_free(nb_calls *c);
+
+/* For nb_invoker_config.call_ops, with the nb_calls as call_ud. */
+extern const nb_call_ops nb_calls_ops;
+
+/* A publish's attributes {"attributes": {...}, "subject": "..."} (each optional) checked and
+ * made into the topic message's queue attributes: {"attributes": "<JSON text of the attributes,
+ * every value in the {"Type","Value"} form>", "subject": "..."}, each key only when given.
+ * attrs may be NULL (none). Returns a new object, or NULL with a 400 err. Pure. */
+json_t *nb_calls_publish_attrs(const json_t *attrs, nb_err *err);
+
+#endif
