@@ -164,7 +164,7 @@ static void test_wire_layout(void)
 
     /* A CALL and a CALL_RESULT, byte by byte. */
     static const unsigned char call[] = {
-        16,  0,   0,   0,   7,  /* length 16, CALL */
+        17,  0,   0,   0,   7,  /* length 17, CALL */
         5,   0,   0,   0,       /* call_id 5 */
         4,   0,   'e', 'm', 'i', 't', /* op */
         0,   0,                 /* target */
@@ -176,7 +176,7 @@ static void test_wire_layout(void)
     CHECK(nb_chan_encode(&b, &m) == 0);
     CHECK(b.len == sizeof call && memcmp(b.data, call, sizeof call) == 0);
     static const unsigned char result[] = {
-        13,  0, 0,   0,   8,      /* length 13, CALL_RESULT */
+        11,  0, 0,   0,   8,      /* length 11, CALL_RESULT */
         9,   0, 0,   0,           /* call_id 9 */
         0xca, 0,                  /* status 202 */
         0,   0,                   /* error_code */
