@@ -1185,8 +1185,8 @@ static int64_t parse_deadline(const nimbus__span *v)
 
 /* What a call's answer says in its headers (docs/internals/calls.md). */
 struct call_meta {
-    bool nimbus;        /* X-Nimbus-Call: the platform answered, not a Lambda-style 404 */
-    char code[64];      /* X-Nimbus-Error-Code */
+    bool nimbus;   /* X-Nimbus-Call: the platform answered, not a Lambda-style 404 */
+    char code[64]; /* X-Nimbus-Error-Code */
 };
 
 /* Reads one response into *r and its body into body (NULL: s->body). With inv set, copies the
@@ -1236,7 +1236,8 @@ static int http_read_response(struct sdk *s, nimbus__http_response *r, struct in
         const nimbus__span *mark = nimbus__http_header_get(r, "x-nimbus-call");
         const nimbus__span *code = nimbus__http_header_get(r, "x-nimbus-error-code");
         meta->nimbus = mark != NULL;
-        size_t n = code ? (code->len < sizeof meta->code - 1 ? code->len : sizeof meta->code - 1) : 0;
+        size_t n =
+            code ? (code->len < sizeof meta->code - 1 ? code->len : sizeof meta->code - 1) : 0;
         if (n) memcpy(meta->code, code->ptr, n);
         meta->code[n] = 0;
     }
@@ -1379,8 +1380,8 @@ static int http_answer(struct sdk *s, const struct invocation *inv, const nimbus
 static int http_init_error(struct sdk *s, const char *type, nimbus__span json)
 {
     nimbus__http_response r;
-    int rc = http_exchange(s, "POST", API_PREFIX "/init/error", type, NULL, json, &r, NULL, NULL,
-                           NULL);
+    int rc =
+        http_exchange(s, "POST", API_PREFIX "/init/error", type, NULL, json, &r, NULL, NULL, NULL);
     return rc < 0 ? rc : http_post_verdict(s, API_PREFIX "/init/error", &r);
 }
 
@@ -1582,8 +1583,7 @@ int nimbus_invoke(const char *function, const void *payload, size_t len, nimbus_
     return sdk_call("invoke", function, NULL, payload, len, out);
 }
 
-int nimbus_invoke_async(const char *function, const void *payload, size_t len,
-                        nimbus_result *out)
+int nimbus_invoke_async(const char *function, const void *payload, size_t len, nimbus_result *out)
 {
     return sdk_call("invoke_async", function, NULL, payload, len, out);
 }

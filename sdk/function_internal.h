@@ -64,11 +64,11 @@ typedef struct nimbus__frame {
     nimbus__span trace_id;
     nimbus__span client_context;
     nimbus__span error_type;
-    uint32_t call_id; /* CALL, CALL_RESULT */
-    uint16_t status;  /* CALL_RESULT */
+    uint32_t call_id;               /* CALL, CALL_RESULT */
+    uint16_t status;                /* CALL_RESULT */
     nimbus__span op, target, attrs; /* CALL */
     nimbus__span error_code;        /* CALL_RESULT */
-    nimbus__span payload; /* also the CALL's body and the CALL_RESULT's result */
+    nimbus__span payload;           /* also the CALL's body and the CALL_RESULT's result */
 } nimbus__frame;
 
 /* Decodes the frame at the start of buf. Returns its size in bytes (> 0) when complete, 0 when

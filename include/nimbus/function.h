@@ -94,8 +94,7 @@ typedef struct nimbus_result {
 /* Invokes function `function` and waits for its result. */
 int nimbus_invoke(const char *function, const void *payload, size_t len, nimbus_result *out);
 /* Queues an invocation (retried on failure as any async event); body {"requestId":"..."}. */
-int nimbus_invoke_async(const char *function, const void *payload, size_t len,
-                        nimbus_result *out);
+int nimbus_invoke_async(const char *function, const void *payload, size_t len, nimbus_result *out);
 /* Sends a message to queue `queue`; attributes_json: NULL or a one-line JSON object of
  * strings. Body {"messageId":"..."}. */
 int nimbus_send(const char *queue, const void *body, size_t len, const char *attributes_json,

@@ -307,7 +307,8 @@ static void do_emit(nb_calls *c, nb_call *call, const nb_call_info *in)
         return;
     }
     /* What the platform knows better than the function: who sent it, and when. */
-    if (!json_object_get(ev, "specversion")) json_object_set_new(ev, "specversion", json_string("1.0"));
+    if (!json_object_get(ev, "specversion"))
+        json_object_set_new(ev, "specversion", json_string("1.0"));
     if (!json_object_get(ev, "id")) {
         char id[37];
         nb_uuid4(id);

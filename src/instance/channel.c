@@ -75,8 +75,7 @@ long nb_chan_decode(const void *buf, size_t len, nb_chan_msg *msg)
         msg->call_id = rd32(r.p);
         r.p += 4;
         r.left -= 4;
-        if (rd_str(&r, &msg->op) < 0 || rd_str(&r, &msg->target) < 0 ||
-            rd_str(&r, &msg->attrs) < 0)
+        if (rd_str(&r, &msg->op) < 0 || rd_str(&r, &msg->target) < 0 || rd_str(&r, &msg->attrs) < 0)
             return -1;
         rd_rest(&r, &msg->body);
         break;

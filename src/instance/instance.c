@@ -281,8 +281,8 @@ static void platform_line(inst_impl *in, const char *fmt, ...)
 /* ---------- results ---------- */
 
 static void drop_calls(inst_impl *in);
-static void start_call(inst_impl *in, rapi_conn *c, uint32_t id, nb_chan_str op,
-                       nb_chan_str target, nb_chan_str attrs, const char *body, size_t len);
+static void start_call(inst_impl *in, rapi_conn *c, uint32_t id, nb_chan_str op, nb_chan_str target,
+                       nb_chan_str attrs, const char *body, size_t len);
 
 /* Reads what the runtime already wrote to its stdout/stderr pipes. The loop may see an answer
  * before output written just ahead of it (different fds, one poll), and the answer makes the
@@ -1306,11 +1306,11 @@ static void refuse_call(inst_impl *in, rapi_conn *c, uint32_t id, int status, co
     free(s);
 }
 
-static void start_call(inst_impl *in, rapi_conn *c, uint32_t id, nb_chan_str op,
-                       nb_chan_str target, nb_chan_str attrs, const char *body, size_t len)
+static void start_call(inst_impl *in, rapi_conn *c, uint32_t id, nb_chan_str op, nb_chan_str target,
+                       nb_chan_str attrs, const char *body, size_t len)
 {
-    nb_inst_call call = {.call_id = id, .attrs = attrs.p, .attrs_len = attrs.len, .body = body,
-                         .len = len};
+    nb_inst_call call = {
+        .call_id = id, .attrs = attrs.p, .attrs_len = attrs.len, .body = body, .len = len};
     if (c) {
         /* Parked before the owner hears of it: it may answer at once. */
         c->parked = 1;

@@ -80,9 +80,9 @@ typedef struct nb_inst_result {
  * API path. Everything is valid only during the hook call. */
 #define NB_INST_MAX_CALLS 64 /* outstanding per instance; past it: 429 at once */
 typedef struct nb_inst_call {
-    uint32_t call_id; /* the runtime's (channel) or the instance's own (HTTP) */
-    char op[16];      /* "invoke", "invoke_async", "send", "publish", "emit" */
-    char target[256]; /* function, queue or topic name; "" for emit */
+    uint32_t call_id;  /* the runtime's (channel) or the instance's own (HTTP) */
+    char op[16];       /* "invoke", "invoke_async", "send", "publish", "emit" */
+    char target[256];  /* function, queue or topic name; "" for emit */
     const char *attrs; /* JSON object text; attrs_len 0: none */
     size_t attrs_len;
     const char *body;

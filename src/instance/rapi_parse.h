@@ -14,8 +14,8 @@
 
 #include <stddef.h>
 
-#define NB_RAPI_MAX_HEAD (1536u << 10) /* X-Ray error-cause headers reach 1 MiB */
-#define NB_RAPI_MAX_BODY ((6u << 20) + 100u)
+#define NB_RAPI_MAX_HEAD  (1536u << 10) /* X-Ray error-cause headers reach 1 MiB */
+#define NB_RAPI_MAX_BODY  ((6u << 20) + 100u)
 #define NB_RAPI_MAX_ATTRS (64u << 10)
 
 enum nb_rapi_state {

@@ -141,11 +141,11 @@ struct inv_impl {
     inv_impl *qprev, *qnext;
     int64_t deadline_us; /* queue_timeout_ms after arrival */
     nb_inst *inst;
-    int explicit_version; /* asked for ?version=N: never moved to a newer version */
-    int requeued;         /* handed back once by an instance that died before fetching it */
-    int moved;            /* forwarded from its home loop: explicit_version is already decided */
-    int stolen;           /* admitted to a queue on another loop: never throttled again */
-    nb_invoker *home;     /* the loop whose HTTP request waits for it (cb runs there) */
+    int explicit_version;    /* asked for ?version=N: never moved to a newer version */
+    int requeued;            /* handed back once by an instance that died before fetching it */
+    int moved;               /* forwarded from its home loop: explicit_version is already decided */
+    int stolen;              /* admitted to a queue on another loop: never throttled again */
+    nb_invoker *home;        /* the loop whose HTTP request waits for it (cb runs there) */
     int64_t deadline_cap_ms; /* a callee ends by its caller's deadline (epoch ms); 0: none */
     int64_t deadline_ms;     /* of its run, once running */
     nb_call *calls;          /* calls it made that wait for their answer */

@@ -65,11 +65,11 @@ typedef struct nb_inv_ctx {
  * the other operations go to the daemon's nb_call_ops. */
 typedef struct nb_call nb_call;
 typedef struct nb_call_info {
-    nb_invoker *iv;             /* the loop's, on whose thread the call is handled */
-    const nb_inst_call *call;   /* op, target, attrs, body: valid during handle() only */
-    const char *ns, *fn;        /* the caller: calls stay in its namespace */
-    const char *request_id;     /* the caller's invocation */
-    nb_inv_ctx next;            /* what an invocation the call causes carries (depth + 1) */
+    nb_invoker *iv;           /* the loop's, on whose thread the call is handled */
+    const nb_inst_call *call; /* op, target, attrs, body: valid during handle() only */
+    const char *ns, *fn;      /* the caller: calls stay in its namespace */
+    const char *request_id;   /* the caller's invocation */
+    nb_inv_ctx next;          /* what an invocation the call causes carries (depth + 1) */
 } nb_call_info;
 typedef struct nb_call_ops {
     /* Handles one call; ends, now or later, in exactly one nb_call_finish on iv's loop. */

@@ -8,7 +8,7 @@ import os
 import time
 import unittest
 
-from nimbus_harness import BUILD, File, NimbusTestCase, wait_until
+from nimbus_harness import BUILD, File, NimbusTestCase, run_cli, wait_until
 
 C_BOOTSTRAP = os.path.join(BUILD, "tests", "calls_c", "bootstrap")
 
@@ -175,6 +175,17 @@ class Calls(NimbusTestCase):
         self.assertEqual((out["call_error"], out["at"]), ("too_many_requests", 1), out)
         self.assertLess(time.monotonic() - t0, 40)
         self.assertEqual(self.invoke("pyfn", {"mode": "echo"}), {"echo": {"mode": "echo"}})
+
+    def test_depth_limit_setting(self):
+        d = self.new_daemon(env={"NIMBUS_MAX_CALL_DEPTH": "3"})
+        d.start()
+        d.deploy("rec", PY, runtime="python3", handler="app.handler", timeout_s=30)
+        r = d.invoke("rec", {"mode": "rec", "n": 10, "d": 0})
+        self.assertEqual(r.status, 200, r)
+        out = r.json()
+        self.assertEqual((out["call_error"], out["at"]), ("call_depth_exceeded", 3), out)
+        self.assertIn("limit 3", out["message"])
+        self.assertIn("--max-call-depth", run_cli("serve", "--help").stdout)
 
     def test_refusals(self):
         def call(**ev):

@@ -164,23 +164,23 @@ static void test_wire_layout(void)
 
     /* A CALL and a CALL_RESULT, byte by byte. */
     static const unsigned char call[] = {
-        17,  0,   0,   0,   7,  /* length 17, CALL */
-        5,   0,   0,   0,       /* call_id 5 */
+        17,  0,   0,   0,   7,        /* length 17, CALL */
+        5,   0,   0,   0,             /* call_id 5 */
         4,   0,   'e', 'm', 'i', 't', /* op */
-        0,   0,                 /* target */
-        0,   0,                 /* attrs */
-        '{', '}',               /* rest: body */
+        0,   0,                       /* target */
+        0,   0,                       /* attrs */
+        '{', '}',                     /* rest: body */
     };
     m = (nb_chan_msg){.type = NB_CHAN_CALL, .call_id = 5, .op = S("emit"), .body = S("{}")};
     nb_buf_reset(&b);
     CHECK(nb_chan_encode(&b, &m) == 0);
     CHECK(b.len == sizeof call && memcmp(b.data, call, sizeof call) == 0);
     static const unsigned char result[] = {
-        11,  0, 0,   0,   8,      /* length 11, CALL_RESULT */
-        9,   0, 0,   0,           /* call_id 9 */
-        0xca, 0,                  /* status 202 */
-        0,   0,                   /* error_code */
-        '{', '}',                 /* rest: body */
+        11,   0,   0, 0, 8, /* length 11, CALL_RESULT */
+        9,    0,   0, 0,    /* call_id 9 */
+        0xca, 0,            /* status 202 */
+        0,    0,            /* error_code */
+        '{',  '}',          /* rest: body */
     };
     nb_chan_msg r;
     CHECK(nb_chan_decode(result, sizeof result, &r) == (long)sizeof result);
