@@ -128,6 +128,7 @@ struct rapi_conn {
     int writes_pending;
     int close_after_write; /* the client sent "Connection: close": close once answered */
     int parked;            /* a call waits for its answer: not reading further requests */
+    int call_keep_alive;   /* the call's request allowed keep-alive (req is reset meanwhile) */
     rapi_conn *next;
 };
 
@@ -1233,6 +1234,8 @@ static void answer_http_call(rapi_conn *c, int status, const char *code, const c
                          : status < 500  ? "Client Error"
                                          : "Server Error";
     c->parked = 0;
+    /* The request was reset while the call was parked: say what its own head asked for. */
+    c->req.keep_alive = c->call_keep_alive && !c->close_after_write;
     rapi_send(c, status, reason, headers, "application/json", body, len);
     if (c->close_after_write) {
         if (c->writes_pending == 0) rapi_close(c);
@@ -1372,6 +1375,7 @@ static void rapi_call(rapi_conn *c, const char *id, size_t idlen, const char *wh
 {
     inst_impl *in = c->inst;
     nb_rapi_req *r = &c->req;
+    c->call_keep_alive = r->keep_alive;
     /* Refusals carry X-Nimbus-Call too: the client reached nimbus, just not in a good state. */
     if (!in->tag || in->job_undelivered) {
         call_refusal(c, 403, "InvalidStateTransition", "no invocation in flight");
