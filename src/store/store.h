@@ -40,7 +40,7 @@ typedef struct nb_put_result {
  * gateway module owns its JSON body; the store only keeps it, keyed by (ns, kind, name). */
 typedef struct nb_obj {
     char ns[65];
-    char kind[16];
+    char kind[32]; /* "topic_subscription" needs 19 */
     char name[256];
     char *body; /* JSON text, malloc'd */
     int64_t created_at, updated_at;
