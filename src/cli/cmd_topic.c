@@ -20,8 +20,12 @@ static const nb_cli_opt json_opts[] = {
 /* A number as SNS's Number attributes hold it: JSON's number syntax, nothing around it. */
 static int number_text(const char *s)
 {
+    size_t n = strlen(s);
+    /* jansson would also take blanks around the number. */
+    if (!n || !(*s == '-' || (*s >= '0' && *s <= '9')) || s[n - 1] < '0' || s[n - 1] > '9')
+        return 0;
     json_t *j = json_loads(s, JSON_DECODE_ANY, NULL);
-    int ok = json_is_number(j) && *s != ' ' && s[strlen(s) - 1] != ' ';
+    int ok = json_is_number(j);
     json_decref(j);
     return ok;
 }
