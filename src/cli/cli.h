@@ -85,6 +85,7 @@ int nb_cli_queue(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_schedule(const nb_cli_globals *g, int argc, char **argv);
 /* Topics (cmd_topic.c): `nimbus topic SUB ...`. */
 int nb_cli_topic(const nb_cli_globals *g, int argc, char **argv);
+int nb_cli_service(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_events(const nb_cli_globals *g, int argc, char **argv);
 
 /* ---- option parsing ---- */

@@ -58,8 +58,10 @@ static int target_flag(const nb_cli_args *a, const char *cmdname, const char *fl
         json_object_set_new(out, field, json_null());
         return 0;
     }
-    if (strncmp(v, "function:", 9) != 0 && strncmp(v, "queue:", 6) != 0)
-        return nb_cli__usage(cmdname, "--%s must be function:NAME, queue:NAME or none, not '%s'",
+    if (strncmp(v, "function:", 9) != 0 && strncmp(v, "queue:", 6) != 0 &&
+        strncmp(v, "topic:", 6) != 0)
+        return nb_cli__usage(cmdname,
+                             "--%s must be function:NAME, queue:NAME, topic:NAME or none, not '%s'",
                              flag, v);
     json_object_set_new(out, field, json_string(v));
     return 0;
@@ -84,6 +86,10 @@ int nb_cli__scaling_flags(const nb_cli_args *a, const char *cmdname, json_t *out
         target_flag(a, cmdname, "on-failure", "on_failure", out) ||
         target_flag(a, cmdname, "dead-letter", "dead_letter", out))
         return NB_CLI_USAGE;
+    const char *sv = nb_cli_args_get(a, "service");
+    if (sv)
+        json_object_set_new(out, "service",
+                            strcmp(sv, "none") == 0 ? json_null() : json_string(sv));
     return 0;
 }
 
@@ -112,6 +118,8 @@ static void print_settings(const char *name, const json_t *fn)
            (long long)nb_cli__int(fn, "max_event_age_s"),
            (long long)nb_cli__int(fn, "retry_delay_ms"), (long long)nb_cli__int(fn, "async_share"),
            *ok ? ok : "none", *ko ? ko : "none", *dl ? dl : "none");
+    const char *sv = nb_cli__str(fn, "service");
+    if (*sv) printf("%s: service=%s\n", name, sv);
 }
 
 int nb_cli_config(const nb_cli_globals *g, int argc, char **argv)

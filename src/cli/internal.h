@@ -94,10 +94,13 @@ int nb_cli__call_json(nb_cli__client *c, const char *method, const char *path, c
         {"max-event-age", 0, "S", "async: seconds an event may wait and retry (default 21600)"},   \
         {"retry-delay-ms", 0, "N", "async: delay before the first retry (default 60000)"},         \
         {"async-share", 0, "PCT", "async: % of the concurrency events may use (default 80)"},      \
-        {"on-success", 0, "T", "async: success records to function:NAME or queue:NAME, or none"},  \
-        {"on-failure", 0, "T", "async: failure records to function:NAME or queue:NAME, or none"},  \
+        {"on-success", 0, "T",                                                                     \
+         "async: success records to function:, queue: or topic:NAME, or none"},                    \
+        {"on-failure", 0, "T",                                                                     \
+         "async: failure records to function:, queue: or topic:NAME, or none"},                    \
+        {"dead-letter", 0, "T", "async: failed events to queue:NAME, or none"},                    \
     {                                                                                              \
-        "dead-letter", 0, "T", "async: failed events to queue:NAME, or none"                       \
+        "service", 0, "S", "the service the function belongs to, or none"                          \
     }
 
 /* Adds the scaling flags given in a to out (API field names). 0, or 2 after printing a usage

@@ -61,7 +61,7 @@ void nb_fn_scaling_init(nb_fn_scaling *s)
     s->max_event_age_s = NB_ASYNC_AGE_MAX;
     s->retry_delay_ms = NB_ASYNC_RETRY_DELAY_MS;
     s->async_share = NB_ASYNC_SHARE_DEFAULT;
-    s->on_success[0] = s->on_failure[0] = s->dead_letter[0] = 0;
+    s->on_success[0] = s->on_failure[0] = s->dead_letter[0] = s->service[0] = 0;
 }
 
 int nb_fn_scaling_equal(const nb_fn_scaling *a, const nb_fn_scaling *b)
@@ -72,7 +72,8 @@ int nb_fn_scaling_equal(const nb_fn_scaling *a, const nb_fn_scaling *b)
            a->max_retry_attempts == b->max_retry_attempts &&
            a->max_event_age_s == b->max_event_age_s && a->retry_delay_ms == b->retry_delay_ms &&
            a->async_share == b->async_share && strcmp(a->on_success, b->on_success) == 0 &&
-           strcmp(a->on_failure, b->on_failure) == 0 && strcmp(a->dead_letter, b->dead_letter) == 0;
+           strcmp(a->on_failure, b->on_failure) == 0 &&
+           strcmp(a->dead_letter, b->dead_letter) == 0 && strcmp(a->service, b->service) == 0;
 }
 
 void nb_fn_config_release(nb_fn_config *cfg)
@@ -164,8 +165,8 @@ static int get_opt_int(json_t *v, const char *field, int lo, int hi, int nullabl
     return 0;
 }
 
-/* A destination: "" (or null) for none, "function:NAME" or "queue:NAME" (queue_only: only a
- * queue, as Lambda's dead-letter queues). */
+/* A destination: "" (or null) for none, "function:NAME", "queue:NAME" or "topic:NAME"
+ * (queue_only: only a queue, as Lambda's dead-letter queues). */
 static int get_target(json_t *v, const char *field, int queue_only, char *out, nb_err *err)
 {
     const char *t = json_is_null(v) ? "" : json_string_value(v);
@@ -173,10 +174,12 @@ static int get_target(json_t *v, const char *field, int queue_only, char *out, n
                        : !*t                                            ? ""
                        : strncmp(t, "queue:", 6) == 0                   ? t + 6
                        : !queue_only && strncmp(t, "function:", 9) == 0 ? t + 9
+                       : !queue_only && strncmp(t, "topic:", 6) == 0    ? t + 6
                                                                         : NULL;
     if (!name || (*t && !nb_fn_valid_name(name)))
         return nb_err_set(err, 400, NB_E_INVALID_VALUE, "%s must be %s or null", field,
-                          queue_only ? "\"queue:NAME\"" : "\"function:NAME\", \"queue:NAME\"");
+                          queue_only ? "\"queue:NAME\""
+                                     : "\"function:NAME\", \"queue:NAME\", \"topic:NAME\"");
     snprintf(out, NB_ASYNC_TARGET_MAX + 1, "%s", t);
     return 0;
 }
@@ -195,6 +198,14 @@ static int scaling_field(nb_fn_scaling *s, const char *k, json_t *v, nb_err *err
     if (strcmp(k, "on_success") == 0) return get_target(v, k, 0, s->on_success, err);
     if (strcmp(k, "on_failure") == 0) return get_target(v, k, 0, s->on_failure, err);
     if (strcmp(k, "dead_letter") == 0) return get_target(v, k, 1, s->dead_letter, err);
+    if (strcmp(k, "service") == 0) {
+        const char *sv = json_is_null(v) ? "" : json_string_value(v);
+        if (!sv || (*sv && !nb_fn_valid_name(sv)))
+            return nb_err_set(err, 400, NB_E_INVALID_VALUE,
+                              "service must be a name (letters, digits, '-' and '_') or null");
+        snprintf(s->service, sizeof s->service, "%s", sv);
+        return 0;
+    }
     if (strcmp(k, "max_concurrency") == 0)
         return get_opt_int(v, k, 0, NB_SCALE_CONCURRENCY_MAX, 1, &s->max_concurrency, err);
     if (strcmp(k, "min_instances") == 0)
@@ -234,7 +245,7 @@ int nb_fn_scaling_apply(nb_fn_scaling *s, json_t *body, nb_err *err)
                               "unknown field '%.64s' (scaling fields: max_concurrency, "
                               "min_instances, idle_timeout_s, max_queue, queue_timeout_ms, "
                               "max_retry_attempts, max_event_age_s, retry_delay_ms, "
-                              "async_share, on_success, on_failure, dead_letter)",
+                              "async_share, on_success, on_failure, dead_letter, service)",
                               k);
     }
     if (check_scaling(&c, err) < 0) return -1;
@@ -264,6 +275,7 @@ void nb_fn_scaling_to_json(const nb_fn_scaling *s, json_t *o)
                         s->on_failure[0] ? json_string(s->on_failure) : json_null());
     json_object_set_new(o, "dead_letter",
                         s->dead_letter[0] ? json_string(s->dead_letter) : json_null());
+    json_object_set_new(o, "service", s->service[0] ? json_string(s->service) : json_null());
 }
 
 static int get_str(json_t *v, const char *field, size_t max, char *out, nb_err *err)

@@ -48,7 +48,7 @@ enum nb_network { NB_NET_NONE, NB_NET_HOST };
 #define NB_ASYNC_AGE_MAX         21600 /* 6 h, Lambda's maximum event age */
 #define NB_ASYNC_RETRY_DELAY_MS  60000 /* Lambda waits about a minute, then two */
 #define NB_ASYNC_SHARE_DEFAULT   80    /* % of max_concurrency async events may take */
-#define NB_ASYNC_TARGET_MAX      80    /* "function:NAME", "queue:NAME" */
+#define NB_ASYNC_TARGET_MAX      80    /* "function:NAME", "queue:NAME", "topic:NAME" */
 
 typedef struct nb_fn_scaling {
     int max_concurrency;  /* instances at once; UNSET: only the global caps; 0: disabled */
@@ -64,6 +64,9 @@ typedef struct nb_fn_scaling {
     char on_success[NB_ASYNC_TARGET_MAX + 1];  /* destination of success records, "" none */
     char on_failure[NB_ASYNC_TARGET_MAX + 1];  /* destination of failure records, "" none */
     char dead_letter[NB_ASYNC_TARGET_MAX + 1]; /* "queue:NAME": failed events themselves */
+    /* The service the function belongs to ("" none): a grouping, not a version property, so a
+     * function moves between services without a deploy. */
+    char service[NB_NAME_MAX + 1];
 } nb_fn_scaling;
 
 typedef struct nb_fn_config {

@@ -92,6 +92,9 @@ static void r_cred_get(route_args *a);
 static void r_cred_update(route_args *a);
 static void r_cred_rotate(route_args *a);
 static void r_cred_delete(route_args *a);
+static void r_services(route_args *a);
+static void r_service_get(route_args *a);
+static void r_service_delete(route_args *a);
 
 /* Namespaced routes exist twice: short (namespace "default") and under
  * /v1/namespaces/{ns}; the long form is derived in match_route(). */
@@ -132,6 +135,9 @@ static const route routes[] = {
     {"DELETE", "/v1/schedules/{name}", r_schedule_delete, 0},
     {"POST", "/v1/schedules/{name}/pause", r_schedule_pause, 0},
     {"POST", "/v1/schedules/{name}/resume", r_schedule_resume, 0},
+    {"GET", "/v1/services", r_services, 0},
+    {"GET", "/v1/services/{name}", r_service_get, 0},
+    {"DELETE", "/v1/services/{name}", r_service_delete, 0},
     {"GET", "/v1/apis", r_apis, 0},
     {"PUT", "/v1/apis/{name}", r_api_put, 0},
     {"GET", "/v1/apis/{name}", r_api_get, 0},
@@ -2458,4 +2464,223 @@ static void r_schedule_delete_locked(route_args *a)
     a->api->store->ops->obj_delete(a->api->store, "_system", "schedule_fired", key, &err);
     nb_schd_reload(a->api->schd);
     nb_http_send_json(a->req, 200, json_pack("{s:s}", "deleted", a->name));
+}
+
+/* ---------- services ---------- */
+
+/* A service is the functions whose `service` setting names it, and everything in the store that
+ * exists for one of them: the kinds below, each naming its function in `field` (as a target,
+ * "function:NAME", when `target`). A service declared in a file later is the same set. */
+static const struct {
+    const char *kind, *key, *field;
+    int target;
+} service_parts[] = {
+    {"route", "routes", "function", 0},
+    {"schedule", "schedules", "function", 0},
+    {"subscription", "subscriptions", "function", 0},
+    {"topic_subscription", "topic_subscriptions", "target", 1},
+    {"rule", "rules", "target", 1},
+};
+
+static int in_names(const json_t *names, const char *fn)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(names, i, v)
+    {
+        if (strcmp(json_string_value(v), fn) == 0) return 1;
+    }
+    return 0;
+}
+
+/* The function an object exists for, or NULL. */
+static const char *part_function(const json_t *body, size_t kind)
+{
+    const char *v = json_string_value(json_object_get(body, service_parts[kind].field));
+    if (v && service_parts[kind].target) v = strncmp(v, "function:", 9) == 0 ? v + 9 : NULL;
+    return v;
+}
+
+/* Functions of namespace ns grouped by service: {"svc": ["fn", ...]}; NULL with err. */
+static json_t *services_of(nb_api *api, const char *ns, nb_err *err)
+{
+    nb_fn_version **vs;
+    int64_t *upd;
+    size_t n;
+    if (api->store->ops->fn_list(api->store, ns, &vs, &upd, &n, err) < 0) return NULL;
+    json_t *by = json_object();
+    for (size_t i = 0; i < n; i++) {
+        const char *svc = vs[i]->cfg.scaling.service;
+        if (!svc[0]) continue;
+        json_t *arr = json_object_get(by, svc);
+        if (!arr) json_object_set_new(by, svc, arr = json_array());
+        json_array_append_new(arr, json_string(vs[i]->name));
+    }
+    nb_store_free_versions(vs, n);
+    free(upd);
+    return by;
+}
+
+/* The service's functions (answers 404 when it has none). */
+static json_t *service_functions(route_args *a)
+{
+    nb_err err = {0};
+    json_t *by = services_of(a->api, a->ns, &err);
+    if (!by) {
+        nb_http_send_error(a->req, &err);
+        return NULL;
+    }
+    json_t *fns = json_incref(json_object_get(by, a->name));
+    json_decref(by);
+    if (!fns) nb_http_error(a->req, 404, NB_E_NOT_FOUND, "service '%s' not found", a->name);
+    return fns;
+}
+
+/* Every part of the service: kind key -> array of [name, view]; NULL with err. */
+static json_t *service_parts_of(nb_api *api, const char *ns, const json_t *fns, nb_err *err)
+{
+    json_t *out = json_object();
+    for (size_t k = 0; k < NB_ARRAY_LEN(service_parts); k++) {
+        nb_obj *objs;
+        size_t n;
+        if (api->store->ops->obj_list(api->store, ns, service_parts[k].kind, NULL, &objs, &n, err) <
+            0) {
+            json_decref(out);
+            return NULL;
+        }
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++) {
+            json_t *b = obj_json(&objs[i]);
+            const char *fn = part_function(b, k);
+            if (fn && in_names(fns, fn))
+                json_array_append_new(
+                    arr, json_pack("[s,o]", objs[i].name,
+                                   nb_gw_admin_view(service_parts[k].kind, objs[i].name, b,
+                                                    objs[i].created_at, objs[i].updated_at)));
+            json_decref(b);
+        }
+        nb_obj_free_list(objs, n);
+        json_object_set_new(out, service_parts[k].key, arr);
+    }
+    return out;
+}
+
+static void r_services(route_args *a)
+{
+    nb_err err = {0};
+    json_t *by = services_of(a->api, a->ns, &err);
+    if (!by) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    json_t *arr = json_array();
+    const char *svc;
+    json_t *fns;
+    json_object_foreach(by, svc, fns)
+    {
+        json_array_append_new(arr, json_pack("{s:s, s:O}", "name", svc, "functions", fns));
+    }
+    json_decref(by);
+    nb_http_send_json(a->req, 200, json_pack("{s:o}", "services", arr));
+}
+
+static void r_service_get(route_args *a)
+{
+    json_t *fns = service_functions(a);
+    if (!fns) return;
+    nb_err err = {0};
+    json_t *parts = service_parts_of(a->api, a->ns, fns, &err);
+    if (!parts) {
+        json_decref(fns);
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    json_t *out = json_pack("{s:s, s:[]}", "name", a->name, "functions");
+    size_t i;
+    json_t *v;
+    json_array_foreach(fns, i, v)
+    {
+        nb_fn_version *fv = nb_invoker_latest(a->api->invoker, a->ns, json_string_value(v));
+        json_array_append_new(json_object_get(out, "functions"),
+                              fv ? fn_object(a->api, fv, fv->created_at)
+                                 : json_pack("{s:O}", "name", v));
+    }
+    json_decref(fns);
+    const char *key;
+    json_t *arr;
+    json_object_foreach(parts, key, arr)
+    {
+        json_t *views = json_array();
+        json_t *pair;
+        json_array_foreach(arr, i, pair)
+        {
+            json_array_append(views, json_array_get(pair, 1));
+        }
+        json_object_set_new(out, key, views);
+    }
+    json_decref(parts);
+    nb_http_send_json(a->req, 200, out);
+}
+
+ADMIN_LOCKED(a->api, r_service_delete)
+
+/* Deletes the parts first, then the functions: a failure half way leaves functions whose
+ * triggers are gone, never triggers pointing at deleted functions. */
+static void r_service_delete_locked(route_args *a)
+{
+    nb_api *api = a->api;
+    json_t *fns = service_functions(a);
+    if (!fns) return;
+    nb_err err = {0};
+    json_t *parts = service_parts_of(api, a->ns, fns, &err);
+    json_t *counts = json_object();
+    for (size_t k = 0; parts && k < NB_ARRAY_LEN(service_parts) && !err.status; k++) {
+        json_t *arr = json_object_get(parts, service_parts[k].key);
+        size_t i;
+        json_t *pair;
+        json_array_foreach(arr, i, pair)
+        {
+            const char *name = json_string_value(json_array_get(pair, 0));
+            if (api->store->ops->obj_delete(api->store, a->ns, service_parts[k].kind, name, &err) <
+                    0 &&
+                err.status != 404)
+                break;
+            err = (nb_err){0};
+            if (strcmp(service_parts[k].kind, "schedule") == 0) {
+                char key[2 * NB_NAME_MAX + 2];
+                snprintf(key, sizeof key, "%s/%s", a->ns, name);
+                api->store->ops->obj_delete(api->store, "_system", "schedule_fired", key, &err);
+                err = (nb_err){0};
+            }
+        }
+        json_object_set_new(counts, service_parts[k].key, json_integer((json_int_t)i));
+    }
+    json_decref(parts);
+    /* Whatever was deleted must stop triggering, even when a later step failed. */
+    nb_err rerr = {0};
+    if (api->gw) nb_gw_reload(api->gw, &rerr);
+    nb_async_reload(api->async);
+    nb_topics_reload(api->topics); /* its topic subscriptions are gone too */
+    nb_schd_reload(api->schd);
+    size_t i;
+    json_t *v;
+    json_array_foreach(fns, i, v)
+    {
+        if (err.status) break;
+        const char *fn = json_string_value(v);
+        if (api->store->ops->fn_delete(api->store, a->ns, fn, &err) < 0 && err.status != 404) break;
+        err = (nb_err){0};
+        nb_invoker_remove(api->invoker, a->ns, fn);
+        nb_logs_remove(api->logs, a->ns, fn);
+    }
+    if (err.status) {
+        json_decref(fns);
+        json_decref(counts);
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_info("api", "deleted service %s/%s (%zu functions)", a->ns, a->name, json_array_size(fns));
+    json_object_set_new(counts, "deleted", json_string(a->name));
+    json_object_set_new(counts, "functions", fns);
+    nb_http_send_json(a->req, 200, counts);
 }

@@ -180,6 +180,11 @@ class RoutesAnswer(NimbusTestCase):
         if path.startswith("/v1/topics"):
             p, body = self.topic_call(method, path)
             return d.api(method, p, body)
+        if path.startswith("/v1/services"):
+            # A service of its own (deleting it deletes its function).
+            d.put("fsvc", {"runtime": "python3", "handler": "app.handler",
+                           "code_sha256": self.sha, "service": "fsvc"})
+            return d.api(method, path.replace("{name}", "fsvc"))
         if path.startswith("/v1/schedules"):
             d.api("PUT", "/v1/schedules/fs", {"expression": "rate(1 hour)", "function": "fn"})
             body = {"expression": "rate(1 hour)", "function": "fn"} if method == "PUT" else None
