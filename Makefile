@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 LISTEN ?= 127.0.0.1:8080
 DATA ?= ./nimbus-data
 
-.PHONY: all deps build run test test-fast asan bench bench-cold bench-gateway bench-async fuzz format clean
+.PHONY: all deps build run test test-fast asan bench bench-cold bench-gateway bench-async bench-events fuzz format clean
 
 all: build
 
@@ -45,6 +45,10 @@ bench-gateway: build
 bench-async: build
 	@scripts/deps.sh --bench
 	@bench/async.py $(BUILD)
+
+bench-events: build
+	@scripts/deps.sh --bench
+	@bench/events.py $(BUILD)
 
 bench-cold: build
 	@bench/coldstart.py $(BUILD)

@@ -63,6 +63,7 @@ static const command commands[] = {
     {"client", nb_cli_client, "manage OAuth clients"},
     {"queue", nb_cli_queue, "manage queues: send, receive, subscribe a function"},
     {"schedule", nb_cli_schedule, "invoke functions on a schedule (rate, cron, at)"},
+    {"topic", nb_cli_topic, "publish to topics; subscribe functions, queues, webhooks"},
     {"service", nb_cli_service, "functions grouped into services, with their triggers"},
     {"events", nb_cli_events, "list or redrive a function's failed async events"},
     {"version", nb_cli_version, "print the client's and the daemon's versions"},

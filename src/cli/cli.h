@@ -83,6 +83,8 @@ int nb_cli_client(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_queue(const nb_cli_globals *g, int argc, char **argv);
 /* Schedules (cmd_schedule.c): `nimbus schedule SUB ...`. */
 int nb_cli_schedule(const nb_cli_globals *g, int argc, char **argv);
+/* Topics (cmd_topic.c): `nimbus topic SUB ...`. */
+int nb_cli_topic(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_service(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_events(const nb_cli_globals *g, int argc, char **argv);
 
@@ -174,6 +176,10 @@ int nb_cli_parse_quota(const char *s, int64_t *limit, const char **period);
  * json_t is jansson's; declared opaque here so this header does not pull jansson in. */
 struct json_t;
 int nb_cli_split_list(const char *s, struct json_t *arr);
+/* One `topic publish` attribute flag into attrs as {"Type","Value"}: flag "attr" K=V (a
+ * String, V not empty), "attr-number" K=N (a Number: N in JSON's number syntax) or "attr-list"
+ * K=A,B (a String.Array of the comma-separated items). 0 or -1. (cmd_topic.c) */
+int nb_cli_topic_attr(const char *flag, const char *kv, struct json_t *attrs);
 
 /* ---- URLs ---- */
 

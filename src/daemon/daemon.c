@@ -17,6 +17,7 @@
 #include "events/fan.h"
 #include "events/queue.h"
 #include "events/schedules.h"
+#include "events/topics.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -88,6 +89,7 @@ struct daemon {
     nb_schd *schd;             /* loop 0's scheduler */
     /* Loop 0's forwarder (topic fan-out, event rules); published once its sources are set. */
     _Atomic(nb_fan *) fan;
+    _Atomic(nb_topics *) topics; /* loop 0's topic fan-out planner and webhook deliverer */
     int64_t drain_timeout_ms;
     int max_instances;     /* 0: sized from memory */
     int64_t max_memory_mb; /* 0: sized from memory */
@@ -147,6 +149,7 @@ static void on_q_notify(void *ud, const char *queue)
     daemon_t *d = ud;
     nb_async_notify(atomic_load(&d->async), queue);
     nb_fan_notify(atomic_load(&d->fan), queue);
+    nb_topics_notify(atomic_load(&d->topics), queue);
 }
 
 /* "host:port\n" as clients write it (IPv6 in brackets). */
@@ -298,6 +301,7 @@ static void on_ctl(uv_async_t *a)
         if (l->index == 0) {
             nb_async_stop(atomic_load(&l->d->async));
             nb_fan_stop(atomic_load(&l->d->fan));
+            nb_topics_stop(atomic_load(&l->d->topics));
             nb_schd_stop(l->d->schd);
         }
         l->order_done = ORDER_DRAIN;
@@ -640,11 +644,13 @@ int nb_daemon_main(int argc, char **argv)
     atomic_store(&d.async, nb_async_new(d.loops[0].loop, d.loops[0].invoker, d.q, d.store));
     d.schd = nb_schd_new(d.loops[0].loop, d.q, d.store);
     nb_fan *fan = nb_fan_new(d.loops[0].loop, d.q);
+    atomic_store(&d.topics, nb_topics_new(d.loops[0].loop, d.q, d.store, fan));
     /* Its sources are registered here, before the queue store's writer thread can see it. */
     atomic_store(&d.fan, fan);
     for (int i = 0; i < d.nloops; i++) {
         d.loops[i].api.async = atomic_load(&d.async);
         d.loops[i].api.schd = d.schd;
+        d.loops[i].api.topics = atomic_load(&d.topics);
     }
     int port = d.listen_port;
     for (int i = 0; i < d.nloops; i++) {
@@ -710,10 +716,12 @@ int nb_daemon_main(int argc, char **argv)
     /* The queues' last commit runs its callbacks, which post to the loops' ports and the
      * dispatcher: both still exist until after it. */
     nb_async *async = atomic_exchange(&d.async, NULL);
+    nb_topics_stop(atomic_load(&d.topics)); /* its thread uses the queues */
     nb_q_close(d.q);
     d.q = NULL;
     nb_async_free(async);
     nb_fan_free(atomic_exchange(&d.fan, NULL));
+    nb_topics_free(atomic_exchange(&d.topics, NULL));
     nb_schd_free(d.schd);
     d.schd = NULL;
     for (int i = 0; i < d.nloops; i++)

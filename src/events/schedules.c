@@ -26,7 +26,18 @@ typedef struct sched_ent {
     int64_t last; /* the last firing made durable; 0: never */
     int firing;   /* sends under way */
     int seen;
+    struct sched_ent *hnext; /* the index's chain */
 } sched_ent;
+
+/* The index by namespace and name: a firing's answer, a single schedule's change and the API's
+ * next-fire lookups find their entry without a scan (10,000 schedules are ordinary). */
+#define HBUCKETS 16384
+
+/* A schedule changed by the admin API, to reload alone. */
+typedef struct change {
+    char ns[NB_NAME_MAX + 1], name[NB_NAME_MAX + 1];
+    struct change *next;
+} change;
 
 struct nb_schd {
     uv_loop_t *loop;
@@ -37,7 +48,13 @@ struct nb_schd {
     uv_async_t wake;
     pthread_mutex_t mu; /* ents (read by nb_schd_next_fire on any thread), reload */
     sched_ent **ents;
-    size_t n;
+    size_t n, cap;
+    sched_ent *hash[HBUCKETS];
+    /* Last firings not yet in the store: "NS/NAME" -> Unix seconds, written once a second in
+     * one commit (a sync per firing would stall the loop: 50 firings a second on one disk). */
+    json_t *unsaved;
+    uv_timer_t save_timer;
+    change *changes; /* under mu */
     int reload, stopping, loaded, closing;
 };
 
@@ -154,11 +171,38 @@ static int64_t next_after(const sched_ent *e, int64_t after)
     return nb_cron_next(&e->expr, e->tz, after, e->start, e->end);
 }
 
+static unsigned hkey(const char *ns, const char *name)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = ns; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    h = (h ^ '/') * 16777619u;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h & (HBUCKETS - 1);
+}
+
+static void index_add(nb_schd *s, sched_ent *e)
+{
+    unsigned k = hkey(e->ns, e->name);
+    e->hnext = s->hash[k];
+    s->hash[k] = e;
+}
+
+static void index_del(nb_schd *s, sched_ent *e)
+{
+    for (sched_ent **p = &s->hash[hkey(e->ns, e->name)]; *p; p = &(*p)->hnext) {
+        if (*p == e) {
+            *p = e->hnext;
+            return;
+        }
+    }
+}
+
 static sched_ent *find_ent(nb_schd *s, const char *ns, const char *name)
 {
-    for (size_t i = 0; i < s->n; i++)
-        if (strcmp(s->ents[i]->ns, ns) == 0 && strcmp(s->ents[i]->name, name) == 0)
-            return s->ents[i];
+    for (sched_ent *e = s->hash[hkey(ns, name)]; e; e = e->hnext)
+        if (strcmp(e->ns, ns) == 0 && strcmp(e->name, name) == 0) return e;
     return NULL;
 }
 
@@ -168,6 +212,45 @@ typedef struct fired {
     int64_t t;
     int ok;
 } fired;
+
+/* Writes the last firings recorded since the previous save. A crash before it repeats those
+ * firings at the next start (catch-up from the older record): at least once, as the queue. */
+static void save_firings_now(nb_schd *s)
+{
+    size_t n = json_object_size(s->unsaved);
+    if (!n) return;
+    nb_obj *objs = calloc(n, sizeof *objs);
+    if (!objs) abort();
+    size_t i = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(s->unsaved, key, v)
+    {
+        snprintf(objs[i].ns, sizeof objs[i].ns, "_system");
+        snprintf(objs[i].kind, sizeof objs[i].kind, "schedule_fired");
+        snprintf(objs[i].name, sizeof objs[i].name, "%s", key);
+        char body[64];
+        snprintf(body, sizeof body, "{\"last\":%lld}", (long long)json_integer_value(v));
+        objs[i].body = strdup(body);
+        if (!objs[i].body) abort();
+        i++;
+    }
+    nb_err err = {0};
+    if (s->store->ops->obj_upsert_many(s->store, objs, n, &err) < 0)
+        nb_warn("schedule", "record %zu firings: %s (tried again)", n, err.msg);
+    else
+        json_object_clear(s->unsaved);
+    for (i = 0; i < n; i++)
+        free(objs[i].body);
+    free(objs);
+}
+
+static void save_firings(uv_timer_t *t)
+{
+    nb_schd *s = t->data;
+    save_firings_now(s);
+    if (json_object_size(s->unsaved)) uv_timer_start(&s->save_timer, save_firings, 1000, 0);
+}
 
 /* On the loop: a firing is durable (or was refused). */
 static void fired_on_loop(void *ud)
@@ -181,13 +264,13 @@ static void fired_on_loop(void *ud)
     if (e && !f->ok && (e->next < 0 || e->next > f->t)) e->next = f->t; /* again, shortly */
     pthread_mutex_unlock(&s->mu);
     if (f->ok) {
-        char key[2 * NB_NAME_MAX + 2], body[64];
+        char key[2 * NB_NAME_MAX + 2];
         snprintf(key, sizeof key, "%s/%s", f->ns, f->name);
-        snprintf(body, sizeof body, "{\"last\":%lld}", (long long)f->t);
-        nb_err err = {0};
-        if (s->store->ops->obj_put(s->store, "_system", "schedule_fired", key, body, NB_OBJ_UPSERT,
-                                   NULL, &err) < 0)
-            nb_warn("schedule", "%s: record the firing: %s", key, err.msg);
+        json_t *prev = json_object_get(s->unsaved, key);
+        if (!prev || json_integer_value(prev) < f->t)
+            json_object_set_new(s->unsaved, key, json_integer(f->t));
+        if (!uv_is_active((uv_handle_t *)&s->save_timer))
+            uv_timer_start(&s->save_timer, save_firings, 1000, 0);
     }
     free(f);
 }
@@ -250,6 +333,8 @@ static void catch_up(nb_schd *s, sched_ent *e, int64_t now)
     e->next = next_after(e, now);
 }
 
+static void arm(nb_schd *s);
+
 static sched_ent *build_ent(const nb_obj *o, nb_err *err)
 {
     json_t *j = json_loads(o->body, 0, NULL);
@@ -286,7 +371,33 @@ static sched_ent *build_ent(const nb_obj *o, nb_err *err)
     return e;
 }
 
-static void arm(nb_schd *s);
+/* A stored schedule made an entry; the firing state of the entry it replaces carries over. At
+ * start (first) it resumes after its last firing (or its creation if it never fired), catching
+ * up what it missed while the daemon was down; one created or changed while running starts from
+ * now. Caller holds s->mu. */
+static sched_ent *entry_of(nb_schd *s, const nb_obj *o, const sched_ent *old, int first,
+                           int64_t last, int64_t now)
+{
+    nb_err err = {0};
+    sched_ent *e = build_ent(o, &err);
+    if (!e) {
+        nb_warn("schedule", "%s/%s skipped: %s", o->ns, o->name, err.msg);
+        return NULL;
+    }
+    if (old) {
+        e->last = old->last;
+        e->firing = old->firing;
+    }
+    if (last > 0) e->last = last;
+    int64_t base = e->last > 0 ? e->last : e->created;
+    if (first && base > 0 && base < now) {
+        e->next = next_after(e, base);
+        catch_up(s, e, now);
+    } else {
+        e->next = next_after(e, now - 1);
+    }
+    return e;
+}
 
 static void load(nb_schd *s)
 {
@@ -301,6 +412,14 @@ static void load(nb_schd *s)
     if (first && s->store->ops->obj_list(s->store, "_system", "schedule_fired", NULL, &fired_objs,
                                          &nf, &err) < 0)
         nb_warn("schedule", "read firings: %s", err.msg);
+    /* Last firings by schedule, through a temporary index of their own. */
+    json_t *lasts = json_object();
+    for (size_t f = 0; f < nf; f++) {
+        json_t *fj = json_loads(fired_objs[f].body, 0, NULL);
+        json_object_set_new(lasts, fired_objs[f].name,
+                            json_integer(json_integer_value(json_object_get(fj, "last"))));
+        json_decref(fj);
+    }
     int64_t now = nb_now_ms() / 1000;
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < s->n; i++)
@@ -316,34 +435,11 @@ static void load(nb_schd *s)
             ents[k++] = old;
             continue;
         }
-        nb_err e2 = {0};
-        sched_ent *e = build_ent(&objs[i], &e2);
-        if (!e) {
-            nb_warn("schedule", "%s/%s skipped: %s", objs[i].ns, objs[i].name, e2.msg);
-            continue;
-        }
-        if (old) {
-            e->last = old->last;
-            e->firing = old->firing;
-        }
         char key[2 * NB_NAME_MAX + 2];
-        snprintf(key, sizeof key, "%s/%s", e->ns, e->name);
-        for (size_t f = 0; first && f < nf; f++) {
-            if (strcmp(fired_objs[f].name, key) != 0) continue;
-            json_t *fj = json_loads(fired_objs[f].body, 0, NULL);
-            e->last = json_integer_value(json_object_get(fj, "last"));
-            json_decref(fj);
-        }
-        /* At start, a schedule resumes after its last firing, or its creation if it never
-         * fired, catching up what it missed while the daemon was down; one created or changed
-         * while running starts from now. */
-        int64_t base = e->last > 0 ? e->last : e->created;
-        if (first && base > 0 && base < now) {
-            e->next = next_after(e, base);
-            catch_up(s, e, now);
-        } else {
-            e->next = next_after(e, now - 1);
-        }
+        snprintf(key, sizeof key, "%s/%s", objs[i].ns, objs[i].name);
+        sched_ent *e =
+            entry_of(s, &objs[i], old, first, json_integer_value(json_object_get(lasts, key)), now);
+        if (!e) continue;
         e->seen = 1;
         ents[k++] = e;
     }
@@ -352,11 +448,53 @@ static void load(nb_schd *s)
     free(s->ents);
     s->ents = ents;
     s->n = k;
+    s->cap = n + 1;
+    memset(s->hash, 0, sizeof s->hash);
+    for (size_t i = 0; i < k; i++)
+        index_add(s, ents[i]);
     s->loaded = 1;
     pthread_mutex_unlock(&s->mu);
+    json_decref(lasts);
     nb_obj_free_list(objs, n);
     nb_obj_free_list(fired_objs, nf);
     arm(s);
+}
+
+/* One schedule changed: only it is read again. -1 when the store could not say (the caller
+ * falls back to a full load). */
+static int load_one(nb_schd *s, const char *ns, const char *name)
+{
+    nb_obj o = {0};
+    nb_err err = {0};
+    int rc = s->store->ops->obj_get(s->store, ns, "schedule", name, &o, &err);
+    if (rc < 0) return -1;
+    int64_t now = nb_now_ms() / 1000;
+    pthread_mutex_lock(&s->mu);
+    sched_ent *old = find_ent(s, ns, name);
+    size_t at = s->n;
+    for (size_t i = 0; old && i < s->n; i++)
+        if (s->ents[i] == old) at = i;
+    if (rc == 0 || (old && strcmp(old->def, o.body) != 0) || !old) {
+        sched_ent *e = rc == 1 ? entry_of(s, &o, old, 0, 0, now) : NULL;
+        if (old) {
+            index_del(s, old);
+            ent_free(old);
+            s->ents[at] = s->ents[--s->n];
+        }
+        if (e) {
+            if (s->n == s->cap) {
+                s->cap = s->cap ? s->cap * 2 : 64;
+                s->ents = realloc(s->ents, s->cap * sizeof *s->ents);
+                if (!s->ents) abort();
+            }
+            s->ents[s->n++] = e;
+            index_add(s, e);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    nb_obj_clear(&o);
+    arm(s);
+    return 0;
 }
 
 static void on_timer(uv_timer_t *t);
@@ -404,7 +542,16 @@ static void on_wake(uv_async_t *w)
     pthread_mutex_lock(&s->mu);
     int reload = s->reload;
     s->reload = 0;
+    change *ch = s->changes;
+    s->changes = NULL;
     pthread_mutex_unlock(&s->mu);
+    for (change *c = ch; c; c = c->next)
+        if (!reload && !s->stopping && load_one(s, c->ns, c->name) < 0) reload = 1;
+    while (ch) {
+        change *next = ch->next;
+        free(ch);
+        ch = next;
+    }
     if (reload && !s->stopping) load(s);
 }
 
@@ -419,6 +566,9 @@ nb_schd *nb_schd_new(uv_loop_t *loop, nb_q *q, nb_store *store)
     s->port = nb_async_port_new(loop);
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
+    s->unsaved = json_object();
+    uv_timer_init(loop, &s->save_timer);
+    s->save_timer.data = s;
     uv_async_init(loop, &s->wake, on_wake);
     s->wake.data = s;
     load(s);
@@ -430,6 +580,20 @@ void nb_schd_reload(nb_schd *s)
     if (!s) return;
     pthread_mutex_lock(&s->mu);
     s->reload = 1;
+    pthread_mutex_unlock(&s->mu);
+    uv_async_send(&s->wake);
+}
+
+void nb_schd_changed(nb_schd *s, const char *ns, const char *name)
+{
+    if (!s) return;
+    change *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    snprintf(c->ns, sizeof c->ns, "%s", ns);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    pthread_mutex_lock(&s->mu);
+    c->next = s->changes;
+    s->changes = c;
     pthread_mutex_unlock(&s->mu);
     uv_async_send(&s->wake);
 }
@@ -453,12 +617,21 @@ void nb_schd_free(nb_schd *s)
 {
     if (!s) return;
     nb_async_port_free(s->port);
+    for (change *c = s->changes; c;) {
+        change *next = c->next;
+        free(c);
+        c = next;
+    }
     for (size_t i = 0; i < s->n; i++)
         ent_free(s->ents[i]);
     free(s->ents);
     s->ents = NULL;
     s->n = 0;
-    s->closing = 2;
+    save_firings_now(s);
+    json_decref(s->unsaved);
+    s->unsaved = NULL;
+    s->closing = 3;
+    uv_close((uv_handle_t *)&s->save_timer, closed);
     uv_close((uv_handle_t *)&s->timer, closed);
     uv_close((uv_handle_t *)&s->wake, closed);
 }

@@ -57,6 +57,14 @@ static void r_queue_receive(route_args *a);
 static void r_queue_msg_delete(route_args *a);
 static void r_queue_subscribe(route_args *a);
 static void r_queue_unsubscribe(route_args *a);
+static void r_topics(route_args *a);
+static void r_topic_create(route_args *a);
+static void r_topic_get(route_args *a);
+static void r_topic_delete(route_args *a);
+static void r_topic_publish(route_args *a);
+static void r_topic_subs(route_args *a);
+static void r_topic_subscribe(route_args *a);
+static void r_topic_unsubscribe(route_args *a);
 static void r_schedules(route_args *a);
 static void r_schedule_put(route_args *a);
 static void r_schedule_get(route_args *a);
@@ -113,6 +121,14 @@ static const route routes[] = {
     {"DELETE", "/v1/queues/{name}/messages/{sub}", r_queue_msg_delete, 0},
     {"PUT", "/v1/queues/{name}/subscriptions/{sub}", r_queue_subscribe, 0},
     {"DELETE", "/v1/queues/{name}/subscriptions/{sub}", r_queue_unsubscribe, 0},
+    {"GET", "/v1/topics", r_topics, 0},
+    {"POST", "/v1/topics", r_topic_create, 0},
+    {"GET", "/v1/topics/{name}", r_topic_get, 0},
+    {"DELETE", "/v1/topics/{name}", r_topic_delete, 0},
+    {"POST", "/v1/topics/{name}/publish", r_topic_publish, 0},
+    {"GET", "/v1/topics/{name}/subscriptions", r_topic_subs, 0},
+    {"POST", "/v1/topics/{name}/subscriptions", r_topic_subscribe, 0},
+    {"DELETE", "/v1/topics/{name}/subscriptions/{sub}", r_topic_unsubscribe, 0},
     {"GET", "/v1/schedules", r_schedules, 0},
     {"PUT", "/v1/schedules/{name}", r_schedule_put, 0},
     {"GET", "/v1/schedules/{name}", r_schedule_get, 0},
@@ -1679,6 +1695,7 @@ typedef struct pending_send {
     int nids;
     char (*ids)[37];
     int async; /* an async invoke: 202 with the request id */
+    int topic; /* a topic's publish: 202 with SNS's messageId */
 } pending_send;
 
 static void pending_send_unref(pending_send *p)
@@ -1706,6 +1723,8 @@ static void send_answer(void *ud)
                           : p->status == 404 ? NB_E_NOT_FOUND
                                              : NB_E_UNAVAILABLE,
                           "%s", p->msg);
+        } else if (p->topic) {
+            nb_http_send_json(p->req, 202, json_pack("{s:s}", "messageId", p->ids[0]));
         } else if (p->async) {
             nb_http_send_json(p->req, 202, json_pack("{s:s}", "request_id", p->ids[0]));
         } else {
@@ -2177,6 +2196,121 @@ static void r_queue_unsubscribe_locked(route_args *a)
     nb_http_send_json(a->req, 200, json_pack("{s:s}", "unsubscribed", a->sub));
 }
 
+/* ---------- topics (the logic is src/events/topics.c's) ---------- */
+
+ADMIN_LOCKED(a->api, r_topic_create)
+ADMIN_LOCKED(a->api, r_topic_delete)
+ADMIN_LOCKED(a->api, r_topic_subscribe)
+ADMIN_LOCKED(a->api, r_topic_unsubscribe)
+
+/* Answers out (status) or err. */
+static void topic_answer(route_args *a, int status, json_t *out, const nb_err *err)
+{
+    if (out)
+        nb_http_send_json(a->req, status, out);
+    else
+        nb_http_send_error(a->req, err);
+}
+
+static void r_topics(route_args *a)
+{
+    nb_err err = {0};
+    json_t *arr = nb_topic_views(a->api->store, a->api->q, a->ns, NULL, &err);
+    topic_answer(a, 200, arr ? json_pack("{s:o}", "topics", arr) : NULL, &err);
+}
+
+static void r_topic_get(route_args *a)
+{
+    nb_err err = {0};
+    topic_answer(a, 200, nb_topic_views(a->api->store, a->api->q, a->ns, a->name, &err), &err);
+}
+
+static void r_topic_create_locked(route_args *a)
+{
+    json_t *in = json_body(a), *out = NULL;
+    if (!in) return;
+    nb_err err = {0};
+    int created = 0;
+    nb_topic_create(a->api->store, a->api->q, a->ns, in, &out, &created, &err);
+    json_decref(in);
+    topic_answer(a, created ? 201 : 200, out, &err);
+}
+
+static void r_topic_delete_locked(route_args *a)
+{
+    nb_err err = {0};
+    int rc = nb_topic_delete(a->api->store, a->api->q, a->ns, a->name, &err);
+    nb_topics_reload(a->api->topics);
+    topic_answer(a, 200, rc == 0 ? json_pack("{s:s}", "deleted", a->name) : NULL, &err);
+}
+
+static void r_topic_subs(route_args *a)
+{
+    nb_err err = {0};
+    topic_answer(a, 200, nb_topic_subscriptions(a->api->store, a->api->q, a->ns, a->name, &err),
+                 &err);
+}
+
+static void r_topic_subscribe_locked(route_args *a)
+{
+    json_t *in = json_body(a), *out = NULL;
+    if (!in) return;
+    nb_err err = {0};
+    int created = 0;
+    nb_topic_subscribe(a->api->store, a->api->q, a->ns, a->name, in, &out, &created, &err);
+    json_decref(in);
+    /* Before the answer: a publish that follows it is planned with the new subscription. */
+    if (created) nb_topics_reload(a->api->topics);
+    topic_answer(a, created ? 201 : 200, out, &err);
+}
+
+static void r_topic_unsubscribe_locked(route_args *a)
+{
+    nb_err err = {0};
+    int rc = nb_topic_unsubscribe(a->api->store, a->api->q, a->ns, a->name, a->sub, &err);
+    if (rc == 0) nb_topics_reload(a->api->topics);
+    topic_answer(a, 200, rc == 0 ? json_pack("{s:s}", "unsubscribed", a->sub) : NULL, &err);
+}
+
+static void r_topic_publish(route_args *a)
+{
+    /* A 256 KiB message may take six times that once JSON-escaped in the request. */
+    if (body_too_big(a, 2u << 20)) return;
+    json_error_t je;
+    json_t *in = json_loadb(a->req->entity.base ? a->req->entity.base : "", a->req->entity.len,
+                            JSON_REJECT_DUPLICATES, &je);
+    nb_err err = {0};
+    static const char *const fields[] = {"message", "attributes", "subject"};
+    const char *k;
+    json_t *v;
+    if (!json_is_object(in)) nb_err_set(&err, 400, NB_E_INVALID_JSON, "body must be a JSON object");
+    json_object_foreach(in, k, v)
+    {
+        int ok = 0;
+        for (size_t i = 0; i < NB_ARRAY_LEN(fields); i++)
+            ok |= strcmp(fields[i], k) == 0;
+        if (!ok && !err.status)
+            nb_err_set(&err, 400, NB_E_UNKNOWN_FIELD, "unknown field '%.64s'", k);
+    }
+    json_t *msg = json_object_get(in, "message"), *subject = json_object_get(in, "subject");
+    if (!err.status && !json_is_string(msg))
+        nb_err_set(&err, 400, NB_E_INVALID_VALUE, "message is required and must be a string");
+    if (!err.status && subject && !json_is_null(subject) && !json_is_string(subject))
+        nb_err_set(&err, 400, NB_E_INVALID_VALUE, "subject must be a string");
+    if (!err.status && a->api->draining)
+        nb_err_set(&err, 503, NB_E_UNAVAILABLE, "nimbus is shutting down");
+    if (!err.status) {
+        pending_send *p = pending_send_new(a, 0);
+        p->topic = 1;
+        if (nb_topic_publish(a->api->q, a->ns, a->name, json_string_value(msg),
+                             json_string_length(msg), json_object_get(in, "attributes"),
+                             json_string_value(subject), send_done, p, &err) < 0)
+            pending_send_unref(p);
+    }
+    json_decref(in);
+    if (err.status) nb_http_send_error(a->req, &err);
+}
+
 /* ---------- schedules ---------- */
 
 ADMIN_LOCKED(a->api, r_schedule_put)
@@ -2241,7 +2375,7 @@ static void schedule_write(route_args *a, json_t *body, enum nb_obj_put_mode mod
 {
     int created = 0;
     if (obj_write(a, "schedule", a->name, body, mode, &created) < 0) return;
-    nb_schd_reload(a->api->schd);
+    nb_schd_changed(a->api->schd, a->ns, a->name);
     nb_obj o = {0};
     nb_err err = {0};
     if (a->api->store->ops->obj_get(a->api->store, a->ns, "schedule", a->name, &o, &err) != 1) {
@@ -2309,7 +2443,7 @@ static void r_schedule_delete_locked(route_args *a)
     char key[2 * NB_NAME_MAX + 2];
     snprintf(key, sizeof key, "%s/%s", a->ns, a->name);
     a->api->store->ops->obj_delete(a->api->store, "_system", "schedule_fired", key, &err);
-    nb_schd_reload(a->api->schd);
+    nb_schd_changed(a->api->schd, a->ns, a->name);
     nb_http_send_json(a->req, 200, json_pack("{s:s}", "deleted", a->name));
 }
 
@@ -2507,6 +2641,7 @@ static void r_service_delete_locked(route_args *a)
     nb_err rerr = {0};
     if (api->gw) nb_gw_reload(api->gw, &rerr);
     nb_async_reload(api->async);
+    nb_topics_reload(api->topics); /* its topic subscriptions are gone too */
     nb_schd_reload(api->schd);
     size_t i;
     json_t *v;

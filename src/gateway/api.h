@@ -15,6 +15,7 @@
 #include "events/async.h"
 #include "events/queue.h"
 #include "events/schedules.h"
+#include "events/topics.h"
 #include "gateway/alog.h"
 #include "gateway/gw.h"
 #include "invoke/invoke.h"
@@ -44,6 +45,7 @@ typedef struct nb_api {
     nb_async *async;           /* the dispatcher (loop 0's; any loop may read its stats) */
     nb_async_port *port;       /* this loop's mailbox: durable sends answer through it */
     nb_schd *schd;             /* the scheduler (loop 0's; any loop may ask next firings) */
+    nb_topics *topics;         /* topics' fan-out (loop 0's; any loop may ask it to reload) */
     int draining;
 } nb_api;
 

@@ -40,7 +40,7 @@ typedef struct nb_put_result {
  * gateway module owns its JSON body; the store only keeps it, keyed by (ns, kind, name). */
 typedef struct nb_obj {
     char ns[65];
-    char kind[16];
+    char kind[32]; /* "topic_subscription" needs 19 */
     char name[256];
     char *body; /* JSON text, malloc'd */
     int64_t created_at, updated_at;
@@ -70,6 +70,9 @@ typedef struct nb_store_ops {
      * which happened (may be NULL). */
     int (*obj_put)(nb_store *s, const char *ns, const char *kind, const char *name,
                    const char *body, enum nb_obj_put_mode mode, int *created, nb_err *err);
+    /* Upserts objs[0..n) (ns, kind, name, body; the times are the store's) in one commit: state
+     * written often (a schedule's last firing) costs one sync per batch, not per object. */
+    int (*obj_upsert_many)(nb_store *s, const nb_obj *objs, size_t n, nb_err *err);
     /* 1 found (out filled, free with nb_obj_clear), 0 absent, -1 error. */
     int (*obj_get)(nb_store *s, const char *ns, const char *kind, const char *name, nb_obj *out,
                    nb_err *err);

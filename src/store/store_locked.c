@@ -90,6 +90,14 @@ static int l_obj_put(nb_store *s, const char *ns, const char *kind, const char *
     return rc;
 }
 
+static int l_obj_upsert_many(nb_store *s, const nb_obj *objs, size_t n, nb_err *err)
+{
+    int rc;
+    nb_store *in = ((locked_store *)s)->inner;
+    LOCKED(s, rc = in->ops->obj_upsert_many(in, objs, n, err));
+    return rc;
+}
+
 static int l_obj_get(nb_store *s, const char *ns, const char *kind, const char *name, nb_obj *out,
                      nb_err *err)
 {
@@ -140,6 +148,7 @@ nb_store *nb_store_locked(nb_store *inner)
         .blob_put = l_blob_put,
         .blob_get = l_blob_get,
         .obj_put = l_obj_put,
+        .obj_upsert_many = l_obj_upsert_many,
         .obj_get = l_obj_get,
         .obj_list = l_obj_list,
         .obj_delete = l_obj_delete,

@@ -513,6 +513,33 @@ out:
     return rc;
 }
 
+static int sq_obj_upsert_many(nb_store *base, const nb_obj *objs, size_t n, nb_err *err)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int64_t now = nb_now_ms();
+    sqlite3_stmt *st = NULL;
+    if (exec(s, "BEGIN IMMEDIATE", err) < 0) return -1;
+    int ok = sqlite3_prepare_v2(s->db,
+                                "INSERT INTO objects VALUES (?1, ?2, ?3, ?4, ?5, ?5)"
+                                " ON CONFLICT (ns, kind, name) DO UPDATE SET body = excluded.body,"
+                                " updated_at = excluded.updated_at",
+                                -1, &st, NULL) == SQLITE_OK;
+    for (size_t i = 0; ok && i < n; i++) {
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, objs[i].ns, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, objs[i].kind, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, objs[i].name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, objs[i].body, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, now);
+        ok = sqlite3_step(st) == SQLITE_DONE;
+    }
+    if (!ok) db_fail(s, err, "write objects");
+    sqlite3_finalize(st);
+    if (ok && exec(s, "COMMIT", err) < 0) ok = 0;
+    if (!ok) exec(s, "ROLLBACK", NULL);
+    return ok ? 0 : -1;
+}
+
 static void row_to_obj(sqlite3_stmt *st, nb_obj *o)
 {
     snprintf(o->ns, sizeof o->ns, "%s", (const char *)sqlite3_column_text(st, 0));
@@ -615,6 +642,7 @@ static const nb_store_ops sqlite_ops = {
     .blob_put = sq_blob_put,
     .blob_get = sq_blob_get,
     .obj_put = sq_obj_put,
+    .obj_upsert_many = sq_obj_upsert_many,
     .obj_get = sq_obj_get,
     .obj_list = sq_obj_list,
     .obj_delete = sq_obj_delete,

@@ -152,6 +152,22 @@ class RoutesAnswer(NimbusTestCase):
             sub, body = "fn", {} if method == "PUT" else None
         return path.replace("{name}", "fq").replace("{sub}", sub), body
 
+    def topic_call(self, method, path):
+        """(path, body) for a topic route, on topic `ft` (made again when needed)."""
+        d = self.d
+        d.api("POST", "/v1/topics", {"name": "ft"})
+        d.api("PUT", "/v1/queues/ftq", {})
+        sub, body = "", None
+        if (method, path) == ("POST", "/v1/topics"):
+            body = {"name": "ft"}
+        elif path == "/v1/topics/{name}/publish":
+            body = {"message": "doc", "attributes": {"k": "v"}}
+        elif (method, path) == ("POST", "/v1/topics/{name}/subscriptions"):
+            body = {"target": "queue:ftq"}
+        elif path == "/v1/topics/{name}/subscriptions/{sub}":
+            sub = d.api("POST", "/v1/topics/ft/subscriptions", {"target": "queue:ftq"}).json()["id"]
+        return path.replace("{name}", "ft").replace("{sub}", sub), body
+
     def call(self, method, path, prefix=""):
         """Calls one route correctly, on function `fn` (created here when needed)."""
         d = self.d
@@ -160,6 +176,9 @@ class RoutesAnswer(NimbusTestCase):
             return d.api(method, p, body)
         if path.startswith("/v1/queues"):
             p, body = self.queue_call(method, path)
+            return d.api(method, p, body)
+        if path.startswith("/v1/topics"):
+            p, body = self.topic_call(method, path)
             return d.api(method, p, body)
         if path.startswith("/v1/services"):
             # A service of its own (deleting it deletes its function).

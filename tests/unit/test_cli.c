@@ -496,6 +496,28 @@ static void test_events(void)
     CHECK(nb_cli_parse_attr("noeq", &k) < 0);
     CHECK(nb_cli_parse_attr("a b=v", &k) < 0);
 
+    /* topic publish's attribute flags: the flag, never the text, says the SNS type. */
+    json_t *ta = json_object();
+    CHECK(nb_cli_topic_attr("attr", "zip=01234", ta) == 0);
+    CHECK(nb_cli_topic_attr("attr-number", "n=-2.5e3", ta) == 0);
+    CHECK(nb_cli_topic_attr("attr-list", "tags=a, b", ta) == 0);
+    json_t *want =
+        json_loads("{\"zip\":{\"Type\":\"String\",\"Value\":\"01234\"},"
+                   "\"n\":{\"Type\":\"Number\",\"Value\":\"-2.5e3\"},"
+                   "\"tags\":{\"Type\":\"String.Array\",\"Value\":\"[\\\"a\\\",\\\"b\\\"]\"}}",
+                   0, NULL);
+    CHECK(want && json_equal(ta, want));
+    json_decref(want);
+    CHECK(nb_cli_topic_attr("attr", "e=", ta) < 0);
+    CHECK(nb_cli_topic_attr("attr-number", "n=ten", ta) < 0);
+    CHECK(nb_cli_topic_attr("attr-number", "n=0x10", ta) < 0);
+    CHECK(nb_cli_topic_attr("attr-number", "n= 5", ta) < 0);
+    CHECK(nb_cli_topic_attr("attr-list", "l=a,,b", ta) < 0);
+    CHECK(nb_cli_topic_attr("attr", "noeq", ta) < 0);
+    CHECK(nb_cli_topic_attr("attr-bool", "b=1", ta) < 0);
+    CHECK(json_object_size(ta) == 3);
+    json_decref(ta);
+
     nb_buf b;
     nb_buf_init(&b, 4096);
     json_t *a = json_pack("{s:i, s:i, s:i, s:i, s:i}", "queued", 3, "in_flight", 1, "oldest_ms",

@@ -444,6 +444,19 @@ static void test_objects(nb_store *s)
     CHECK(s->ops->obj_delete(s, "default", "api", "shop", &err) == 0);
     CHECK(s->ops->obj_get(s, "default", "api", "shop", &o, &err) == 0);
     CHECK(s->ops->obj_delete(s, "default", "route", "shopx/1", &err) == 0);
+
+    /* Upserts in one commit: new objects made, existing ones replaced. */
+    CHECK(s->ops->obj_put(s, "_system", "fired", "a", "{\"last\":1}", NB_OBJ_CREATE, NULL, &err) ==
+          0);
+    nb_obj many[2] = {{.ns = "_system", .kind = "fired", .name = "a", .body = "{\"last\":2}"},
+                      {.ns = "_system", .kind = "fired", .name = "b", .body = "{\"last\":3}"}};
+    CHECK(s->ops->obj_upsert_many(s, many, 2, &err) == 0);
+    CHECK(s->ops->obj_list(s, "_system", "fired", NULL, &list, &n, &err) == 0);
+    CHECK(n == 2);
+    CHECK_STR(list[0].body, "{\"last\":2}");
+    CHECK_STR(list[1].body, "{\"last\":3}");
+    nb_obj_free_list(list, n);
+    CHECK(s->ops->obj_delete(s, "_system", "fired", "*", &err) == 0);
 }
 
 static void test_reopen_and_newer(void)
