@@ -3,6 +3,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "events/cloudevent.h"
+#include "events/topics.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -169,125 +170,38 @@ static void do_send(nb_calls *c, nb_call *call, const nb_call_info *in)
     json_decref(attrs);
 }
 
-/* One attribute value in SNS's {"Type","Value"} form, or NULL (err set). */
-static json_t *publish_value(const char *name, json_t *v, nb_err *err)
-{
-    if (json_is_string(v)) return json_pack("{s:s, s:O}", "Type", "String", "Value", v);
-    if (json_is_number(v)) {
-        char *t = json_dumps(v, JSON_ENCODE_ANY);
-        json_t *o = json_pack("{s:s, s:s}", "Type", "Number", "Value", t ? t : "0");
-        free(t);
-        return o;
-    }
-    if (json_is_array(v)) {
-        size_t i;
-        json_t *e;
-        json_array_foreach(v, i, e)
-        {
-            if (!json_is_string(e)) {
-                nb_err_set(err, 400, NB_E_INVALID_VALUE,
-                           "attribute '%.64s': an array holds strings only", name);
-                return NULL;
-            }
-        }
-        char *t = json_dumps(v, JSON_COMPACT);
-        json_t *o = json_pack("{s:s, s:s}", "Type", "String.Array", "Value", t ? t : "[]");
-        free(t);
-        return o;
-    }
-    if (json_is_object(v)) {
-        const char *type = json_string_value(json_object_get(v, "Type"));
-        json_t *value = json_object_get(v, "Value");
-        if (json_object_size(v) == 2 && type && json_is_string(value) &&
-            (strcmp(type, "String") == 0 || strcmp(type, "Number") == 0 ||
-             strcmp(type, "String.Array") == 0))
-            return json_pack("{s:s, s:O}", "Type", type, "Value", value);
-    }
-    nb_err_set(err, 400, NB_E_INVALID_VALUE,
-               "attribute '%.64s' must be a string, a number, an array of strings or "
-               "{\"Type\": \"String\"|\"Number\"|\"String.Array\", \"Value\": \"...\"}",
-               name);
-    return NULL;
-}
-
-json_t *nb_calls_publish_attrs(const json_t *attrs, nb_err *err)
-{
-    json_t *out = json_object();
-    if (!attrs) return out;
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)attrs, k, v)
-    {
-        if (strcmp(k, "attributes") != 0 && strcmp(k, "subject") != 0) {
-            nb_err_set(err, 400, NB_E_UNKNOWN_FIELD, "unknown publish field '%.64s'", k);
-            goto fail;
-        }
-    }
-    json_t *subject = json_object_get(attrs, "subject");
-    if (subject && !json_is_null(subject)) {
-        size_t n = json_string_length(subject);
-        if (!json_is_string(subject) || n == 0 || n > 100) {
-            nb_err_set(err, 400, NB_E_INVALID_VALUE, "subject must be a string of 1..100 bytes");
-            goto fail;
-        }
-        json_object_set(out, "subject", subject);
-    }
-    json_t *in = json_object_get(attrs, "attributes");
-    if (in && !json_is_null(in)) {
-        if (!json_is_object(in) || json_object_size(in) > 10) {
-            nb_err_set(err, 400, NB_E_INVALID_VALUE,
-                       "attributes must be an object of at most 10 attributes");
-            goto fail;
-        }
-        json_t *norm = json_object();
-        json_object_foreach(in, k, v)
-        {
-            json_t *one = strlen(k) <= 256 ? publish_value(k, v, err) : NULL;
-            if (!one) {
-                if (!err->status)
-                    nb_err_set(err, 400, NB_E_INVALID_VALUE,
-                               "an attribute name is at most 256 bytes");
-                json_decref(norm);
-                goto fail;
-            }
-            json_object_set_new(norm, k, one);
-        }
-        char *text = json_dumps(norm, JSON_COMPACT | JSON_SORT_KEYS);
-        json_decref(norm);
-        if (!text) abort(); /* built above from valid values: only OOM gets here */
-        json_object_set_new(out, "attributes", json_string(text));
-        free(text);
-    }
-    return out;
-fail:
-    json_decref(out);
-    return NULL;
-}
-
+/* {"attributes": {...}, "subject": "..."}: the topic's own rules (nb_topic_publish) judge the
+ * values, so a message published from a function and over the admin API are one thing. */
 static void do_publish(nb_calls *c, nb_call *call, const nb_call_info *in)
 {
     const nb_inst_call *k = in->call;
-    char q[NB_Q_NAME_MAX + 1];
-    nb_async_topic_queue(in->ns, k->target, q, sizeof q);
     nb_err err = {0};
-    json_t *attrs = NULL, *qattrs = NULL;
-    /* The convention shared with the topics: a topic exists iff its queue does. */
-    if (!k->target[0] || strchr(k->target, '/') || !nb_q_exists(c->q, q))
-        nb_err_set(&err, 404, NB_E_NOT_FOUND, "topic '%s' not found", k->target);
-    else if (k->len > NB_CALLS_MAX_MESSAGE)
-        nb_err_set(&err, 413, NB_E_TOO_LARGE, "a published message is at most %u bytes",
-                   NB_CALLS_MAX_MESSAGE);
-    else if (!nb_utf8_valid(k->body, k->len))
-        nb_err_set(&err, 400, NB_E_INVALID_VALUE, "a published message must be UTF-8 text");
-    else if (parse_attrs(k, &attrs, &err) == 0)
-        qattrs = nb_calls_publish_attrs(attrs, &err);
-    json_decref(attrs);
-    if (err.status) {
-        nb_call_fail(call, err.status, err.code, "%s", err.msg);
-        return;
+    json_t *attrs = NULL;
+    const char *key;
+    json_t *v;
+    if (parse_attrs(k, &attrs, &err) == 0) {
+        json_object_foreach(attrs, key, v)
+        {
+            if (strcmp(key, "attributes") != 0 && strcmp(key, "subject") != 0) {
+                nb_err_set(&err, 400, NB_E_UNKNOWN_FIELD, "unknown publish field '%.64s'", key);
+                break;
+            }
+        }
     }
-    send_one(c, call, q, k->body, k->len, json_object_size(qattrs) ? qattrs : NULL, "messageId");
-    json_decref(qattrs);
+    json_t *subject = json_object_get(attrs, "subject");
+    if (!err.status && subject && !json_is_null(subject) && !json_is_string(subject))
+        nb_err_set(&err, 400, NB_E_INVALID_VALUE, "subject must be a string");
+    pending *p = err.status ? NULL : pending_new(c, call, "messageId");
+    if (p && nb_topic_publish(c->q, in->ns, k->target, k->body, k->len,
+                              json_object_get(attrs, "attributes"), json_string_value(subject),
+                              sent, p, &err) < 0) {
+        free(p);
+        p = NULL;
+    }
+    json_decref(attrs);
+    if (!p)
+        nb_call_fail(call, err.status ? err.status : 503, err.code ? err.code : NB_E_UNAVAILABLE,
+                     "%s", err.msg);
 }
 
 static void do_emit(nb_calls *c, nb_call *call, const nb_call_info *in)

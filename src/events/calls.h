@@ -3,7 +3,8 @@
  *   invoke_async  an async invocation, exactly as POST /v1/functions/NAME/invoke with
  *                 X-Nimbus-Invocation-Type: Event (nb_async_enqueue), in the caller's chain;
  *   send          a message to the user queue q/NS/TARGET (must exist);
- *   publish       a message to topic TARGET: queue t/NS/TARGET, which exists iff the topic does;
+ *   publish       a message to topic TARGET (nb_topic_publish: queue t/NS/TARGET, the topic's
+ *                 rules for the message, subject and attributes);
  *   emit          a CloudEvent to the namespace's bus queue bus/NS (made on demand).
  * Every answer is 202 once the message is durable, with its id, or an error
  * {"error":{"code","message"}}. Everything stays in the caller's namespace.
@@ -19,8 +20,6 @@
 
 #include <jansson.h>
 
-#define NB_CALLS_MAX_MESSAGE (256u << 10) /* a published message, as SNS */
-
 typedef struct nb_calls nb_calls;
 
 /* q and port outlive it; port is the loop's whose invoker uses it. */
@@ -29,11 +28,5 @@ void nb_calls_free(nb_calls *c);
 
 /* For nb_invoker_config.call_ops, with the nb_calls as call_ud. */
 extern const nb_call_ops nb_calls_ops;
-
-/* A publish's attributes {"attributes": {...}, "subject": "..."} (each optional) checked and
- * made into the topic message's queue attributes: {"attributes": "<JSON text of the attributes,
- * every value in the {"Type","Value"} form>", "subject": "..."}, each key only when given.
- * attrs may be NULL (none). Returns a new object, or NULL with a 400 err. Pure. */
-json_t *nb_calls_publish_attrs(const json_t *attrs, nb_err *err);
 
 #endif

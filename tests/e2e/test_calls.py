@@ -216,6 +216,14 @@ class Calls(NimbusTestCase):
         msgs = self.receive("inbox", 1)
         self.assertEqual([(m["id"], m["body"], m["attributes"]) for m in msgs],
                          [(mid, "hello", {"k": "v"})])
+        self.assertIn(self.d.api("POST", "/v1/topics", {"name": "news"}).status, (200, 201))
+        out = self.invoke("pyfn", {"mode": "try", "op": "publish", "target": "news",
+                                   "body": "hello", "subject": "greeting",
+                                   "attributes": {"lang": "en", "n": 3, "tags": ["a", "b"]}})
+        self.assertEqual(len(out["ok"]), 36, out)
+        out = self.invoke("pyfn", {"mode": "try", "op": "publish", "target": "news",
+                                   "body": "hello", "attributes": {"bad": {"x": 1}}})
+        self.assertEqual((out["call_error"], out["status"]), ("invalid_value", 400), out)
         out = self.invoke("pyfn", {"mode": "try", "op": "emit",
                                    "event": {"type": "com.example.created", "id": "ev-1",
                                              "data": {"n": 1}}})
