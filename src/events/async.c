@@ -135,7 +135,8 @@ typedef struct source {
     int is_sub;
     int batch_size, batch_window_ms, max_concurrency; /* subscriptions */
     int inflight;
-    int limit; /* async functions: what it may run now (halved by a throttle, then regrows) */
+    int limit;      /* async functions: what it may run now (halved by a throttle, then regrows) */
+    int64_t run_us; /* async functions: moving average of an invocation's run time; 0 unknown */
     int64_t retries;
     int64_t waiting_since_ms; /* subscriptions: when a partial batch started waiting */
     int seen;                 /* still configured at the last reload */
@@ -543,6 +544,9 @@ static void on_async_result(nb_inv *inv, void *ud)
              inv->outcome == NB_OUTCOME_OK ? "" : inv->error_type);
     if (!inv->throttled && strcmp(inv->error_type, "Sandbox.Failure") != 0) {
         j->src->limit++; /* regrows by one per invocation that got through */
+        int64_t run = inv->ended_us - inv->started_us;
+        if (inv->started_us > 0 && run >= 0)
+            j->src->run_us = j->src->run_us ? (j->src->run_us * 7 + run) / 8 : run + 1;
         j->attempts = attempts + 1;
         if (inv->outcome == NB_OUTCOME_OK) {
             succeed(j, sc);
@@ -587,12 +591,36 @@ static int async_cap(nb_async *a, const nb_fn_version *ver)
     return cap < 1 ? 1 : cap;
 }
 
+/* Events a function's backlog needs running at once: enough to drain it within
+ * DRAIN_TARGET_MS at the function's measured run time, or as many as run now plus its idle
+ * instances (using those costs nothing). A burst of events for a fast function then runs on a
+ * few warm instances instead of starting one instance per event, which on a busy host only
+ * adds processes competing for the same CPUs, and at the daemon's caps evicts other
+ * functions' instances to make room, and theirs in turn. Until a run time is known, a few at
+ * once. Re-evaluated at every pump, so a growing backlog grows the concurrency. */
+#define DRAIN_TARGET_MS 1000
+static int demand(nb_async *a, source *s, int cap)
+{
+    int64_t need = 4;
+    if (s->run_us > 0) {
+        nb_q_stats st = {0};
+        nb_err err = {0};
+        nb_q_get_stats(a->q, s->queue, &st, &err);
+        need = (st.visible + s->inflight) * s->run_us / (DRAIN_TARGET_MS * 1000) + 1;
+    }
+    nb_fn_stats fs;
+    if (nb_invoker_stats(a->iv, s->ns, s->fn, &fs) == 0 && need < s->inflight + fs.idle)
+        need = s->inflight + fs.idle;
+    return need < cap ? (int)need : cap;
+}
+
 static void pump_fn(nb_async *a, source *s)
 {
     nb_fn_version *ver = nb_invoker_latest(a->iv, s->ns, s->fn);
     int cap = ver ? async_cap(a, ver) : 1;
     if (s->limit <= 0 || s->limit > cap) s->limit = cap;
-    int want = s->limit - s->inflight;
+    int allowed = ver ? demand(a, s, s->limit) : s->limit;
+    int want = allowed - s->inflight;
     if (want <= 0) return;
     if (want > 64) want = 64;
     nb_q_msg *msgs;
