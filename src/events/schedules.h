@@ -30,6 +30,10 @@ typedef struct nb_schd nb_schd;
 
 /* On loop's thread. */
 nb_schd *nb_schd_new(uv_loop_t *loop, nb_q *q, nb_store *store);
+/* Each durable firing is also a platform event on bus (nimbus.schedule.fired). Before the loop
+ * runs; NULL: none. */
+typedef struct nb_bus nb_bus;
+void nb_schd_set_bus(nb_schd *s, nb_bus *bus);
 /* Any thread: schedules changed in the store. */
 void nb_schd_reload(nb_schd *s);
 /* Shutdown: no more firings (one being made durable still records its time). Loop thread. */

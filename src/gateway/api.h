@@ -13,6 +13,7 @@
 #define NB_API_H
 
 #include "events/async.h"
+#include "events/bus.h"
 #include "events/queue.h"
 #include "events/schedules.h"
 #include "gateway/alog.h"
@@ -44,6 +45,7 @@ typedef struct nb_api {
     nb_async *async;           /* the dispatcher (loop 0's; any loop may read its stats) */
     nb_async_port *port;       /* this loop's mailbox: durable sends answer through it */
     nb_schd *schd;             /* the scheduler (loop 0's; any loop may ask next firings) */
+    nb_bus *bus;               /* the event bus: rules (reloaded on change), platform events */
     int draining;
 } nb_api;
 
