@@ -2055,9 +2055,10 @@ static queue_events *queue_events_new(route_args *a, const nb_q_out *outs, size_
     snprintf(qe->name, sizeof qe->name, "%s", a->name);
     qe->data = json_array();
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(qe->data, json_pack("{s:s, s:s%, s:O}", "queue", a->name, "body",
-                                                  outs[i].body, outs[i].body_len, "attributes",
-                                                  outs[i].attrs ? outs[i].attrs : json_object()));
+        json_array_append_new(
+            qe->data,
+            json_pack("{s:s, s:s%, s:o}", "queue", a->name, "body", outs[i].body, outs[i].body_len,
+                      "attributes", outs[i].attrs ? json_deep_copy(outs[i].attrs) : json_object()));
     return qe;
 }
 
@@ -2690,6 +2691,8 @@ static void r_rule_test(route_args *a)
         nb_err_set(&err, 400, NB_E_INVALID_VALUE, "send {\"event\": {...}}: the event to test");
     char *text = json_dumps(json_object_get(rule, "match"), JSON_COMPACT);
     nb_pat *p = in && !err.status && text ? nb_pat_compile(text, strlen(text), &err) : NULL;
+    if (in && !p && !err.status)
+        nb_err_set(&err, 500, NB_E_INTERNAL, "rule '%s' has no pattern", a->name);
     if (p)
         nb_http_send_json(a->req, 200, json_pack("{s:b}", "matched", nb_pat_match(p, ev)));
     else if (in)
