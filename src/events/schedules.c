@@ -27,7 +27,18 @@ typedef struct sched_ent {
     int64_t last; /* the last firing made durable; 0: never */
     int firing;   /* sends under way */
     int seen;
+    struct sched_ent *hnext; /* the index's chain */
 } sched_ent;
+
+/* The index by namespace and name: a firing's answer, a single schedule's change and the API's
+ * next-fire lookups find their entry without a scan (10,000 schedules are ordinary). */
+#define HBUCKETS 16384
+
+/* A schedule changed by the admin API, to reload alone. */
+typedef struct change {
+    char ns[NB_NAME_MAX + 1], name[NB_NAME_MAX + 1];
+    struct change *next;
+} change;
 
 struct nb_schd {
     uv_loop_t *loop;
@@ -38,7 +49,9 @@ struct nb_schd {
     uv_async_t wake;
     pthread_mutex_t mu; /* ents (read by nb_schd_next_fire on any thread), reload */
     sched_ent **ents;
-    size_t n;
+    size_t n, cap;
+    sched_ent *hash[HBUCKETS];
+    change *changes; /* under mu */
     int reload, stopping, loaded, closing;
     nb_bus *bus; /* firings as platform events; may be NULL */
 };
@@ -156,11 +169,38 @@ static int64_t next_after(const sched_ent *e, int64_t after)
     return nb_cron_next(&e->expr, e->tz, after, e->start, e->end);
 }
 
+static unsigned hkey(const char *ns, const char *name)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = ns; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    h = (h ^ '/') * 16777619u;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h & (HBUCKETS - 1);
+}
+
+static void index_add(nb_schd *s, sched_ent *e)
+{
+    unsigned k = hkey(e->ns, e->name);
+    e->hnext = s->hash[k];
+    s->hash[k] = e;
+}
+
+static void index_del(nb_schd *s, sched_ent *e)
+{
+    for (sched_ent **p = &s->hash[hkey(e->ns, e->name)]; *p; p = &(*p)->hnext) {
+        if (*p == e) {
+            *p = e->hnext;
+            return;
+        }
+    }
+}
+
 static sched_ent *find_ent(nb_schd *s, const char *ns, const char *name)
 {
-    for (size_t i = 0; i < s->n; i++)
-        if (strcmp(s->ents[i]->ns, ns) == 0 && strcmp(s->ents[i]->name, name) == 0)
-            return s->ents[i];
+    for (sched_ent *e = s->hash[hkey(ns, name)]; e; e = e->hnext)
+        if (strcmp(e->ns, ns) == 0 && strcmp(e->name, name) == 0) return e;
     return NULL;
 }
 
@@ -269,6 +309,8 @@ static void catch_up(nb_schd *s, sched_ent *e, int64_t now)
     e->next = next_after(e, now);
 }
 
+static void arm(nb_schd *s);
+
 static sched_ent *build_ent(const nb_obj *o, nb_err *err)
 {
     json_t *j = json_loads(o->body, 0, NULL);
@@ -305,7 +347,33 @@ static sched_ent *build_ent(const nb_obj *o, nb_err *err)
     return e;
 }
 
-static void arm(nb_schd *s);
+/* A stored schedule made an entry; the firing state of the entry it replaces carries over. At
+ * start (first) it resumes after its last firing (or its creation if it never fired), catching
+ * up what it missed while the daemon was down; one created or changed while running starts from
+ * now. Caller holds s->mu. */
+static sched_ent *entry_of(nb_schd *s, const nb_obj *o, const sched_ent *old, int first,
+                           int64_t last, int64_t now)
+{
+    nb_err err = {0};
+    sched_ent *e = build_ent(o, &err);
+    if (!e) {
+        nb_warn("schedule", "%s/%s skipped: %s", o->ns, o->name, err.msg);
+        return NULL;
+    }
+    if (old) {
+        e->last = old->last;
+        e->firing = old->firing;
+    }
+    if (last > 0) e->last = last;
+    int64_t base = e->last > 0 ? e->last : e->created;
+    if (first && base > 0 && base < now) {
+        e->next = next_after(e, base);
+        catch_up(s, e, now);
+    } else {
+        e->next = next_after(e, now - 1);
+    }
+    return e;
+}
 
 static void load(nb_schd *s)
 {
@@ -320,6 +388,14 @@ static void load(nb_schd *s)
     if (first && s->store->ops->obj_list(s->store, "_system", "schedule_fired", NULL, &fired_objs,
                                          &nf, &err) < 0)
         nb_warn("schedule", "read firings: %s", err.msg);
+    /* Last firings by schedule, through a temporary index of their own. */
+    json_t *lasts = json_object();
+    for (size_t f = 0; f < nf; f++) {
+        json_t *fj = json_loads(fired_objs[f].body, 0, NULL);
+        json_object_set_new(lasts, fired_objs[f].name,
+                            json_integer(json_integer_value(json_object_get(fj, "last"))));
+        json_decref(fj);
+    }
     int64_t now = nb_now_ms() / 1000;
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < s->n; i++)
@@ -335,34 +411,11 @@ static void load(nb_schd *s)
             ents[k++] = old;
             continue;
         }
-        nb_err e2 = {0};
-        sched_ent *e = build_ent(&objs[i], &e2);
-        if (!e) {
-            nb_warn("schedule", "%s/%s skipped: %s", objs[i].ns, objs[i].name, e2.msg);
-            continue;
-        }
-        if (old) {
-            e->last = old->last;
-            e->firing = old->firing;
-        }
         char key[2 * NB_NAME_MAX + 2];
-        snprintf(key, sizeof key, "%s/%s", e->ns, e->name);
-        for (size_t f = 0; first && f < nf; f++) {
-            if (strcmp(fired_objs[f].name, key) != 0) continue;
-            json_t *fj = json_loads(fired_objs[f].body, 0, NULL);
-            e->last = json_integer_value(json_object_get(fj, "last"));
-            json_decref(fj);
-        }
-        /* At start, a schedule resumes after its last firing, or its creation if it never
-         * fired, catching up what it missed while the daemon was down; one created or changed
-         * while running starts from now. */
-        int64_t base = e->last > 0 ? e->last : e->created;
-        if (first && base > 0 && base < now) {
-            e->next = next_after(e, base);
-            catch_up(s, e, now);
-        } else {
-            e->next = next_after(e, now - 1);
-        }
+        snprintf(key, sizeof key, "%s/%s", objs[i].ns, objs[i].name);
+        sched_ent *e =
+            entry_of(s, &objs[i], old, first, json_integer_value(json_object_get(lasts, key)), now);
+        if (!e) continue;
         e->seen = 1;
         ents[k++] = e;
     }
@@ -371,11 +424,53 @@ static void load(nb_schd *s)
     free(s->ents);
     s->ents = ents;
     s->n = k;
+    s->cap = n + 1;
+    memset(s->hash, 0, sizeof s->hash);
+    for (size_t i = 0; i < k; i++)
+        index_add(s, ents[i]);
     s->loaded = 1;
     pthread_mutex_unlock(&s->mu);
+    json_decref(lasts);
     nb_obj_free_list(objs, n);
     nb_obj_free_list(fired_objs, nf);
     arm(s);
+}
+
+/* One schedule changed: only it is read again. -1 when the store could not say (the caller
+ * falls back to a full load). */
+static int load_one(nb_schd *s, const char *ns, const char *name)
+{
+    nb_obj o = {0};
+    nb_err err = {0};
+    int rc = s->store->ops->obj_get(s->store, ns, "schedule", name, &o, &err);
+    if (rc < 0) return -1;
+    int64_t now = nb_now_ms() / 1000;
+    pthread_mutex_lock(&s->mu);
+    sched_ent *old = find_ent(s, ns, name);
+    size_t at = s->n;
+    for (size_t i = 0; old && i < s->n; i++)
+        if (s->ents[i] == old) at = i;
+    if (rc == 0 || (old && strcmp(old->def, o.body) != 0) || !old) {
+        sched_ent *e = rc == 1 ? entry_of(s, &o, old, 0, 0, now) : NULL;
+        if (old) {
+            index_del(s, old);
+            ent_free(old);
+            s->ents[at] = s->ents[--s->n];
+        }
+        if (e) {
+            if (s->n == s->cap) {
+                s->cap = s->cap ? s->cap * 2 : 64;
+                s->ents = realloc(s->ents, s->cap * sizeof *s->ents);
+                if (!s->ents) abort();
+            }
+            s->ents[s->n++] = e;
+            index_add(s, e);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    nb_obj_clear(&o);
+    arm(s);
+    return 0;
 }
 
 static void on_timer(uv_timer_t *t);
@@ -423,7 +518,16 @@ static void on_wake(uv_async_t *w)
     pthread_mutex_lock(&s->mu);
     int reload = s->reload;
     s->reload = 0;
+    change *ch = s->changes;
+    s->changes = NULL;
     pthread_mutex_unlock(&s->mu);
+    for (change *c = ch; c; c = c->next)
+        if (!reload && !s->stopping && load_one(s, c->ns, c->name) < 0) reload = 1;
+    while (ch) {
+        change *next = ch->next;
+        free(ch);
+        ch = next;
+    }
     if (reload && !s->stopping) load(s);
 }
 
@@ -458,6 +562,20 @@ void nb_schd_reload(nb_schd *s)
     uv_async_send(&s->wake);
 }
 
+void nb_schd_changed(nb_schd *s, const char *ns, const char *name)
+{
+    if (!s) return;
+    change *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    snprintf(c->ns, sizeof c->ns, "%s", ns);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    pthread_mutex_lock(&s->mu);
+    c->next = s->changes;
+    s->changes = c;
+    pthread_mutex_unlock(&s->mu);
+    uv_async_send(&s->wake);
+}
+
 void nb_schd_stop(nb_schd *s)
 {
     if (!s) return;
@@ -477,6 +595,11 @@ void nb_schd_free(nb_schd *s)
 {
     if (!s) return;
     nb_async_port_free(s->port);
+    for (change *c = s->changes; c;) {
+        change *next = c->next;
+        free(c);
+        c = next;
+    }
     for (size_t i = 0; i < s->n; i++)
         ent_free(s->ents[i]);
     free(s->ents);

@@ -34,8 +34,11 @@ nb_schd *nb_schd_new(uv_loop_t *loop, nb_q *q, nb_store *store);
  * runs; NULL: none. */
 typedef struct nb_bus nb_bus;
 void nb_schd_set_bus(nb_schd *s, nb_bus *bus);
-/* Any thread: schedules changed in the store. */
+/* Any thread: schedules changed in the store (all are read again). */
 void nb_schd_reload(nb_schd *s);
+/* Any thread: schedule ns/name was created, changed or deleted in the store (only it is read
+ * again: creating 10,000 schedules one by one stays linear). */
+void nb_schd_changed(nb_schd *s, const char *ns, const char *name);
 /* Shutdown: no more firings (one being made durable still records its time). Loop thread. */
 void nb_schd_stop(nb_schd *s);
 void nb_schd_free(nb_schd *s);

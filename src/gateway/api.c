@@ -2347,7 +2347,7 @@ static void schedule_write(route_args *a, json_t *body, enum nb_obj_put_mode mod
 {
     int created = 0;
     if (obj_write(a, "schedule", a->name, body, mode, &created) < 0) return;
-    nb_schd_reload(a->api->schd);
+    nb_schd_changed(a->api->schd, a->ns, a->name);
     nb_obj o = {0};
     nb_err err = {0};
     if (a->api->store->ops->obj_get(a->api->store, a->ns, "schedule", a->name, &o, &err) != 1) {
@@ -2415,7 +2415,7 @@ static void r_schedule_delete_locked(route_args *a)
     char key[2 * NB_NAME_MAX + 2];
     snprintf(key, sizeof key, "%s/%s", a->ns, a->name);
     a->api->store->ops->obj_delete(a->api->store, "_system", "schedule_fired", key, &err);
-    nb_schd_reload(a->api->schd);
+    nb_schd_changed(a->api->schd, a->ns, a->name);
     nb_http_send_json(a->req, 200, json_pack("{s:s}", "deleted", a->name));
 }
 
