@@ -178,7 +178,7 @@ class Async(NimbusTestCase):
         r = d.api("POST", "/v1/functions/a6/invoke", b"{}",
                   headers={"X-Nimbus-Invocation-Type": "Later"})
         self.assert_api_error(r, 400, "invalid_value")
-        self.assertEqual(d.api("PUT", "/v1/functions/a6/scaling", {"on_failure": "topic:x"}).status, 400)
+        self.assertEqual(d.api("PUT", "/v1/functions/a6/scaling", {"on_failure": "lambda:x"}).status, 400)
         self.assertEqual(d.api("PUT", "/v1/functions/a6/scaling", {"max_retry_attempts": 3}).status, 400)
         self.assert_api_error(d.api("PUT", "/v1/queues/qbad", {"max_receives": 2}), 400, "invalid_value")
         self.assert_api_error(d.api("POST", "/v1/queues/nosuch/messages", {"body": "x"}), 404, "not_found")
