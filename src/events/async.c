@@ -2,6 +2,7 @@
 
 #include "base/log.h"
 #include "base/util.h"
+#include "events/bus.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -156,6 +157,7 @@ struct nb_async {
     int reload, stopping;
     int inflight;
     int closing; /* handles still closing at free */
+    nb_bus *bus; /* destination records as platform events; may be NULL */
 };
 
 /* One message being handled. */
@@ -426,6 +428,20 @@ static char *invocation_record(job *j, const char *condition, int with_payload, 
     return s;
 }
 
+/* A destination record is also a platform event (docs/api.md: nimbus.invocation.*). An event
+ * delivered by a rule carries its hop count, so a chain of rules through results ends. */
+static void record_event(job *j, const char *type, const char *rec, size_t len)
+{
+    if (!j->a->bus || nb_bus_enabled_rules(j->a->bus, j->src->ns) == 0) return;
+    const char *hops = json_string_value(json_object_get(j->msgs[0].attrs, NB_BUS_HOPS_ATTR));
+    char uri[2 * NB_NAME_MAX + 32];
+    snprintf(uri, sizeof uri, "nimbus://%s/functions/%s", j->src->ns, j->src->fn);
+    json_t *data = json_loadb(rec, len, 0, NULL);
+    nb_bus_platform_event(j->a->bus, j->src->ns, type, uri, event_id(&j->msgs[0]), NULL, data,
+                          hops ? atoi(hops) + 1 : 0);
+    json_decref(data);
+}
+
 /* Success: the record to on_success, then the message goes. */
 static void succeed(job *j, const nb_fn_scaling *sc)
 {
@@ -436,6 +452,7 @@ static void succeed(job *j, const nb_fn_scaling *sc)
             size_t len;
             char *rec = invocation_record(j, "Success", 1, &len);
             job_send(j, q, rec, len, NULL, 0, NULL, 0);
+            record_event(j, "nimbus.invocation.success", rec, len);
             free(rec);
         } else {
             nb_warn("async", "%s/%s: on_success %s does not exist; the record is dropped",
@@ -460,6 +477,7 @@ static void fail(job *j, const nb_fn_scaling *sc, const char *condition)
     if (sc && sc->on_failure[0] &&
         nb_async_target_queue(a->q, j->src->ns, sc->on_failure, q, sizeof q) == 0) {
         job_send(j, q, rec, len, NULL, 0, NULL, 0);
+        record_event(j, "nimbus.invocation.failure", rec, len);
         delivered = 1;
     }
     if (sc && sc->dead_letter[0] &&
@@ -848,6 +866,11 @@ void nb_async_stop(nb_async *a)
     if (!a) return;
     a->stopping = 1;
     uv_timer_stop(&a->tick);
+}
+
+void nb_async_set_bus(nb_async *a, nb_bus *bus)
+{
+    if (a) a->bus = bus;
 }
 
 int nb_async_inflight(const nb_async *a)
