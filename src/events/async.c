@@ -612,12 +612,14 @@ static int async_cap(nb_async *a, const nb_fn_version *ver)
 /* Events a function's backlog needs running at once: enough to drain it within
  * DRAIN_TARGET_MS at the function's measured run time, or as many as run now plus its idle
  * instances (using those costs nothing). A burst of events for a fast function then runs on a
- * few warm instances instead of starting one instance per event, which on a busy host only
- * adds processes competing for the same CPUs, and at the daemon's caps evicts other
- * functions' instances to make room, and theirs in turn. Until a run time is known, a few at
- * once. Re-evaluated at every pump, so a growing backlog grows the concurrency. */
+ * few warm instances instead of starting one instance per event. Growth is gradual (at most
+ * RAMP instances starting at once for the function), and stops near the daemon's caps: events
+ * can wait, and at the caps every new instance would evict another function's idle one, whose
+ * events would then evict back. Until a run time is known, a few at once. Re-evaluated at
+ * every pump, so a growing backlog grows the concurrency. */
 #define DRAIN_TARGET_MS 1000
-static int demand(nb_async *a, source *s, int cap)
+#define RAMP            2
+static int demand(nb_async *a, source *s, const nb_fn_version *ver, int cap)
 {
     int64_t need = 4;
     if (s->run_us > 0) {
@@ -627,8 +629,15 @@ static int demand(nb_async *a, source *s, int cap)
         need = (st.visible + s->inflight) * s->run_us / (DRAIN_TARGET_MS * 1000) + 1;
     }
     nb_fn_stats fs;
-    if (nb_invoker_stats(a->iv, s->ns, s->fn, &fs) == 0 && need < s->inflight + fs.idle)
-        need = s->inflight + fs.idle;
+    if (nb_invoker_stats(a->iv, s->ns, s->fn, &fs) == 0) {
+        int64_t have = fs.idle + fs.busy; /* ready instances */
+        int64_t most = have + (nb_sched_near_caps(nb_invoker_sched(a->iv), ver->cfg.memory_mb)
+                                   ? (have ? 0 : 1)
+                                   : RAMP - fs.starting);
+        if (need > most) need = most;
+        if (need < s->inflight + fs.idle) need = s->inflight + fs.idle;
+    }
+    if (need < 1) need = 1;
     return need < cap ? (int)need : cap;
 }
 
@@ -637,7 +646,7 @@ static void pump_fn(nb_async *a, source *s)
     nb_fn_version *ver = nb_invoker_latest(a->iv, s->ns, s->fn);
     int cap = ver ? async_cap(a, ver) : 1;
     if (s->limit <= 0 || s->limit > cap) s->limit = cap;
-    int allowed = ver ? demand(a, s, s->limit) : s->limit;
+    int allowed = ver ? demand(a, s, ver, s->limit) : s->limit;
     int want = allowed - s->inflight;
     if (want <= 0) return;
     if (want > 64) want = 64;
