@@ -33,6 +33,7 @@ DORMANT = int(os.environ.get("BENCH_DORMANT", "9000"))
 FIRING = int(os.environ.get("BENCH_FIRING", "1000"))
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "1000"))
 CALLS = int(os.environ.get("BENCH_CALLS", "2000"))
+SENDERS = 16  # client threads publishing (or invoking), so group commits carry many
 
 STAMP_PY = """import json, time
 def handler(event, context):
@@ -157,7 +158,7 @@ def bench_fanout(d, tmp):
     def run(send):
         start_count = invocations()
         t0 = time.monotonic()
-        threads = [threading.Thread(target=send, args=(k,)) for k in range(4)]
+        threads = [threading.Thread(target=send, args=(k,)) for k in range(SENDERS)]
         for t in threads:
             t.start()
         for t in threads:
@@ -172,12 +173,12 @@ def bench_fanout(d, tmp):
 
     def publish(k):
         a = Api(d)
-        for i in range(k, MESSAGES, 4):
+        for i in range(k, MESSAGES, SENDERS):
             a.call("POST", "/v1/topics/bench/publish", {"message": f"m{i}"})
 
     def direct(k):
         a = Api(d)
-        for i in range(k, MESSAGES, 4):
+        for i in range(k, MESSAGES, SENDERS):
             for s in range(10):
                 a.call("POST", f"/v1/functions/sub{s}/invoke", b'{"m":1}',
                        {"X-Nimbus-Invocation-Type": "Event"})

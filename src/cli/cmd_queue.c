@@ -559,11 +559,14 @@ static int events_redrive(nb_cli__ctx *x)
 static const nb_cli__sub events_subs[] = {
     {"failed", "list a function's failed async events", &events_failed_cmd, events_failed},
     {"redrive", "send a function's failed events again", &events_redrive_cmd, events_redrive},
+    {"put", "send a CloudEvent to the event bus", &nb_cli__events_put_cmd, nb_cli__events_put},
 };
 
 static const nb_cli__group events_group = {
-    "events", "A function's async events ('nimbus invoke --async') that failed.", events_subs,
-    NB_ARRAY_LEN(events_subs)};
+    "events",
+    "A function's async events ('nimbus invoke --async') that failed; CloudEvents sent to the\n"
+    "event bus, where rules ('nimbus rule') route them.",
+    events_subs, NB_ARRAY_LEN(events_subs)};
 
 int nb_cli_events(const nb_cli_globals *g, int argc, char **argv)
 {

@@ -191,4 +191,8 @@ int nb_cli__deleted(const nb_cli__ctx *x, json_t *answer, const char *what, cons
  * `what` for cmd. */
 int nb_cli__read_stdin(const char *cmd, const char *what, nb_buf *out);
 
+/* `nimbus events put` (cmd_rule.c), a sub of the events group (cmd_queue.c). */
+extern const nb_cli__cmd nb_cli__events_put_cmd;
+int nb_cli__events_put(nb_cli__ctx *x);
+
 #endif

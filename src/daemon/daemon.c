@@ -13,6 +13,7 @@
 #include "gateway/gw.h"
 #include "gateway/alog.h"
 #include "events/async.h"
+#include "events/bus.h"
 #include "events/calls.h"
 #include "events/fan.h"
 #include "events/queue.h"
@@ -90,6 +91,7 @@ struct daemon {
     /* Loop 0's forwarder (topic fan-out, event rules); published once its sources are set. */
     _Atomic(nb_fan *) fan;
     _Atomic(nb_topics *) topics; /* loop 0's topic fan-out planner and webhook deliverer */
+    nb_bus *bus;                 /* rules (planned on loop 0) and platform events (any thread) */
     int64_t drain_timeout_ms;
     int max_instances;     /* 0: sized from memory */
     int64_t max_memory_mb; /* 0: sized from memory */
@@ -645,12 +647,17 @@ int nb_daemon_main(int argc, char **argv)
     d.schd = nb_schd_new(d.loops[0].loop, d.q, d.store);
     nb_fan *fan = nb_fan_new(d.loops[0].loop, d.q);
     atomic_store(&d.topics, nb_topics_new(d.loops[0].loop, d.q, d.store, fan));
+    d.bus = nb_bus_new(d.q, d.store, fan, d.loops[0].invoker);
+    nb_async_set_bus(atomic_load(&d.async), d.bus);
+    nb_schd_set_bus(d.schd, d.bus);
+    nb_topics_set_bus(atomic_load(&d.topics), d.bus);
     /* Its sources are registered here, before the queue store's writer thread can see it. */
     atomic_store(&d.fan, fan);
     for (int i = 0; i < d.nloops; i++) {
         d.loops[i].api.async = atomic_load(&d.async);
         d.loops[i].api.schd = d.schd;
         d.loops[i].api.topics = atomic_load(&d.topics);
+        d.loops[i].api.bus = d.bus;
     }
     int port = d.listen_port;
     for (int i = 0; i < d.nloops; i++) {
@@ -724,6 +731,8 @@ int nb_daemon_main(int argc, char **argv)
     nb_topics_free(atomic_exchange(&d.topics, NULL));
     nb_schd_free(d.schd);
     d.schd = NULL;
+    nb_bus_free(d.bus); /* after everything that emits or plans events */
+    d.bus = NULL;
     for (int i = 0; i < d.nloops; i++)
         loop_release(&d.loops[i]);
     nb_info("daemon", "stopped cleanly");

@@ -2,6 +2,7 @@
 
 #include "base/log.h"
 #include "base/util.h"
+#include "events/bus.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -135,7 +136,8 @@ typedef struct source {
     int is_sub;
     int batch_size, batch_window_ms, max_concurrency; /* subscriptions */
     int inflight;
-    int limit; /* async functions: what it may run now (halved by a throttle, then regrows) */
+    int limit;      /* async functions: what it may run now (halved by a throttle, then regrows) */
+    int64_t run_us; /* async functions: moving average of an invocation's run time; 0 unknown */
     int64_t retries;
     int64_t waiting_since_ms; /* subscriptions: when a partial batch started waiting */
     int seen;                 /* still configured at the last reload */
@@ -155,6 +157,7 @@ struct nb_async {
     int reload, stopping;
     int inflight;
     int closing; /* handles still closing at free */
+    nb_bus *bus; /* destination records as platform events; may be NULL */
 };
 
 /* One message being handled. */
@@ -480,6 +483,20 @@ static char *invocation_record(job *j, const char *condition, int with_payload, 
     return s;
 }
 
+/* A destination record is also a platform event (docs/api.md: nimbus.invocation.*). An event
+ * delivered by a rule carries its hop count, so a chain of rules through results ends. */
+static void record_event(job *j, const char *type, const char *rec, size_t len)
+{
+    if (!j->a->bus || nb_bus_enabled_rules(j->a->bus, j->src->ns) == 0) return;
+    const char *hops = json_string_value(json_object_get(j->msgs[0].attrs, NB_BUS_HOPS_ATTR));
+    char uri[2 * NB_NAME_MAX + 32];
+    snprintf(uri, sizeof uri, "nimbus://%s/functions/%s", j->src->ns, j->src->fn);
+    json_t *data = json_loadb(rec, len, 0, NULL);
+    nb_bus_platform_event(j->a->bus, j->src->ns, type, uri, event_id(&j->msgs[0]), NULL, data,
+                          hops ? atoi(hops) + 1 : 0);
+    json_decref(data);
+}
+
 /* Success: the record to on_success, then the message goes. */
 static void succeed(job *j, const nb_fn_scaling *sc)
 {
@@ -490,6 +507,7 @@ static void succeed(job *j, const nb_fn_scaling *sc)
             size_t len;
             char *rec = invocation_record(j, "Success", 1, &len);
             job_send(j, q, rec, len, NULL, 0, NULL, 0);
+            record_event(j, "nimbus.invocation.success", rec, len);
             free(rec);
         } else {
             nb_warn("async", "%s/%s: on_success %s does not exist; the record is dropped",
@@ -514,6 +532,7 @@ static void fail(job *j, const nb_fn_scaling *sc, const char *condition)
     if (sc && sc->on_failure[0] &&
         nb_async_target_queue(a->q, j->src->ns, sc->on_failure, q, sizeof q) == 0) {
         job_send(j, q, rec, len, NULL, 0, NULL, 0);
+        record_event(j, "nimbus.invocation.failure", rec, len);
         delivered = 1;
     }
     if (sc && sc->dead_letter[0] &&
@@ -598,6 +617,9 @@ static void on_async_result(nb_inv *inv, void *ud)
              inv->outcome == NB_OUTCOME_OK ? "" : inv->error_type);
     if (!inv->throttled && strcmp(inv->error_type, "Sandbox.Failure") != 0) {
         j->src->limit++; /* regrows by one per invocation that got through */
+        int64_t run = inv->ended_us - inv->started_us;
+        if (inv->started_us > 0 && run >= 0)
+            j->src->run_us = j->src->run_us ? (j->src->run_us * 7 + run) / 8 : run + 1;
         j->attempts = attempts + 1;
         if (inv->outcome == NB_OUTCOME_OK) {
             succeed(j, sc);
@@ -642,12 +664,45 @@ static int async_cap(nb_async *a, const nb_fn_version *ver)
     return cap < 1 ? 1 : cap;
 }
 
+/* Events a function's backlog needs running at once: enough to drain it within
+ * DRAIN_TARGET_MS at the function's measured run time, or as many as run now plus its idle
+ * instances (using those costs nothing). A burst of events for a fast function then runs on a
+ * few warm instances instead of starting one instance per event. Growth is gradual (at most
+ * RAMP instances starting at once for the function), and stops near the daemon's caps: events
+ * can wait, and at the caps every new instance would evict another function's idle one, whose
+ * events would then evict back. Until a run time is known, a few at once. Re-evaluated at
+ * every pump, so a growing backlog grows the concurrency. */
+#define DRAIN_TARGET_MS 1000
+#define RAMP            2
+static int demand(nb_async *a, source *s, const nb_fn_version *ver, int cap)
+{
+    int64_t need = 4;
+    if (s->run_us > 0) {
+        nb_q_stats st = {0};
+        nb_err err = {0};
+        nb_q_get_stats(a->q, s->queue, &st, &err);
+        need = (st.visible + s->inflight) * s->run_us / (DRAIN_TARGET_MS * 1000) + 1;
+    }
+    nb_fn_stats fs;
+    if (nb_invoker_stats(a->iv, s->ns, s->fn, &fs) == 0) {
+        int64_t have = fs.idle + fs.busy; /* ready instances */
+        int64_t most = have + (nb_sched_near_caps(nb_invoker_sched(a->iv), ver->cfg.memory_mb)
+                                   ? (have ? 0 : 1)
+                                   : RAMP - fs.starting);
+        if (need > most) need = most;
+        if (need < s->inflight + fs.idle) need = s->inflight + fs.idle;
+    }
+    if (need < 1) need = 1;
+    return need < cap ? (int)need : cap;
+}
+
 static void pump_fn(nb_async *a, source *s)
 {
     nb_fn_version *ver = nb_invoker_latest(a->iv, s->ns, s->fn);
     int cap = ver ? async_cap(a, ver) : 1;
     if (s->limit <= 0 || s->limit > cap) s->limit = cap;
-    int want = s->limit - s->inflight;
+    int allowed = ver ? demand(a, s, ver, s->limit) : s->limit;
+    int want = allowed - s->inflight;
     if (want <= 0) return;
     if (want > 64) want = 64;
     nb_q_msg *msgs;
@@ -881,6 +936,11 @@ void nb_async_stop(nb_async *a)
     if (!a) return;
     a->stopping = 1;
     uv_timer_stop(&a->tick);
+}
+
+void nb_async_set_bus(nb_async *a, nb_bus *bus)
+{
+    if (a) a->bus = bus;
 }
 
 int nb_async_inflight(const nb_async *a)

@@ -73,6 +73,10 @@ int nb_async_check_attrs(const json_t *attrs, nb_err *err);
 
 /* On loop's thread. store: for subscriptions (objects of kind "subscription"). */
 nb_async *nb_async_new(uv_loop_t *loop, nb_invoker *iv, nb_q *q, nb_store *store);
+/* Destination records become platform events on bus (nimbus.invocation.success|failure, see
+ * nb_bus_platform_event). Before the loop runs; NULL: none. */
+typedef struct nb_bus nb_bus;
+void nb_async_set_bus(nb_async *a, nb_bus *bus);
 /* Any thread: queue has visible messages (the nb_q notify callback). */
 void nb_async_notify(nb_async *a, const char *queue);
 /* Any thread: subscriptions changed in the store. */

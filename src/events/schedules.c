@@ -3,6 +3,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "events/async.h"
+#include "events/bus.h"
 #include "events/cron.h"
 #include "events/tz.h"
 #include "function/function.h"
@@ -56,6 +57,7 @@ struct nb_schd {
     uv_timer_t save_timer;
     change *changes; /* under mu */
     int reload, stopping, loaded, closing;
+    nb_bus *bus; /* firings as platform events; may be NULL */
 };
 
 /* ---------- the admin side ---------- */
@@ -211,6 +213,7 @@ typedef struct fired {
     char ns[NB_NAME_MAX + 1], name[NB_NAME_MAX + 1];
     int64_t t;
     int ok;
+    char msg_id[37]; /* the firing's message: the event's id */
 } fired;
 
 /* Writes the last firings recorded since the previous save. A crash before it repeats those
@@ -252,6 +255,22 @@ static void save_firings(uv_timer_t *t)
     if (json_object_size(s->unsaved)) uv_timer_start(&s->save_timer, save_firings, 1000, 0);
 }
 
+/* The firing as a platform event, when the namespace has rules. Caller holds s->mu (e is
+ * read). */
+static void fired_event(nb_schd *s, const sched_ent *e, const fired *f)
+{
+    if (nb_bus_enabled_rules(s->bus, f->ns) == 0) return;
+    char source[2 * NB_NAME_MAX + 32], when[32];
+    snprintf(source, sizeof source, "nimbus://%s/schedules/%s", f->ns, f->name);
+    nb_time_iso8601(f->t * 1000, when, sizeof when);
+    json_t *payload = json_loads(e->payload ? e->payload : "{}", JSON_DECODE_ANY, NULL);
+    json_t *data = json_pack("{s:s, s:s, s:s, s:o}", "schedule", f->name, "function", e->fn,
+                             "scheduledTime", when, "payload", payload ? payload : json_null());
+    nb_bus_platform_event(s->bus, f->ns, "nimbus.schedule.fired", source, NULL,
+                          f->msg_id[0] ? f->msg_id : NULL, data, 0);
+    json_decref(data);
+}
+
 /* On the loop: a firing is durable (or was refused). */
 static void fired_on_loop(void *ud)
 {
@@ -261,6 +280,7 @@ static void fired_on_loop(void *ud)
     sched_ent *e = find_ent(s, f->ns, f->name);
     if (e) e->firing--;
     if (e && f->ok && f->t > e->last) e->last = f->t;
+    if (e && f->ok) fired_event(s, e, f);
     if (e && !f->ok && (e->next < 0 || e->next > f->t)) e->next = f->t; /* again, shortly */
     pthread_mutex_unlock(&s->mu);
     if (f->ok) {
@@ -277,10 +297,9 @@ static void fired_on_loop(void *ud)
 
 static void fired_cb(void *ud, int status, const char *msg, char (*ids)[37], size_t n)
 {
-    (void)ids;
-    (void)n;
     fired *f = ud;
     f->ok = status == 0;
+    if (status == 0 && n > 0) snprintf(f->msg_id, sizeof f->msg_id, "%s", ids[0]);
     if (status != 0)
         nb_warn("schedule", "%s/%s: firing refused (%s), tried again", f->ns, f->name,
                 msg ? msg : "");
@@ -573,6 +592,11 @@ nb_schd *nb_schd_new(uv_loop_t *loop, nb_q *q, nb_store *store)
     s->wake.data = s;
     load(s);
     return s;
+}
+
+void nb_schd_set_bus(nb_schd *s, nb_bus *bus)
+{
+    if (s) s->bus = bus;
 }
 
 void nb_schd_reload(nb_schd *s)

@@ -30,6 +30,10 @@ typedef struct nb_schd nb_schd;
 
 /* On loop's thread. */
 nb_schd *nb_schd_new(uv_loop_t *loop, nb_q *q, nb_store *store);
+/* Each durable firing is also a platform event on bus (nimbus.schedule.fired). Before the loop
+ * runs; NULL: none. */
+typedef struct nb_bus nb_bus;
+void nb_schd_set_bus(nb_schd *s, nb_bus *bus);
 /* Any thread: schedules changed in the store (all are read again). */
 void nb_schd_reload(nb_schd *s);
 /* Any thread: schedule ns/name was created, changed or deleted in the store (only it is read

@@ -3,6 +3,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "events/async.h"
+#include "events/bus.h"
 #include "events/pattern.h"
 #include "events/webhook.h"
 #include "function/function.h"
@@ -840,6 +841,7 @@ typedef struct snap {
 
 struct nb_topics {
     uv_loop_t *loop;
+    nb_bus *bus; /* platform events; NULL until set */
     nb_q *q;
     nb_store *store;
     nb_wh *wh;
@@ -1053,8 +1055,17 @@ int nb_topics_plan(nb_topics *t, const char *queue, const nb_q_msg *m, nb_topic_
         nb_warn("topics", "%s: message %s: not every copy could be planned", queue, m->id);
         rc = 0;
     }
-    /* PLATFORM EVENTS (lead): "a topic message is also a CloudEvent on the bus" goes here, as
-     * one more add() to the namespace's bus queue (nb_async_bus_queue). Not implemented. */
+    /* The message is a platform event too (written only when the namespace has rules). Its id
+     * is the MessageId, so a repeated forwarding repeats the same event, which a consumer can
+     * recognise. */
+    if (rc == 0 && nb_bus_enabled_rules(t->bus, ns) > 0) {
+        char source[2 * NB_NAME_MAX + 32];
+        snprintf(source, sizeof source, "nimbus://%s/topics/%s", ns, topic);
+        json_t *data = nb_topic_notification(&tm);
+        nb_bus_platform_event(t->bus, ns, "nimbus.topic.message", source, tm.subject, m->id, data,
+                              0);
+        json_decref(data);
+    }
     free(notif);
     json_decref(match);
     json_decref(attrs);
@@ -1155,6 +1166,11 @@ static void reconcile(nb_topics *t)
     }
     nb_obj_free_list(topics, nt);
     nb_obj_free_list(subs, ns_);
+}
+
+void nb_topics_set_bus(nb_topics *t, nb_bus *bus)
+{
+    if (t) t->bus = bus;
 }
 
 nb_topics *nb_topics_new(uv_loop_t *loop, nb_q *q, nb_store *store, nb_fan *fan)

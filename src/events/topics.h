@@ -113,6 +113,10 @@ json_t *nb_topic_subscriptions(nb_store *s, nb_q *q, const char *ns, const char 
 /* Registers the planner as nb_fan's source "t/" and starts the webhook deliverer. Reconciles
  * the queues with the store first (a crash between a queue's and an object's creation). */
 nb_topics *nb_topics_new(uv_loop_t *loop, nb_q *q, nb_store *store, nb_fan *fan);
+/* The bus its messages are published to as platform events (nimbus.topic.message); before the
+ * fan is published. */
+typedef struct nb_bus nb_bus;
+void nb_topics_set_bus(nb_topics *t, nb_bus *bus);
 /* Any thread: subscriptions changed in the store. The next planning reads them again. */
 void nb_topics_reload(nb_topics *t);
 /* Any thread: queue has visible messages (the nb_q notify callback; only "wh/" queues matter). */

@@ -3,6 +3,8 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "code/bundle.h"
+#include "events/cloudevent.h"
+#include "events/pattern.h"
 #include "gateway/http.h"
 #include "gateway/routes.h"
 
@@ -95,6 +97,13 @@ static void r_cred_delete(route_args *a);
 static void r_services(route_args *a);
 static void r_service_get(route_args *a);
 static void r_service_delete(route_args *a);
+static void r_events_put(route_args *a);
+static void r_rules(route_args *a);
+static void r_rule_create(route_args *a);
+static void r_rule_get(route_args *a);
+static void r_rule_update(route_args *a);
+static void r_rule_delete(route_args *a);
+static void r_rule_test(route_args *a);
 
 /* Namespaced routes exist twice: short (namespace "default") and under
  * /v1/namespaces/{ns}; the long form is derived in match_route(). */
@@ -138,6 +147,13 @@ static const route routes[] = {
     {"GET", "/v1/services", r_services, 0},
     {"GET", "/v1/services/{name}", r_service_get, 0},
     {"DELETE", "/v1/services/{name}", r_service_delete, 0},
+    {"POST", "/v1/events", r_events_put, 0},
+    {"GET", "/v1/rules", r_rules, 0},
+    {"POST", "/v1/rules", r_rule_create, 0},
+    {"GET", "/v1/rules/{name}", r_rule_get, 0},
+    {"PATCH", "/v1/rules/{name}", r_rule_update, 0},
+    {"DELETE", "/v1/rules/{name}", r_rule_delete, 0},
+    {"POST", "/v1/rules/{name}/test", r_rule_test, 0},
     {"GET", "/v1/apis", r_apis, 0},
     {"PUT", "/v1/apis/{name}", r_api_put, 0},
     {"GET", "/v1/apis/{name}", r_api_get, 0},
@@ -2018,6 +2034,71 @@ static int message_in(json_t *m, nb_q_out *out, nb_err *err)
     return 0;
 }
 
+/* A user's send to a queue is a platform event (nimbus.queue.message) per message, once they
+ * are durable, when the namespace has rules. Only this route emits it: copies that nb_fan writes
+ * (a rule's queue target) never come here, so a rule routing queue events to a queue cannot
+ * feed itself. */
+typedef struct queue_events {
+    nb_api *api;
+    pending_send *p;
+    char ns[NB_NAME_MAX + 1], name[NB_NAME_MAX + 1];
+    json_t *data; /* one object per message; messageId filled once known */
+} queue_events;
+
+static queue_events *queue_events_new(route_args *a, const nb_q_out *outs, size_t n)
+{
+    if (nb_bus_enabled_rules(a->api->bus, a->ns) == 0) return NULL;
+    queue_events *qe = calloc(1, sizeof *qe);
+    if (!qe) abort();
+    qe->api = a->api;
+    snprintf(qe->ns, sizeof qe->ns, "%s", a->ns);
+    snprintf(qe->name, sizeof qe->name, "%s", a->name);
+    qe->data = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(
+            qe->data,
+            json_pack("{s:s, s:s%, s:o}", "queue", a->name, "body", outs[i].body, outs[i].body_len,
+                      "attributes", outs[i].attrs ? json_deep_copy(outs[i].attrs) : json_object()));
+    return qe;
+}
+
+static void queue_events_free(queue_events *qe)
+{
+    if (!qe) return;
+    json_decref(qe->data);
+    free(qe);
+}
+
+/* On the request's loop (not the writer thread, which must not wait on its own sends). */
+static void queue_events_emit(void *ud)
+{
+    queue_events *qe = ud;
+    char source[2 * NB_NAME_MAX + 32];
+    snprintf(source, sizeof source, "nimbus://%s/queues/%s", qe->ns, qe->name);
+    size_t i;
+    json_t *d;
+    json_array_foreach(qe->data, i, d)
+    {
+        nb_bus_platform_event(qe->api->bus, qe->ns, "nimbus.queue.message", source, NULL,
+                              json_string_value(json_object_get(d, "messageId")), d, 0);
+    }
+    queue_events_free(qe);
+}
+
+static void queue_events_sent(void *ud, int status, const char *msg, char (*ids)[37], size_t n)
+{
+    queue_events *qe = ud;
+    pending_send *p = qe->p;
+    if (status == 0) {
+        for (size_t i = 0; i < n && i < json_array_size(qe->data); i++)
+            json_object_set_new(json_array_get(qe->data, i), "messageId", json_string(ids[i]));
+        nb_async_post(qe->api->port, queue_events_emit, qe);
+    } else {
+        queue_events_free(qe);
+    }
+    send_done(p, status, msg, ids, n);
+}
+
 static void r_queue_send(route_args *a)
 {
     /* Up to 100 messages of up to 1 MiB each, so not json_body's 256 KiB. */
@@ -2046,7 +2127,13 @@ static void r_queue_send(route_args *a)
         nb_err_set(&err, 404, NB_E_NOT_FOUND, "queue '%s' not found", a->name);
     if (!err.status) {
         pending_send *p = pending_send_new(a, 0);
-        if (nb_q_send(a->api->q, q, outs, n, send_done, p, &err) < 0) pending_send_unref(p);
+        queue_events *qe = queue_events_new(a, outs, n);
+        if (qe) qe->p = p;
+        if (nb_q_send(a->api->q, q, outs, n, qe ? queue_events_sent : send_done,
+                      qe ? (void *)qe : (void *)p, &err) < 0) {
+            queue_events_free(qe);
+            pending_send_unref(p);
+        }
     }
     free(outs);
     json_decref(body);
@@ -2447,6 +2534,290 @@ static void r_schedule_delete_locked(route_args *a)
     nb_http_send_json(a->req, 200, json_pack("{s:s}", "deleted", a->name));
 }
 
+/* ---------- events and rules (the logic is src/events/bus.c's) ---------- */
+
+/* POST /v1/events answered once its events are durable; lives like pending_send (the pool's
+ * disposal leaves a flag). */
+typedef struct pending_events {
+    h2o_req_t *req;
+    nb_api *api;
+    int gone;
+    int refs; /* the pool's and the send's */
+    int status;
+    char msg[256];
+    json_t *ids; /* the events' own ids: the answer */
+} pending_events;
+
+static void pending_events_unref(pending_events *p)
+{
+    if (--p->refs == 0) {
+        json_decref(p->ids);
+        free(p);
+    }
+}
+
+static void pending_events_dispose(void *x)
+{
+    pending_events *p = *(pending_events **)x;
+    p->gone = 1;
+    pending_events_unref(p);
+}
+
+static void events_answer(void *ud)
+{
+    pending_events *p = ud;
+    if (!p->gone) {
+        if (p->status != 0)
+            nb_http_error(p->req, p->status, p->status == 404 ? NB_E_NOT_FOUND : NB_E_UNAVAILABLE,
+                          "%s", p->msg);
+        else
+            nb_http_send_json(p->req, 202,
+                              json_pack("{s:I, s:O}", "accepted",
+                                        (json_int_t)json_array_size(p->ids), "ids", p->ids));
+    }
+    pending_events_unref(p);
+}
+
+/* The queue's writer thread: the answer goes back to the request's loop. */
+static void events_sent(void *ud, int status, const char *msg, char (*ids)[37], size_t n)
+{
+    (void)ids;
+    (void)n;
+    pending_events *p = ud;
+    p->status = status;
+    snprintf(p->msg, sizeof p->msg, "%s", msg ? msg : "");
+    nb_async_post(p->api->port, events_answer, p);
+}
+
+/* Every event of the request in one send (all or none), each as its structured JSON, with a
+ * fresh message id: CloudEvents ids are unique per source only, so they cannot be queue ids. */
+static void r_events_put(route_args *a)
+{
+    nb_api *api = a->api;
+    if (api->draining) {
+        nb_http_error(a->req, 503, NB_E_UNAVAILABLE, "nimbus is shutting down");
+        return;
+    }
+    char ct[512];
+    const char *ctype = nb_http_req_header(a->req, "content-type", ct, sizeof ct);
+    size_t nh = a->req->headers.size;
+    nb_ce_header *hs = h2o_mem_alloc_pool(&a->req->pool, (nh ? nh : 1) * sizeof *hs);
+    for (size_t i = 0; i < nh; i++) {
+        const h2o_header_t *h = &a->req->headers.entries[i];
+        hs[i] = (nb_ce_header){h->name->base, h->name->len, h->value.base, h->value.len};
+    }
+    nb_err err = {0};
+    json_t *events = nb_ce_from_http(ctype, hs, nh, a->req->entity.base ? a->req->entity.base : "",
+                                     a->req->entity.len, &err);
+    if (!events) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    size_t n = json_array_size(events);
+    json_t *ids = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append(ids, json_object_get(json_array_get(events, i), "id"));
+    if (n == 0) { /* an empty batch is a valid one: nothing to keep */
+        json_decref(events);
+        nb_http_send_json(a->req, 202, json_pack("{s:i, s:o}", "accepted", 0, "ids", ids));
+        return;
+    }
+    char q[NB_Q_NAME_MAX + 1];
+    nb_async_bus_queue(a->ns, q, sizeof q);
+    nb_q_out *outs = calloc(n, sizeof *outs);
+    if (!outs) abort();
+    int rc = ensure_queue(api, q, 60000, &err);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        char *text = json_dumps(json_array_get(events, i), JSON_COMPACT);
+        if (!text) abort(); /* validated events always encode: only OOM gets here */
+        outs[i] = (nb_q_out){.body = text, .body_len = strlen(text)};
+    }
+    pending_events *p = NULL;
+    if (rc == 0) {
+        p = calloc(1, sizeof *p);
+        if (!p) abort();
+        p->req = a->req;
+        p->api = api;
+        p->refs = 2;
+        p->ids = ids;
+        ids = NULL;
+        pending_events **slot =
+            h2o_mem_alloc_shared(&a->req->pool, sizeof *slot, pending_events_dispose);
+        *slot = p;
+        if ((rc = nb_q_send(api->q, q, outs, n, events_sent, p, &err)) < 0) pending_events_unref(p);
+    }
+    for (size_t i = 0; i < n; i++)
+        free((char *)outs[i].body);
+    free(outs);
+    json_decref(ids);
+    json_decref(events);
+    if (rc < 0) nb_http_send_error(a->req, &err);
+}
+
+ADMIN_LOCKED(a->api, r_rule_create)
+ADMIN_LOCKED(a->api, r_rule_update)
+ADMIN_LOCKED(a->api, r_rule_delete)
+
+/* 0 when the rule's target exists now (it is checked again at every routing). */
+static int rule_target_exists(route_args *a, const char *target, nb_err *err)
+{
+    const char *colon = strchr(target, ':');
+    const char *name = colon + 1;
+    char q[NB_Q_NAME_MAX + 1];
+    if (strncmp(target, "function:", 9) == 0) {
+        nb_fn_version *v = a->api->store->ops->fn_get(a->api->store, a->ns, name, 0, NULL, err);
+        if (!v) return err->status == 404 ? nb_err_prefix(err, "target") : -1;
+        nb_fn_version_unref(v);
+        return 0;
+    }
+    int topic = strncmp(target, "topic:", 6) == 0;
+    if (topic)
+        nb_async_topic_queue(a->ns, name, q, sizeof q);
+    else
+        nb_async_user_queue(a->ns, name, q, sizeof q);
+    if (nb_q_exists(a->api->q, q)) return 0;
+    return nb_err_set(err, 404, NB_E_NOT_FOUND, "target: %s '%s' not found",
+                      topic ? "topic" : "queue", name);
+}
+
+/* The rule as stored, re-read, into an answer; the bus reloaded first so that the rule routes
+ * from the moment the caller has its answer. */
+static void rule_written(route_args *a, const char *name, int status)
+{
+    nb_err err = {0};
+    if (nb_bus_reload(a->api->bus, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_obj o = {0};
+    if (a->api->store->ops->obj_get(a->api->store, a->ns, "rule", name, &o, &err) != 1) {
+        if (!err.status) nb_err_set(&err, 404, NB_E_NOT_FOUND, "rule '%s' not found", name);
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    json_t *v = obj_view("rule", &o);
+    nb_obj_clear(&o);
+    nb_http_send_json(a->req, status, v);
+}
+
+static void r_rules(route_args *a)
+{
+    list_kind(a, "rule", NULL, "rules");
+}
+
+static void r_rule_get(route_args *a)
+{
+    nb_obj o = {0};
+    json_t *j = obj_load(a, "rule", a->name, &o);
+    if (!j) return;
+    json_decref(j);
+    json_t *v = obj_view("rule", &o);
+    nb_obj_clear(&o);
+    nb_http_send_json(a->req, 200, v);
+}
+
+static void r_rule_create_locked(route_args *a)
+{
+    json_t *in = json_body(a);
+    if (!in) return;
+    nb_err err = {0};
+    char name[NB_NAME_MAX + 1] = "";
+    const char *nm = json_string_value(json_object_get(in, "name"));
+    if (!nm || !nb_fn_valid_name(nm))
+        nb_err_set(&err, 400, NB_E_INVALID_NAME, "name: a rule name is required (%s)",
+                   "[A-Za-z0-9_-]{1,64}");
+    else
+        snprintf(name, sizeof name, "%s", nm);
+    json_object_del(in, "name");
+    json_t *body = err.status ? NULL : nb_rule_admin(in, NULL, &err);
+    json_decref(in);
+    nb_obj *objs = NULL;
+    size_t n = 0;
+    if (body &&
+        a->api->store->ops->obj_list(a->api->store, a->ns, "rule", NULL, &objs, &n, &err) == 0) {
+        nb_obj_free_list(objs, n);
+        if (n >= NB_BUS_MAX_RULES)
+            nb_err_set(&err, 409, NB_E_CONFLICT, "namespace %s has %zu rules; the limit is %d",
+                       a->ns, n, NB_BUS_MAX_RULES);
+    }
+    if (!err.status)
+        rule_target_exists(a, json_string_value(json_object_get(body, "target")), &err);
+    if (err.status) {
+        json_decref(body);
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    int rc = obj_write(a, "rule", name, body, NB_OBJ_CREATE, NULL);
+    if (rc == 0)
+        nb_info("api", "rule %s/%s -> %s", a->ns, name,
+                json_string_value(json_object_get(body, "target")));
+    json_decref(body);
+    if (rc == 0) rule_written(a, name, 201);
+}
+
+/* PATCH: the fields given change, the others stay. */
+static void r_rule_update_locked(route_args *a)
+{
+    nb_obj cur = {0};
+    json_t *curj = obj_load(a, "rule", a->name, &cur);
+    nb_obj_clear(&cur);
+    if (!curj) return;
+    json_t *in = json_body(a);
+    nb_err err = {0};
+    json_t *body = in ? nb_rule_admin(in, curj, &err) : NULL;
+    const char *target = json_string_value(json_object_get(body, "target"));
+    if (body && strcmp(target, json_string_value(json_object_get(curj, "target")) ?: "") != 0)
+        rule_target_exists(a, target, &err);
+    json_decref(in);
+    json_decref(curj);
+    if (in && (!body || err.status)) nb_http_send_error(a->req, &err);
+    if (!body || err.status) {
+        json_decref(body);
+        return;
+    }
+    int rc = obj_write(a, "rule", a->name, body, NB_OBJ_UPDATE, NULL);
+    json_decref(body);
+    if (rc == 0) rule_written(a, a->name, 200);
+}
+
+static void r_rule_delete_locked(route_args *a)
+{
+    nb_err err = {0};
+    if (a->api->store->ops->obj_delete(a->api->store, a->ns, "rule", a->name, &err) < 0) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_bus_reload(a->api->bus, &err);
+    nb_info("api", "deleted rule %s/%s", a->ns, a->name);
+    nb_http_send_json(a->req, 200, json_pack("{s:s}", "deleted", a->name));
+}
+
+/* {"event": {...}}: whether the rule's pattern matches it, enabled or not. */
+static void r_rule_test(route_args *a)
+{
+    nb_obj o = {0};
+    json_t *rule = obj_load(a, "rule", a->name, &o);
+    nb_obj_clear(&o);
+    if (!rule) return;
+    json_t *in = json_body(a);
+    json_t *ev = json_object_get(in, "event");
+    nb_err err = {0};
+    if (in && (json_object_size(in) != 1 || !json_is_object(ev)))
+        nb_err_set(&err, 400, NB_E_INVALID_VALUE, "send {\"event\": {...}}: the event to test");
+    char *text = json_dumps(json_object_get(rule, "match"), JSON_COMPACT);
+    nb_pat *p = in && !err.status && text ? nb_pat_compile(text, strlen(text), &err) : NULL;
+    if (in && !p && !err.status)
+        nb_err_set(&err, 500, NB_E_INTERNAL, "rule '%s' has no pattern", a->name);
+    if (p)
+        nb_http_send_json(a->req, 200, json_pack("{s:b}", "matched", nb_pat_match(p, ev)));
+    else if (in)
+        nb_http_send_error(a->req, &err);
+    nb_pat_free(p);
+    free(text);
+    json_decref(in);
+    json_decref(rule);
+}
+
 /* ---------- services ---------- */
 
 /* A service is the functions whose `service` setting names it, and everything in the store that
@@ -2643,6 +3014,7 @@ static void r_service_delete_locked(route_args *a)
     nb_async_reload(api->async);
     nb_topics_reload(api->topics); /* its topic subscriptions are gone too */
     nb_schd_reload(api->schd);
+    nb_bus_reload(api->bus, &rerr);
     size_t i;
     json_t *v;
     json_array_foreach(fns, i, v)

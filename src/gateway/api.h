@@ -13,6 +13,7 @@
 #define NB_API_H
 
 #include "events/async.h"
+#include "events/bus.h"
 #include "events/queue.h"
 #include "events/schedules.h"
 #include "events/topics.h"
@@ -46,6 +47,7 @@ typedef struct nb_api {
     nb_async_port *port;       /* this loop's mailbox: durable sends answer through it */
     nb_schd *schd;             /* the scheduler (loop 0's; any loop may ask next firings) */
     nb_topics *topics;         /* topics' fan-out (loop 0's; any loop may ask it to reload) */
+    nb_bus *bus;               /* the event bus: rules (reloaded on change), platform events */
     int draining;
 } nb_api;
 

@@ -2000,6 +2000,21 @@ int nb_invoker_stats(nb_invoker *iv, const char *ns, const char *name, nb_fn_sta
     return 0;
 }
 
+int nb_sched_near_caps(const nb_sched *s, int64_t memory_mb)
+{
+    /* A tenth of headroom: enough for synchronous callers' bursts to start instances without
+     * evicting anything. */
+    int n = atomic_load(&((nb_sched *)s)->instances);
+    long long mem = atomic_load(&((nb_sched *)s)->mem_mb);
+    return n + 1 > s->max_instances - s->max_instances / 10 ||
+           mem + memory_mb > s->max_memory_mb - s->max_memory_mb / 10;
+}
+
+nb_sched *nb_invoker_sched(nb_invoker *iv)
+{
+    return iv->sched;
+}
+
 void nb_invoker_caps(const nb_invoker *iv, int *max_instances, int64_t *max_memory_mb)
 {
     *max_instances = iv->cfg.max_instances;

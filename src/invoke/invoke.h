@@ -144,6 +144,10 @@ void nb_invoker_default_caps(int *max_instances, int64_t *max_memory_mb);
 nb_sched *nb_sched_new(int nloops, int max_instances, int64_t max_memory_mb);
 void nb_sched_free(nb_sched *s);
 int nb_sched_loops(const nb_sched *s);
+/* 1 when one more instance of memory_mb would take the daemon within a tenth of its caps
+ * (instances or memory): where callers that can wait (async events) stop adding instances,
+ * so they never make the scheduler evict other functions' idle instances. Any thread. */
+int nb_sched_near_caps(const nb_sched *s, int64_t memory_mb);
 /* Invocations queued or running, every loop (the daemon's drain). Any thread. */
 size_t nb_sched_inflight(const nb_sched *s);
 
@@ -175,6 +179,7 @@ void nb_inv_detach(nb_inv *inv);
 
 /* 0, or -1 when the function is unknown. */
 int nb_invoker_stats(nb_invoker *iv, const char *ns, const char *name, nb_fn_stats *out);
+nb_sched *nb_invoker_sched(nb_invoker *iv);
 /* The caps in force (after defaults). */
 void nb_invoker_caps(const nb_invoker *iv, int *max_instances, int64_t *max_memory_mb);
 

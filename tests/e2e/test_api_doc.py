@@ -185,6 +185,23 @@ class RoutesAnswer(NimbusTestCase):
             d.put("fsvc", {"runtime": "python3", "handler": "app.handler",
                            "code_sha256": self.sha, "service": "fsvc"})
             return d.api(method, path.replace("{name}", "fsvc"))
+        if path == "/v1/events":
+            ev = {"specversion": "1.0", "id": "doc", "source": "doc/x", "type": "doc"}
+            return d.api(method, path, json.dumps(ev),
+                         headers={"Content-Type": "application/cloudevents+json"})
+        if path.startswith("/v1/rules"):
+            d.api("PUT", "/v1/queues/fq", {})
+            if d.api("GET", "/v1/rules/fr").status == 404:
+                d.api("POST", "/v1/rules", {"name": "fr", "match": {"type": ["doc"]}, "target": "queue:fq"})
+            body = None
+            if (method, path) == ("POST", "/v1/rules"):
+                d.api("DELETE", "/v1/rules/fr2")
+                body = {"name": "fr2", "match": {"type": ["doc"]}, "target": "queue:fq"}
+            elif method == "PATCH":
+                body = {"enabled": True}
+            elif path.endswith("/test"):
+                body = {"event": {"type": "doc"}}
+            return d.api(method, path.replace("{name}", "fr"), body)
         if path.startswith("/v1/schedules"):
             d.api("PUT", "/v1/schedules/fs", {"expression": "rate(1 hour)", "function": "fn"})
             body = {"expression": "rate(1 hour)", "function": "fn"} if method == "PUT" else None
@@ -315,6 +332,8 @@ class RoutesAnswer(NimbusTestCase):
             "invalid_archive": lambda: d.api("POST", "/v1/code", b"not an archive"),
             "handler_not_found": lambda: d.put("fn2", dict(new, handler="nosuch.handler")),
             "payload_too_large": lambda: d.api("POST", "/v1/functions/fn/invoke", b"x" * (6 * MIB + 1)),
+            "bad_request": lambda: d.api("POST", "/v1/events", b"<event/>",
+                                         headers={"Content-Type": "application/cloudevents+xml"}),
             "conflict": lambda: (d.api("PUT", "/v1/plans/dup", {"rate": 1}),
                                  d.api("POST", "/v1/keys", {"name": "dup"}),
                                  d.api("POST", "/v1/keys", {"name": "dup"}))[-1],
