@@ -2904,11 +2904,18 @@ static json_t *service_parts_of(nb_api *api, const char *ns, const json_t *fns, 
         for (size_t i = 0; i < n; i++) {
             json_t *b = obj_json(&objs[i]);
             const char *fn = part_function(b, k);
-            if (fn && in_names(fns, fn))
-                json_array_append_new(
-                    arr, json_pack("[s,o]", objs[i].name,
-                                   nb_gw_admin_view(service_parts[k].kind, objs[i].name, b,
-                                                    objs[i].created_at, objs[i].updated_at)));
+            if (fn && in_names(fns, fn)) {
+                json_t *v = nb_gw_admin_view(service_parts[k].kind, objs[i].name, b,
+                                             objs[i].created_at, objs[i].updated_at);
+                /* A topic subscription is named TOPIC/ID; its body holds neither. */
+                const char *slash = strchr(objs[i].name, '/');
+                if (strcmp(service_parts[k].kind, "topic_subscription") == 0 && slash) {
+                    json_object_set_new(v, "topic",
+                                        json_stringn(objs[i].name, (size_t)(slash - objs[i].name)));
+                    json_object_set_new(v, "id", json_string(slash + 1));
+                }
+                json_array_append_new(arr, json_pack("[s,o]", objs[i].name, v));
+            }
             json_decref(b);
         }
         nb_obj_free_list(objs, n);

@@ -46,6 +46,14 @@ class Services(NimbusTestCase):
                                {"expression": "rate(1 hour)", "function": "other"}).status, 201)
         self.assertEqual(d.api("PUT", "/v1/queues/orders", {}).status, 201)
         self.assertIn(d.api("PUT", "/v1/queues/orders/subscriptions/audit", {}).status, (200, 201))
+        self.assertEqual(d.api("POST", "/v1/topics", {"name": "news"}).status, 201)
+        r = d.api("POST", "/v1/topics/news/subscriptions", {"target": "function:notify"})
+        self.assertEqual(r.status, 201, r)
+        r = d.api("POST", "/v1/topics/news/subscriptions", {"target": "function:other"})
+        self.assertEqual(r.status, 201, r)
+        r = d.api("POST", "/v1/rules", {"name": "paid", "match": {"type": ["order.paid"]},
+                                        "target": "function:checkout"})
+        self.assertEqual(r.status, 201, r)
 
         p = d.gcli("service", "ls")
         self.assertEqual(p.returncode, 0, p.stderr)
@@ -61,6 +69,9 @@ class Services(NimbusTestCase):
         self.assertEqual([s["name"] for s in svc["schedules"]], ["nightly"])
         self.assertEqual([(s["queue"], s["function"]) for s in svc["subscriptions"]],
                          [("orders", "audit")])
+        self.assertEqual([(s["topic"], s["target"]) for s in svc["topic_subscriptions"]],
+                         [("news", "function:notify")])
+        self.assertEqual([r["name"] for r in svc["rules"]], ["paid"])
         p = d.gcli("service", "get", "shop")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("route", p.stdout)
@@ -69,7 +80,8 @@ class Services(NimbusTestCase):
 
         p = d.gcli("service", "rm", "shop")
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn("3 functions, 1 routes, 1 schedules, 1 subscriptions", p.stdout)
+        self.assertIn("3 functions, 1 routes, 1 schedules, 1 subscriptions, 1 topic subscriptions, "
+                      "1 rules", p.stdout)
         names = {f["name"] for f in d.functions()}
         self.assertNotIn("checkout", names)
         self.assertNotIn("audit", names)
@@ -80,6 +92,9 @@ class Services(NimbusTestCase):
         self.assertEqual(d.gw("GET", "/shop/pay").status, 404)
         self.assertEqual(d.gw("GET", "/shop/other").status, 200)
         self.assertEqual(d.api("GET", "/v1/services/shop").status, 404)
+        self.assertEqual(d.api("GET", "/v1/rules/paid").status, 404)
+        subs = d.api("GET", "/v1/topics/news/subscriptions").json()["subscriptions"]
+        self.assertEqual([s["target"] for s in subs], ["function:other"])
 
     def test_bad_input(self):
         d = self.d
