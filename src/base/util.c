@@ -1,5 +1,7 @@
 #include "base/util.h"
 
+#include <jansson.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -313,4 +315,18 @@ void nb_utf8_scrub(char *s)
             p += n;
         }
     }
+}
+
+int nb_json_known_fields(const json_t *in, const char *const *fields, nb_err *err)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)in, k, v)
+    {
+        int ok = 0;
+        for (const char *const *f = fields; *f && !ok; f++)
+            ok = strcmp(*f, k) == 0;
+        if (!ok) return nb_err_set(err, 400, NB_E_UNKNOWN_FIELD, "unknown field '%.64s'", k);
+    }
+    return 0;
 }

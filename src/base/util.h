@@ -3,6 +3,9 @@
 #ifndef NB_UTIL_H
 #define NB_UTIL_H
 
+#include "base/err.h"
+
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,5 +42,10 @@ int nb_write_file(const char *path, const void *data, size_t len, unsigned mode)
 /* Reads a whole file up to max bytes into a malloc'd NUL-terminated buffer. NULL + errno
  * (EFBIG when over max). */
 char *nb_read_file(const char *path, size_t max, size_t *len_out);
+
+/* Only the fields named in the NULL-terminated list may appear in the object in: 0, or -1 with
+ * a 400 unknown_field err naming the first other one (a request's typo is an error, never
+ * silently ignored). */
+int nb_json_known_fields(const json_t *in, const char *const *fields, nb_err *err);
 
 #endif

@@ -35,16 +35,10 @@ int nb_rule_target_check(const char *target, nb_err *err)
 
 json_t *nb_rule_admin(const json_t *in, const json_t *cur, nb_err *err)
 {
+    static const char *const fields[] = {"match", "target", "description", "enabled", NULL};
+    if (nb_json_known_fields(in, fields, err) < 0) return NULL;
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)in, k, v)
-    {
-        if (strcmp(k, "match") && strcmp(k, "target") && strcmp(k, "description") &&
-            strcmp(k, "enabled")) {
-            nb_err_set(err, 400, NB_E_UNKNOWN_FIELD, "unknown field '%.64s'", k);
-            return NULL;
-        }
-    }
     json_t *o =
         cur ? json_deep_copy(cur) : json_pack("{s:s, s:b}", "description", "", "enabled", 1);
     json_object_foreach((json_t *)in, k, v)

@@ -87,18 +87,9 @@ json_t *nb_schd_admin(const json_t *in, const json_t *cur, int64_t now_s, nb_err
 {
     static const char *const fields[] = {"expression", "function", "payload", "timezone", "start",
                                          "end",        "catchup",  "state",   NULL};
+    if (nb_json_known_fields(in, fields, err) < 0) return NULL;
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)in, k, v)
-    {
-        int ok = 0;
-        for (const char *const *f = fields; *f && !ok; f++)
-            ok = strcmp(*f, k) == 0;
-        if (!ok) {
-            nb_err_set(err, 400, NB_E_UNKNOWN_FIELD, "unknown field '%.64s'", k);
-            return NULL;
-        }
-    }
     json_t *o = cur ? json_deep_copy(cur) : json_pack("{s:I}", "created_s", (json_int_t)now_s);
     json_object_foreach((json_t *)in, k, v)
     {

@@ -381,20 +381,6 @@ json_t *nb_topic_lambda_event(const nb_topic_msg *m, const char *sub_id)
 
 /* ---------- the admin side ---------- */
 
-static int only_fields(const json_t *in, const char *const *fields, nb_err *err)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)in, k, v)
-    {
-        int ok = 0;
-        for (const char *const *f = fields; *f && !ok; f++)
-            ok = strcmp(*f, k) == 0;
-        if (!ok) return nb_err_set(err, 400, NB_E_UNKNOWN_FIELD, "unknown field '%.64s'", k);
-    }
-    return 0;
-}
-
 static json_t *body_of(const nb_obj *o)
 {
     json_t *j = json_loads(o->body, 0, NULL);
@@ -490,7 +476,7 @@ int nb_topic_create(nb_store *s, nb_q *q, const char *ns, const json_t *in, json
     *created = 0;
     if (!json_is_object(in))
         return nb_err_set(err, 400, NB_E_INVALID_JSON, "body must be a JSON object");
-    if (only_fields(in, fields, err) < 0) return -1;
+    if (nb_json_known_fields(in, fields, err) < 0) return -1;
     const char *name = json_string_value(json_object_get(in, "name"));
     const json_t *dn = json_object_get(in, "display_name");
     if (!name || !nb_fn_valid_name(name))
@@ -724,7 +710,7 @@ int nb_topic_subscribe(nb_store *s, nb_q *q, const char *ns, const char *topic, 
     nb_obj o = {0};
     if (get_topic(s, ns, topic, &o, err) != 1) return -1;
     nb_obj_clear(&o);
-    if (only_fields(in, fields, err) < 0) return -1;
+    if (nb_json_known_fields(in, fields, err) < 0) return -1;
     const char *target = json_string_value(json_object_get(in, "target"));
     const json_t *filter = json_object_get(in, "filter"), *raw = json_object_get(in, "raw");
     if (!target)

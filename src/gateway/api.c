@@ -1710,14 +1710,16 @@ typedef struct pending_send {
     char msg[256];
     int nids;
     char (*ids)[37];
-    int async; /* an async invoke: 202 with the request id */
-    int topic; /* a topic's publish: 202 with SNS's messageId */
+    int async;         /* an async invoke: 202 with the request id */
+    int topic;         /* a topic's publish: 202 with SNS's messageId */
+    json_t *event_ids; /* POST /v1/events: 202 with the events' own ids */
 } pending_send;
 
 static void pending_send_unref(pending_send *p)
 {
     if (--p->refs == 0) {
         free(p->ids);
+        json_decref(p->event_ids);
         free(p);
     }
 }
@@ -1741,6 +1743,11 @@ static void send_answer(void *ud)
                           "%s", p->msg);
         } else if (p->topic) {
             nb_http_send_json(p->req, 202, json_pack("{s:s}", "messageId", p->ids[0]));
+        } else if (p->event_ids) {
+            nb_http_send_json(p->req, 202,
+                              json_pack("{s:I, s:O}", "accepted",
+                                        (json_int_t)json_array_size(p->event_ids), "ids",
+                                        p->event_ids));
         } else if (p->async) {
             nb_http_send_json(p->req, 202, json_pack("{s:s}", "request_id", p->ids[0]));
         } else {
@@ -1940,16 +1947,9 @@ static void r_queue_put(route_args *a)
     json_t *body = json_body(a);
     if (!body) return;
     nb_err err = {0};
-    const char *k;
-    json_t *v;
-    json_object_foreach(body, k, v)
-    {
-        if (strcmp(k, "visibility_timeout_s") && strcmp(k, "retention_s") &&
-            strcmp(k, "max_receives") && strcmp(k, "dead_letter")) {
-            nb_err_set(&err, 400, NB_E_UNKNOWN_FIELD, "unknown field '%.64s'", k);
-            break;
-        }
-    }
+    static const char *const fields[] = {"visibility_timeout_s", "retention_s", "max_receives",
+                                         "dead_letter", NULL};
+    nb_json_known_fields(body, fields, &err);
     char q[NB_Q_NAME_MAX + 1];
     nb_async_user_queue(a->ns, a->name, q, sizeof q);
     nb_q_config cur;
@@ -2224,13 +2224,8 @@ static void r_queue_subscribe_locked(route_args *a)
     char q[NB_Q_NAME_MAX + 1];
     nb_async_user_queue(a->ns, a->name, q, sizeof q);
     long long bs = 10, bw = 0, mc = 5;
-    const char *k;
-    json_t *v;
-    json_object_foreach(body, k, v)
-    {
-        if (strcmp(k, "batch_size") && strcmp(k, "batch_window_ms") && strcmp(k, "max_concurrency"))
-            nb_err_set(&err, 400, NB_E_UNKNOWN_FIELD, "unknown field '%.64s'", k);
-    }
+    static const char *const fields[] = {"batch_size", "batch_window_ms", "max_concurrency", NULL};
+    nb_json_known_fields(body, fields, &err);
     if (!err.status && !nb_fn_valid_name(a->sub))
         nb_err_set(&err, 400, NB_E_INVALID_NAME, "invalid function name '%s'", a->sub);
     if (!err.status && !nb_q_exists(a->api->q, q))
@@ -2367,18 +2362,11 @@ static void r_topic_publish(route_args *a)
     json_t *in = json_loadb(a->req->entity.base ? a->req->entity.base : "", a->req->entity.len,
                             JSON_REJECT_DUPLICATES, &je);
     nb_err err = {0};
-    static const char *const fields[] = {"message", "attributes", "subject"};
-    const char *k;
-    json_t *v;
-    if (!json_is_object(in)) nb_err_set(&err, 400, NB_E_INVALID_JSON, "body must be a JSON object");
-    json_object_foreach(in, k, v)
-    {
-        int ok = 0;
-        for (size_t i = 0; i < NB_ARRAY_LEN(fields); i++)
-            ok |= strcmp(fields[i], k) == 0;
-        if (!ok && !err.status)
-            nb_err_set(&err, 400, NB_E_UNKNOWN_FIELD, "unknown field '%.64s'", k);
-    }
+    static const char *const fields[] = {"message", "attributes", "subject", NULL};
+    if (!json_is_object(in))
+        nb_err_set(&err, 400, NB_E_INVALID_JSON, "body must be a JSON object");
+    else
+        nb_json_known_fields(in, fields, &err);
     json_t *msg = json_object_get(in, "message"), *subject = json_object_get(in, "subject");
     if (!err.status && !json_is_string(msg))
         nb_err_set(&err, 400, NB_E_INVALID_VALUE, "message is required and must be a string");
@@ -2536,59 +2524,6 @@ static void r_schedule_delete_locked(route_args *a)
 
 /* ---------- events and rules (the logic is src/events/bus.c's) ---------- */
 
-/* POST /v1/events answered once its events are durable; lives like pending_send (the pool's
- * disposal leaves a flag). */
-typedef struct pending_events {
-    h2o_req_t *req;
-    nb_api *api;
-    int gone;
-    int refs; /* the pool's and the send's */
-    int status;
-    char msg[256];
-    json_t *ids; /* the events' own ids: the answer */
-} pending_events;
-
-static void pending_events_unref(pending_events *p)
-{
-    if (--p->refs == 0) {
-        json_decref(p->ids);
-        free(p);
-    }
-}
-
-static void pending_events_dispose(void *x)
-{
-    pending_events *p = *(pending_events **)x;
-    p->gone = 1;
-    pending_events_unref(p);
-}
-
-static void events_answer(void *ud)
-{
-    pending_events *p = ud;
-    if (!p->gone) {
-        if (p->status != 0)
-            nb_http_error(p->req, p->status, p->status == 404 ? NB_E_NOT_FOUND : NB_E_UNAVAILABLE,
-                          "%s", p->msg);
-        else
-            nb_http_send_json(p->req, 202,
-                              json_pack("{s:I, s:O}", "accepted",
-                                        (json_int_t)json_array_size(p->ids), "ids", p->ids));
-    }
-    pending_events_unref(p);
-}
-
-/* The queue's writer thread: the answer goes back to the request's loop. */
-static void events_sent(void *ud, int status, const char *msg, char (*ids)[37], size_t n)
-{
-    (void)ids;
-    (void)n;
-    pending_events *p = ud;
-    p->status = status;
-    snprintf(p->msg, sizeof p->msg, "%s", msg ? msg : "");
-    nb_async_post(p->api->port, events_answer, p);
-}
-
 /* Every event of the request in one send (all or none), each as its structured JSON, with a
  * fresh message id: CloudEvents ids are unique per source only, so they cannot be queue ids. */
 static void r_events_put(route_args *a)
@@ -2632,19 +2567,11 @@ static void r_events_put(route_args *a)
         if (!text) abort(); /* validated events always encode: only OOM gets here */
         outs[i] = (nb_q_out){.body = text, .body_len = strlen(text)};
     }
-    pending_events *p = NULL;
     if (rc == 0) {
-        p = calloc(1, sizeof *p);
-        if (!p) abort();
-        p->req = a->req;
-        p->api = api;
-        p->refs = 2;
-        p->ids = ids;
+        pending_send *p = pending_send_new(a, 0);
+        p->event_ids = ids;
         ids = NULL;
-        pending_events **slot =
-            h2o_mem_alloc_shared(&a->req->pool, sizeof *slot, pending_events_dispose);
-        *slot = p;
-        if ((rc = nb_q_send(api->q, q, outs, n, events_sent, p, &err)) < 0) pending_events_unref(p);
+        if ((rc = nb_q_send(api->q, q, outs, n, send_done, p, &err)) < 0) pending_send_unref(p);
     }
     for (size_t i = 0; i < n; i++)
         free((char *)outs[i].body);

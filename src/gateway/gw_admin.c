@@ -19,21 +19,6 @@ static int bad(nb_err *err, const char *field, const char *rule)
     return nb_err_set(err, 400, NB_E_INVALID_VALUE, "%s: %s", field, rule);
 }
 
-/* Only the fields listed may appear. */
-static int known_fields(const json_t *in, const char *const *fields, nb_err *err)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)in, k, v)
-    {
-        int ok = 0;
-        for (const char *const *f = fields; *f && !ok; f++)
-            ok = strcmp(*f, k) == 0;
-        if (!ok) return nb_err_set(err, 400, NB_E_UNKNOWN_FIELD, "unknown field '%s'", k);
-    }
-    return 0;
-}
-
 static int string_array(const json_t *v, const char *field, size_t max, int nonempty, nb_err *err)
 {
     if (!json_is_array(v)) return bad(err, field, "must be an array of strings");
@@ -72,7 +57,7 @@ static int check_throttle(const json_t *t, const char *field, nb_err *err)
 {
     if (json_is_null(t)) return 0;
     static const char *const fields[] = {"rate", "burst", NULL};
-    if (!json_is_object(t) || known_fields(t, fields, err) < 0)
+    if (!json_is_object(t) || nb_json_known_fields(t, fields, err) < 0)
         return err->status ? -1 : bad(err, field, "must be an object {rate, burst} or null");
     const json_t *r = json_object_get(t, "rate"), *b = json_object_get(t, "burst");
     if (!json_is_number(r) || json_number_value(r) <= 0 || json_number_value(r) > 1e6)
@@ -95,7 +80,7 @@ static int check_cors(json_t *c, nb_err *err)
     static const char *const fields[] = {"origins",     "methods", "headers", "expose_headers",
                                          "credentials", "max_age", NULL};
     if (!json_is_object(c)) return bad(err, "cors", "must be an object or null");
-    if (known_fields(c, fields, err) < 0) return -1;
+    if (nb_json_known_fields(c, fields, err) < 0) return -1;
     if (string_array(json_object_get(c, "origins"), "cors.origins", 64, 1, err) < 0) return -1;
     size_t i;
     json_t *o;
@@ -148,7 +133,7 @@ static int check_jwt(json_t *j, nb_err *err)
     static const char *const fields[] = {"issuer",    "audiences", "algorithms",
                                          "jwks_file", "keys",      NULL};
     if (!json_is_object(j)) return bad(err, "jwt", "must be an object or null");
-    if (known_fields(j, fields, err) < 0) return -1;
+    if (nb_json_known_fields(j, fields, err) < 0) return -1;
     const json_t *iss = json_object_get(j, "issuer");
     if (iss && !json_is_string(iss)) return bad(err, "jwt.issuer", "must be a string");
     if (json_object_get(j, "audiences") &&
@@ -195,7 +180,7 @@ static int check_jwt(json_t *j, nb_err *err)
         const char *secret = json_string_value(json_object_get(v, "secret"));
         const char *pem = json_string_value(json_object_get(v, "pem"));
         const char *kid = json_string_value(json_object_get(v, "kid"));
-        if (!json_is_object(v) || known_fields(v, kf, err) < 0 || (!secret == !pem)) {
+        if (!json_is_object(v) || nb_json_known_fields(v, kf, err) < 0 || (!secret == !pem)) {
             rc = err->status ? -1
                              : bad(err, "jwt.keys", "each key is {kid?, secret} or {kid?, pem}");
             break;
@@ -218,7 +203,7 @@ json_t *nb_gw_admin_api(const char *name, const json_t *in, const json_t *cur, n
                    "invalid API name: names match [A-Za-z0-9_-]{1,64}");
         return NULL;
     }
-    if (known_fields(in, fields, err) < 0) return NULL;
+    if (nb_json_known_fields(in, fields, err) < 0) return NULL;
     json_t *o = cur ? json_deep_copy(cur) : json_object();
     const char *k;
     json_t *v;
@@ -263,7 +248,7 @@ json_t *nb_gw_admin_route(const json_t *in, nb_err *err)
 {
     static const char *const fields[] = {"method", "path",     "function", "auth", "timeout_ms",
                                          "scopes", "throttle", "log_body", NULL};
-    if (known_fields(in, fields, err) < 0) return NULL;
+    if (nb_json_known_fields(in, fields, err) < 0) return NULL;
     json_t *o = json_deep_copy(in);
     const char *method = json_string_value(json_object_get(o, "method"));
     const char *path = json_string_value(json_object_get(o, "path"));
@@ -304,7 +289,7 @@ json_t *nb_gw_admin_route(const json_t *in, nb_err *err)
     if (rc == 0 && lb && !json_is_null(lb)) {
         static const char *const lf[] = {"max_bytes", "sample", NULL};
         const json_t *mb = json_object_get(lb, "max_bytes"), *sa = json_object_get(lb, "sample");
-        if (!json_is_object(lb) || known_fields(lb, lf, err) < 0)
+        if (!json_is_object(lb) || nb_json_known_fields(lb, lf, err) < 0)
             rc = err->status ? -1 : bad(err, "log_body", "must be {max_bytes, sample}");
         else if (!json_is_integer(mb) || json_integer_value(mb) < 1 ||
                  json_integer_value(mb) > 65536)
@@ -323,7 +308,7 @@ json_t *nb_gw_admin_route(const json_t *in, nb_err *err)
 json_t *nb_gw_admin_plan(const json_t *in, const json_t *cur, nb_err *err)
 {
     static const char *const fields[] = {"rate", "burst", "quota", NULL};
-    if (known_fields(in, fields, err) < 0) return NULL;
+    if (nb_json_known_fields(in, fields, err) < 0) return NULL;
     json_t *o = cur ? json_deep_copy(cur) : json_object();
     const char *k;
     json_t *v;
@@ -352,7 +337,7 @@ json_t *nb_gw_admin_plan(const json_t *in, const json_t *cur, nb_err *err)
         static const char *const qf[] = {"limit", "period", NULL};
         const json_t *l = json_object_get(q, "limit");
         const char *p = json_string_value(json_object_get(q, "period"));
-        if (!json_is_object(q) || known_fields(q, qf, err) < 0)
+        if (!json_is_object(q) || nb_json_known_fields(q, qf, err) < 0)
             rc = err->status ? -1 : bad(err, "quota", "must be {limit, period}");
         else if (!json_is_integer(l) || json_integer_value(l) < 1)
             rc = bad(err, "quota.limit", "must be a positive integer");
@@ -372,7 +357,7 @@ json_t *nb_gw_admin_plan(const json_t *in, const json_t *cur, nb_err *err)
 static json_t *cred_common(const json_t *in, const json_t *cur, const char *const *fields,
                            nb_err *err)
 {
-    if (known_fields(in, fields, err) < 0) return NULL;
+    if (nb_json_known_fields(in, fields, err) < 0) return NULL;
     json_t *o = cur ? json_deep_copy(cur) : json_object();
     const json_t *p = json_object_get(in, "plan"), *e = json_object_get(in, "enabled");
     if (p && !json_is_null(p) && !(json_is_string(p) && nb_fn_valid_name(json_string_value(p)))) {
