@@ -651,6 +651,8 @@ int nb_daemon_main(int argc, char **argv)
     nb_async_set_bus(atomic_load(&d.async), d.bus);
     nb_schd_set_bus(d.schd, d.bus);
     nb_topics_set_bus(atomic_load(&d.topics), d.bus);
+    for (int i = 0; i < d.nloops; i++)
+        nb_calls_set_bus(d.loops[i].calls, d.bus);
     /* Its sources are registered here, before the queue store's writer thread can see it. */
     atomic_store(&d.fan, fan);
     for (int i = 0; i < d.nloops; i++) {

@@ -345,6 +345,18 @@ nb_bus *nb_bus_new(nb_q *q, nb_store *store, nb_fan *fan, nb_invoker *iv)
     return b;
 }
 
+void nb_bus_queue_message(nb_bus *b, const char *ns, const char *queue, const char *id,
+                          const char *body, size_t len, const json_t *attrs)
+{
+    if (nb_bus_enabled_rules(b, ns) == 0) return;
+    char source[2 * NB_NAME_MAX + 32];
+    snprintf(source, sizeof source, "nimbus://%s/queues/%s", ns, queue);
+    json_t *data = json_pack("{s:s, s:s, s:s%, s:O}", "queue", queue, "messageId", id, "body", body,
+                             len, "attributes", attrs ? (json_t *)attrs : json_object());
+    if (data) nb_bus_platform_event(b, ns, "nimbus.queue.message", source, NULL, id, data, 0);
+    json_decref(data);
+}
+
 void nb_bus_free(nb_bus *b)
 {
     if (!b) return;

@@ -72,6 +72,13 @@ int nb_bus_put(nb_bus *b, const char *ns, const json_t *event);
 int nb_bus_platform_event(nb_bus *b, const char *ns, const char *type, const char *source,
                           const char *subject, const char *id, const json_t *data, int hops);
 
+/* A message sent to user queue `queue` (by the admin API or from a function) as the platform
+ * event nimbus.queue.message: source nimbus://NS/queues/QUEUE, id the message id, data
+ * {queue, messageId, body, attributes}. Only when ns has rules. Not on the queue store's writer
+ * thread (it sends). b may be NULL. */
+void nb_bus_queue_message(nb_bus *b, const char *ns, const char *queue, const char *id,
+                          const char *body, size_t len, const json_t *attrs);
+
 /* After the fan and the queue store are closed. */
 void nb_bus_free(nb_bus *b);
 

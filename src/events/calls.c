@@ -2,6 +2,7 @@
 
 #include "base/log.h"
 #include "base/util.h"
+#include "events/bus.h"
 #include "events/cloudevent.h"
 #include "events/topics.h"
 
@@ -13,7 +14,13 @@
 struct nb_calls {
     nb_q *q;
     nb_async_port *port;
+    nb_bus *bus; /* platform events of the queue sends; NULL until set */
 };
+
+void nb_calls_set_bus(nb_calls *c, nb_bus *bus)
+{
+    if (c) c->bus = bus;
+}
 
 nb_calls *nb_calls_new(nb_q *q, nb_async_port *port)
 {
@@ -38,6 +45,11 @@ typedef struct pending {
     char msg[256];
     char id[256]; /* an emitted event's own id may be longer than a UUID */
     int id_known; /* invoke_async: the id was chosen before the send */
+    /* A user queue's send, kept for its platform event when the namespace has rules. */
+    char ns[NB_NAME_MAX + 1], queue[NB_NAME_MAX + 1];
+    char *body;
+    size_t len;
+    json_t *attrs;
 } pending;
 
 static const char *code_of(int status)
@@ -55,6 +67,8 @@ static void answer_on_loop(void *ud)
     if (p->status != 0) {
         nb_call_fail(p->call, p->status, code_of(p->status), "%s", p->msg);
     } else {
+        if (p->body)
+            nb_bus_queue_message(p->calls->bus, p->ns, p->queue, p->id, p->body, p->len, p->attrs);
         json_t *o = json_pack("{s:s}", p->id_field, p->id);
         char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
@@ -64,6 +78,8 @@ static void answer_on_loop(void *ud)
             nb_call_finish(p->call, 202, "", "{}", 2);
         free(body);
     }
+    free(p->body);
+    json_decref(p->attrs);
     free(p);
 }
 
@@ -85,20 +101,6 @@ static pending *pending_new(nb_calls *c, nb_call *call, const char *id_field)
     p->call = call;
     p->id_field = id_field;
     return p;
-}
-
-/* Sends one message; the call is answered when it is durable (or refused now). */
-static void send_one(nb_calls *c, nb_call *call, const char *queue, const char *body, size_t len,
-                     const json_t *attrs, const char *id_field)
-{
-    pending *p = pending_new(c, call, id_field);
-    nb_q_out out = {body, len, attrs, 0, NULL, 0};
-    nb_err err = {0};
-    if (nb_q_send(c->q, queue, &out, 1, sent, p, &err) < 0) {
-        free(p);
-        nb_call_fail(call, err.status ? err.status : 503, err.code ? err.code : NB_E_UNAVAILABLE,
-                     "%s", err.msg);
-    }
 }
 
 /* The call's attributes: NULL when none were given, or a JSON value (the caller decref's). */
@@ -166,7 +168,25 @@ static void do_send(nb_calls *c, nb_call *call, const nb_call_info *in)
         nb_call_fail(call, err.status, err.code, "%s", err.msg);
         return;
     }
-    send_one(c, call, q, k->body, k->len, attrs, "messageId");
+    pending *p = pending_new(c, call, "messageId");
+    if (nb_bus_enabled_rules(c->bus, in->ns) > 0) {
+        snprintf(p->ns, sizeof p->ns, "%s", in->ns);
+        snprintf(p->queue, sizeof p->queue, "%s", k->target);
+        p->body = malloc(k->len + 1);
+        if (!p->body) abort();
+        memcpy(p->body, k->body, k->len);
+        p->body[k->len] = 0;
+        p->len = k->len;
+        p->attrs = json_incref(attrs);
+    }
+    nb_q_out out = {k->body, k->len, attrs, 0, NULL, 0};
+    if (nb_q_send(c->q, q, &out, 1, sent, p, &err) < 0) {
+        free(p->body);
+        json_decref(p->attrs);
+        free(p);
+        nb_call_fail(call, err.status ? err.status : 503, err.code ? err.code : NB_E_UNAVAILABLE,
+                     "%s", err.msg);
+    }
     json_decref(attrs);
 }
 

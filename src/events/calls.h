@@ -24,6 +24,10 @@ typedef struct nb_calls nb_calls;
 
 /* q and port outlive it; port is the loop's whose invoker uses it. */
 nb_calls *nb_calls_new(nb_q *q, nb_async_port *port);
+/* The bus that user-queue sends are reported to as platform events (nimbus.queue.message, as
+ * the admin API's sends are). Before the loop serves calls. */
+typedef struct nb_bus nb_bus;
+void nb_calls_set_bus(nb_calls *c, nb_bus *bus);
 void nb_calls_free(nb_calls *c);
 
 /* For nb_invoker_config.call_ops, with the nb_calls as call_ud. */

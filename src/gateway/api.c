@@ -2073,14 +2073,14 @@ static void queue_events_free(queue_events *qe)
 static void queue_events_emit(void *ud)
 {
     queue_events *qe = ud;
-    char source[2 * NB_NAME_MAX + 32];
-    snprintf(source, sizeof source, "nimbus://%s/queues/%s", qe->ns, qe->name);
     size_t i;
     json_t *d;
     json_array_foreach(qe->data, i, d)
     {
-        nb_bus_platform_event(qe->api->bus, qe->ns, "nimbus.queue.message", source, NULL,
-                              json_string_value(json_object_get(d, "messageId")), d, 0);
+        json_t *body = json_object_get(d, "body");
+        nb_bus_queue_message(
+            qe->api->bus, qe->ns, qe->name, json_string_value(json_object_get(d, "messageId")),
+            json_string_value(body), json_string_length(body), json_object_get(d, "attributes"));
     }
     queue_events_free(qe);
 }

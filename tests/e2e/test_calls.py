@@ -91,7 +91,7 @@ class Calls(NimbusTestCase):
         d.deploy("rec", PY, runtime="python3", handler="app.handler", timeout_s=30)
         d.deploy("rec2", PY, runtime="python3", handler="app.handler", timeout_s=30,
                  max_concurrency=2, queue_timeout_ms=300)
-        for q in ("deliveries", "inbox"):
+        for q in ("deliveries", "inbox", "inbox2", "routed", "qevents"):
             r = d.api("PUT", f"/v1/queues/{q}", {})
             assert r.status in (200, 201), r
 
@@ -231,6 +231,26 @@ class Calls(NimbusTestCase):
         out = self.invoke("pyfn", {"mode": "try", "op": "emit",
                                    "event": {"type": "com.example.created", "data": {"n": 2}}})
         self.assertEqual(len(out["ok"]), 36, out)
+
+    def test_emitted_and_sent_are_routed_by_rules(self):
+        d = self.d
+        for name, match, target in (
+                ("routed", {"type": ["com.example.routed"]}, "queue:routed"),
+                ("qevents", {"type": ["nimbus.queue.message"],
+                             "source": ["nimbus://default/queues/inbox2"]}, "queue:qevents")):
+            r = d.api("POST", "/v1/rules", {"name": name, "match": match, "target": target})
+            self.assertEqual(r.status, 201, r)
+        out = self.invoke("pyfn", {"mode": "try", "op": "emit",
+                                   "event": {"type": "com.example.routed", "data": {"n": 7}}})
+        ev = json.loads(self.receive("routed", 1)[0]["body"])
+        self.assertEqual((ev["id"], ev["type"], ev["source"], ev["data"]),
+                         (out["ok"], "com.example.routed", "nimbus://default/functions/pyfn",
+                          {"n": 7}))
+        out = self.invoke("pyfn", {"mode": "try", "op": "send", "target": "inbox2",
+                                   "body": "from a function", "attributes": {"k": "v"}})
+        ev = json.loads(self.receive("qevents", 1)[0]["body"])
+        self.assertEqual((ev["type"], ev["id"], ev["data"]["body"], ev["data"]["attributes"]),
+                         ("nimbus.queue.message", out["ok"], "from a function", {"k": "v"}))
 
     def test_provided_runtime_over_http(self):
         out = self.invoke("chttp", {"op": "call", "target": "cfn",
