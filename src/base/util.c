@@ -330,3 +330,16 @@ int nb_json_known_fields(const json_t *in, const char *const *fields, nb_err *er
     }
     return 0;
 }
+
+char *nb_error_body(const char *code, const char *msg)
+{
+    char clean[1024];
+    snprintf(clean, sizeof clean, "%s", msg ? msg : "");
+    nb_utf8_scrub(clean);
+    json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", clean);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!s) s = strdup("{\"error\":{\"code\":\"internal\",\"message\":\"error\"}}");
+    if (!s) abort();
+    return s;
+}

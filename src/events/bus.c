@@ -212,10 +212,10 @@ static void put_done(void *ud, int status, const char *msg, char (*ids)[37], siz
     free(c);
 }
 
-int nb_bus_put(nb_bus *b, const char *ns, const json_t *event)
+/* bus/NS, made on demand. */
+static int bus_queue(nb_bus *b, const char *ns, char *q, size_t size)
 {
-    char q[NB_Q_NAME_MAX + 1];
-    nb_async_bus_queue(ns, q, sizeof q);
+    nb_async_bus_queue(ns, q, size);
     nb_err err = {0};
     nb_q_config cfg = {.visibility_timeout_ms = BUS_VISIBILITY_MS,
                        .retention_ms = BUS_RETENTION_MS};
@@ -224,6 +224,14 @@ int nb_bus_put(nb_bus *b, const char *ns, const json_t *event)
         nb_warn("bus", "%s: %s", q, err.msg);
         return -1;
     }
+    return 0;
+}
+
+int nb_bus_put(nb_bus *b, const char *ns, const json_t *event)
+{
+    char q[NB_Q_NAME_MAX + 1];
+    nb_err err = {0};
+    if (bus_queue(b, ns, q, sizeof q) < 0) return -1;
     char *body = json_dumps(event, JSON_COMPACT);
     if (!body) return -1;
     put_ctx *c = calloc(1, sizeof *c);
@@ -241,22 +249,40 @@ int nb_bus_put(nb_bus *b, const char *ns, const json_t *event)
     return rc;
 }
 
-int nb_bus_platform_event(nb_bus *b, const char *ns, const char *type, const char *source,
-                          const char *subject, const char *id, const json_t *data, int hops)
+/* The platform event, or NULL when there is none to emit. */
+static json_t *platform_make(nb_bus *b, const char *ns, const char *type, const char *source,
+                             const char *subject, const char *id, const json_t *data, int hops)
 {
     /* The cheap check first: a namespace without rules gets no write at all. */
     if (!b || hops > NB_BUS_MAX_HOPS || nb_bus_enabled_rules(b, ns) == 0) {
         if (b && hops > NB_BUS_MAX_HOPS)
             nb_warn("bus", "%s: %s from %s not emitted: %d rule hops (a loop of rules?)", ns, type,
                     source, hops);
-        return 0;
+        return NULL;
     }
     json_t *ev = nb_ce_make(id, source, type, subject, data);
-    if (!ev) return -1;
-    if (hops > 0) json_object_set_new(ev, "nimbushops", json_integer(hops));
+    if (ev && hops > 0) json_object_set_new(ev, "nimbushops", json_integer(hops));
+    return ev;
+}
+
+int nb_bus_platform_event(nb_bus *b, const char *ns, const char *type, const char *source,
+                          const char *subject, const char *id, const json_t *data, int hops)
+{
+    json_t *ev = platform_make(b, ns, type, source, subject, id, data, hops);
+    if (!ev) return 0;
     int rc = nb_bus_put(b, ns, ev);
     json_decref(ev);
     return rc < 0 ? -1 : 1;
+}
+
+char *nb_bus_platform_text(nb_bus *b, const char *ns, const char *type, const char *source,
+                           const char *subject, const char *id, const json_t *data, char *queue,
+                           size_t qsize)
+{
+    json_t *ev = platform_make(b, ns, type, source, subject, id, data, 0);
+    char *text = ev && bus_queue(b, ns, queue, qsize) == 0 ? json_dumps(ev, JSON_COMPACT) : NULL;
+    json_decref(ev);
+    return text;
 }
 
 /* ---------- routing ---------- */

@@ -72,6 +72,13 @@ int nb_bus_put(nb_bus *b, const char *ns, const json_t *event);
 int nb_bus_platform_event(nb_bus *b, const char *ns, const char *type, const char *source,
                           const char *subject, const char *id, const json_t *data, int hops);
 
+/* The platform event nb_bus_platform_event would write (hops 0), as JSON text (malloc'd) for a
+ * caller that makes it part of its own durable write (a topic's fan-out plans it as one more
+ * copy), with its queue bus/NS (created) in queue; NULL when there is nothing to emit. */
+char *nb_bus_platform_text(nb_bus *b, const char *ns, const char *type, const char *source,
+                           const char *subject, const char *id, const json_t *data, char *queue,
+                           size_t qsize);
+
 /* A message sent to user queue `queue` (by the admin API or from a function) as the platform
  * event nimbus.queue.message: source nimbus://NS/queues/QUEUE, id the message id, data
  * {queue, messageId, body, attributes}. Only when ns has rules. Not on the queue store's writer

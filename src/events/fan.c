@@ -145,8 +145,10 @@ static void mark_dirty(nb_fan *f, const char *queue)
 
 static void pump(nb_fan *f);
 
-/* Every copy answered: the source message ends, or waits for another try. */
-static void settle(fwd *w)
+/* Every copy answered: the source message ends, or waits for another try. repump: take more
+ * messages now (an answer from the writer); never from inside pump's own loop, where a run of
+ * messages that plan nothing would otherwise recurse once per message. */
+static void settle(fwd *w, int repump)
 {
     nb_fan *f = w->f;
     nb_err err = {0};
@@ -158,7 +160,7 @@ static void settle(fwd *w)
     }
     free(w);
     atomic_fetch_sub(&f->inflight, 1);
-    pump(f);
+    if (repump) pump(f);
 }
 
 static void on_sent_loop(void *ud)
@@ -167,7 +169,7 @@ static void on_sent_loop(void *ud)
     fwd *w = s->w;
     if (s->status != 0 && s->status != 404) w->transient = 1;
     free(s);
-    if (--w->pending == 0) settle(w);
+    if (--w->pending == 0) settle(w, 1);
 }
 
 /* Writer thread. */
@@ -186,6 +188,19 @@ static void on_sent(void *ud, int status, const char *msg, char (*ids)[37], size
     nb_async_post(w->f->port, on_sent_loop, s);
 }
 
+/* A copy of m for the failure queue, with its own attributes kept (a redrive needs them) and
+ * where it came from, where it was going and why it is here. */
+static void park(nb_fan_plan *p, const char *queue, const nb_q_msg *m, const char *target,
+                 const char *why)
+{
+    json_t *attrs = m->attrs ? json_deep_copy(m->attrs) : json_object();
+    json_object_set_new(attrs, "fan_source", json_string(queue));
+    if (*target) json_object_set_new(attrs, "fan_target", json_string(target));
+    json_object_set_new(attrs, "fan_error", json_string(why));
+    nb_fan_plan_add(p, FAILED_QUEUE, m->body, m->body_len, attrs, 0);
+    json_decref(attrs);
+}
+
 static void forward(nb_fan *f, const source *src, const char *queue, const nb_q_msg *m)
 {
     fwd *w = calloc(1, sizeof *w);
@@ -201,9 +216,7 @@ static void forward(nb_fan *f, const source *src, const char *queue, const nb_q_
         /* Forwarding it keeps failing: park it where an operator can see it. */
         nb_warn("fan", "%s: message %s failed %d forwardings; moved to %s", queue, m->id,
                 m->receive_count - 1, FAILED_QUEUE);
-        json_t *attrs = json_pack("{s:s}", "source", queue);
-        nb_fan_plan_add(&plan, FAILED_QUEUE, m->body, m->body_len, attrs, 0);
-        json_decref(attrs);
+        park(&plan, queue, m, "", "forwarding kept failing");
         rc = 0;
     } else {
         rc = src->fn(src->ud, queue, m, &plan);
@@ -211,7 +224,7 @@ static void forward(nb_fan *f, const source *src, const char *queue, const nb_q_
     if (rc < 0) {
         w->transient = 1;
         plan_clear(&plan);
-        settle(w);
+        settle(w, 0);
         return;
     }
     /* Counted before any send: an answer may come back before the last one is made. */
@@ -222,19 +235,38 @@ static void forward(nb_fan *f, const source *src, const char *queue, const nb_q_
         plan.v[i].id = id;
         nb_err err = {0};
         if (nb_q_send(f->q, plan.queues[i], &plan.v[i], 1, on_sent, w, &err) < 0) {
-            if (err.status != 404) {
+            if (err.status == 404) {
+                nb_warn("fan", "%s: target %s is gone; its copy of %s is dropped", queue,
+                        plan.queues[i], m->id);
+            } else if (err.status == 400 || err.status == 413) {
+                /* This copy can never be taken (too big once wrapped, say): trying again would
+                 * repeat the others. The message is parked for an operator instead. */
+                nb_warn("fan",
+                        "%s: the copy of %s for %s is refused for good (%s); the message "
+                        "goes to %s",
+                        queue, m->id, plan.queues[i], err.msg, FAILED_QUEUE);
+                nb_fan_plan one = {0};
+                park(&one, queue, m, plan.queues[i], err.msg);
+                char pid[37];
+                nb_fan_copy_id(m->id, FAILED_QUEUE, (unsigned)i, pid);
+                one.v[0].id = pid;
+                nb_err e2 = {0};
+                w->pending++;
+                if (nb_q_send(f->q, FAILED_QUEUE, &one.v[0], 1, on_sent, w, &e2) < 0) {
+                    w->pending--;
+                    w->transient = 1;
+                }
+                plan_clear(&one);
+            } else {
                 w->transient = 1;
                 nb_warn("fan", "%s: a copy of %s to %s was refused: %s", queue, m->id,
                         plan.queues[i], err.msg);
-            } else {
-                nb_warn("fan", "%s: target %s is gone; its copy of %s is dropped", queue,
-                        plan.queues[i], m->id);
             }
             w->pending--;
         }
     }
     plan_clear(&plan);
-    if (--w->pending == 0) settle(w);
+    if (--w->pending == 0) settle(w, 0);
 }
 
 /* Takes messages from the dirty queues while there is room. */

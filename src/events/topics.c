@@ -1045,11 +1045,14 @@ int nb_topics_plan(nb_topics *t, const char *queue, const nb_q_msg *m, nb_topic_
      * is the MessageId, so a repeated forwarding repeats the same event, which a consumer can
      * recognise. */
     if (rc == 0 && nb_bus_enabled_rules(t->bus, ns) > 0) {
-        char source[2 * NB_NAME_MAX + 32];
+        char source[2 * NB_NAME_MAX + 32], bq[NB_Q_NAME_MAX + 1];
         snprintf(source, sizeof source, "nimbus://%s/topics/%s", ns, topic);
         json_t *data = nb_topic_notification(&tm);
-        nb_bus_platform_event(t->bus, ns, "nimbus.topic.message", source, tm.subject, m->id, data,
-                              0);
+        /* One more copy of the forwarding: durable with the others, not repeated by a retry. */
+        char *ev = nb_bus_platform_text(t->bus, ns, "nimbus.topic.message", source, tm.subject,
+                                        m->id, data, bq, sizeof bq);
+        if (ev) add(ud, bq, ev, strlen(ev), NULL);
+        free(ev);
         json_decref(data);
     }
     free(notif);

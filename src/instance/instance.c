@@ -1287,9 +1287,7 @@ void nb_inst_call_done(nb_inst *pub, uint32_t call_id, int status, const char *e
 static void refuse_call(inst_impl *in, rapi_conn *c, uint32_t id, int status, const char *code,
                         const char *msg)
 {
-    json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
+    char *s = nb_error_body(code, msg);
     if (c) {
         answer_http_call(c, status, code, s, strlen(s));
     } else if (in->chan_open) {
@@ -1319,8 +1317,10 @@ static void start_call(inst_impl *in, rapi_conn *c, uint32_t id, nb_chan_str op,
         c->parked = 1;
         uv_read_stop((uv_stream_t *)&c->tcp);
     }
+    /* Names travel into error messages, logs and JSON: text only. */
     if (op.len == 0 || op.len >= sizeof call.op || memchr(op.p, 0, op.len) ||
-        target.len >= sizeof call.target || (target.len && memchr(target.p, 0, target.len))) {
+        !nb_utf8_valid(op.p, op.len) || target.len >= sizeof call.target ||
+        (target.len && (memchr(target.p, 0, target.len) || !nb_utf8_valid(target.p, target.len)))) {
         refuse_call(in, c, id, 400, NB_E_BAD_REQUEST, "malformed call: op or target");
         return;
     }
@@ -1363,9 +1363,7 @@ static void drop_calls(inst_impl *in)
 
 static void call_refusal(rapi_conn *c, int status, const char *code, const char *msg)
 {
-    json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
+    char *s = nb_error_body(code, msg);
     answer_http_call(c, status, code, s, strlen(s));
     free(s);
 }

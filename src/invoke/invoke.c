@@ -1259,10 +1259,7 @@ void nb_call_fail(nb_call *c, int status, const char *code, const char *fmt, ...
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (!s) abort(); /* msg is bounded and code static: only OOM gets here */
+    char *s = nb_error_body(code, msg); /* msg may quote a function's bytes */
     nb_call_finish(c, status, code, s, strlen(s));
     free(s);
 }

@@ -40,7 +40,21 @@ static int planner(void *ud, const char *queue, const nb_q_msg *m, nb_fan_plan *
     CHECK(nb_fan_plan_add(plan, "b", "copy", 4, NULL, 0) == 0);
     if (strcmp(m->body, "also-gone") == 0)
         CHECK(nb_fan_plan_add(plan, "gone", "x", 1, NULL, 0) == 0);
+    if (strcmp(m->body, "too-big") == 0) {
+        static char big[NB_Q_MAX_BODY + 10];
+        memset(big, 'x', sizeof big);
+        CHECK(nb_fan_plan_add(plan, "b", big, sizeof big, NULL, 0) == 0);
+    }
     json_decref(attrs);
+    return 0;
+}
+
+static int empty_planner(void *ud, const char *queue, const nb_q_msg *m, nb_fan_plan *plan)
+{
+    (void)ud;
+    (void)queue;
+    (void)m;
+    (void)plan;
     return 0;
 }
 
@@ -128,13 +142,36 @@ int main(void)
     send_one(q, "t/x", "also-gone");
     RUN_UNTIL(depth(q, "a") == 22 && depth(q, "t/x") == 0);
 
+    /* A copy refused for good (too big): the others land, the message is parked with its
+     * attributes, where it came from and where it was going. */
+    CHECK(nb_q_create(q, "failed/fan", NULL, &err) == 0 || nb_q_exists(q, "failed/fan"));
+    send_one(q, "t/x", "too-big");
+    RUN_UNTIL(depth(q, "a") == 23 && depth(q, "t/x") == 0 && depth(q, "failed/fan") == 1);
+    nb_q_msg *pm = NULL;
+    CHECK(nb_q_receive(q, "failed/fan", 1, 0, &pm, &err) == 1);
+    CHECK_STR(pm[0].body, "too-big");
+    CHECK_STR(json_string_value(json_object_get(pm[0].attrs, "fan_source")), "t/x");
+    CHECK_STR(json_string_value(json_object_get(pm[0].attrs, "fan_target")), "b");
+    nb_q_msgs_free(pm, 1);
+
     /* The planner asks for a later try: the message stays, invisible until the retry. */
     pu.refuse = 1;
     int calls = pu.calls;
     send_one(q, "t/x", "later");
     RUN_UNTIL(pu.calls == calls + 1);
     CHECK(depth(q, "t/x") == 1);
-    CHECK(depth(q, "a") == 22);
+    CHECK(depth(q, "a") == 23);
+
+    /* Thousands of queues whose messages plan nothing, all dirty at once (a restart's backlog):
+     * settled without recursing once per message. */
+    for (int i = 0; i < 3000; i++) {
+        char qn[32];
+        snprintf(qn, sizeof qn, "e/%d", i);
+        CHECK(nb_q_create(q, qn, NULL, &err) == 0);
+        send_one(q, qn, "nothing");
+    }
+    nb_fan_source(f, "e/", empty_planner, NULL);
+    RUN_UNTIL(nb_fan_inflight(f) == 0 && depth(q, "e/2999") == 0 && depth(q, "e/0") == 0);
 
     /* The same message forwarded twice (as after a crash before its delete): the copies are
      * deduplicated by their derived ids. */
