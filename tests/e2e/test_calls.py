@@ -208,6 +208,11 @@ class Calls(NimbusTestCase):
         self.assertEqual(out["status"], 400, out)
         out = call(op="emit", event={"type": ""})
         self.assertEqual(out["status"], 400, out)
+        # An error message quoting a name cut inside a character (%.64s of "é"s) stays valid
+        # JSON: once, such a call aborted the daemon.
+        out = call(op="publish", target="missing", body="hi", attributes={"a" + "é" * 40: "v"})
+        self.assertEqual((out["call_error"], out["status"]), ("invalid_value", 400), out)
+        self.assertEqual(self.d.api("GET", "/healthz").status, 200)
 
     def test_send_and_emit(self):
         out = self.invoke("pyfn", {"mode": "try", "op": "send", "target": "inbox",
