@@ -18,6 +18,8 @@ Payloads: bytes and str are sent as they are; anything else is JSON-encoded.
 import json
 import sys
 
+_MAX_BODY = 6 * 1024 * 1024  # the platform's payload cap; a frame adds at most 64 KiB to it
+
 __all__ = ["invoke", "invoke_async", "send", "publish", "emit", "CallError", "FunctionError"]
 
 
@@ -51,7 +53,13 @@ def _call(op, target, attrs, body):
     call = getattr(sys.modules.get("__main__"), "_nimbus_call", None)
     if call is None:
         raise CallError("not_on_nimbus", "not running inside a nimbus python3 runtime")
-    status, code, raw = call(op, target, json.dumps(attrs) if attrs else "", body)
+    attrs_text = json.dumps(attrs) if attrs else ""
+    # The channel's limits, checked here: a frame over them would end the instance instead.
+    if len(body) > _MAX_BODY:
+        raise CallError("payload_too_large", f"a call's payload is at most {_MAX_BODY} bytes", 413)
+    if len(attrs_text.encode()) > 0xFFFF or len(target.encode()) > 0xFFFF:
+        raise CallError("payload_too_large", "attributes or name over 64 KiB", 413)
+    status, code, raw = call(op, target, attrs_text, body)
     if status >= 400:
         message = raw.decode("utf-8", "replace")
         try:

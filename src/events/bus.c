@@ -318,7 +318,11 @@ static int plan(void *ud, const char *queue, const nb_q_msg *m, nb_fan_plan *p)
         json_decref(ev);
         return 0;
     }
+    /* The count may come from a client's event: only 0..MAX means anything (a negative one
+     * would otherwise lift the limit). */
     json_int_t hops = json_integer_value(json_object_get(ev, "nimbushops"));
+    if (hops < 0) hops = 0;
+    if (hops > NB_BUS_MAX_HOPS + 1) hops = NB_BUS_MAX_HOPS + 1;
     char hops_text[24];
     snprintf(hops_text, sizeof hops_text, "%lld", (long long)hops);
     snap *s = snap_get(b);

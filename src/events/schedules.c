@@ -274,7 +274,9 @@ static void fired_on_loop(void *ud)
     if (e && f->ok) fired_event(s, e, f);
     if (e && !f->ok && (e->next < 0 || e->next > f->t)) e->next = f->t; /* again, shortly */
     pthread_mutex_unlock(&s->mu);
-    if (f->ok) {
+    /* A schedule deleted meanwhile keeps no record (one made again under its name would start
+     * from it). */
+    if (f->ok && e) {
         char key[2 * NB_NAME_MAX + 2];
         snprintf(key, sizeof key, "%s/%s", f->ns, f->name);
         json_t *prev = json_object_get(s->unsaved, key);
@@ -399,7 +401,8 @@ static sched_ent *entry_of(nb_schd *s, const nb_obj *o, const sched_ent *old, in
         e->firing = old->firing;
     }
     if (last > 0) e->last = last;
-    int64_t base = e->last > 0 ? e->last : e->created;
+    /* A record older than the schedule (one of the same name, deleted) does not count. */
+    int64_t base = e->last > e->created ? e->last : e->created;
     if (first && base > 0 && base < now) {
         e->next = next_after(e, base);
         catch_up(s, e, now);
@@ -490,6 +493,11 @@ static int load_one(nb_schd *s, const char *ns, const char *name)
             index_del(s, old);
             ent_free(old);
             s->ents[at] = s->ents[--s->n];
+        }
+        if (!e) {
+            char key[2 * NB_NAME_MAX + 2];
+            snprintf(key, sizeof key, "%s/%s", ns, name);
+            json_object_del(s->unsaved, key);
         }
         if (e) {
             if (s->n == s->cap) {

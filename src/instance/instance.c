@@ -894,7 +894,8 @@ static void conn_write_done(uv_write_t *req, int status)
     free(w->data);
     free(w);
     c->writes_pending--;
-    if (c->close_after_write && c->writes_pending == 0 && c->inst->next_waiter != c) rapi_close(c);
+    if (c->close_after_write && c->writes_pending == 0 && c->inst->next_waiter != c && !c->parked)
+        rapi_close(c);
 }
 
 static void conn_write(rapi_conn *c, char *data, size_t len)
@@ -1236,7 +1237,17 @@ static void answer_http_call(rapi_conn *c, int status, const char *code, const c
     c->parked = 0;
     /* The request was reset while the call was parked: say what its own head asked for. */
     c->req.keep_alive = c->call_keep_alive && !c->close_after_write;
-    rapi_send(c, status, reason, headers, "application/json", body, len);
+    if (len > NB_RAPI_MAX_BODY) {
+        /* A callee's error can be larger than an HTTP answer may be here: say so, rather than
+         * leave the caller waiting for nothing. */
+        static const char big[] = "{\"error\":{\"code\":\"payload_too_large\",\"message\":"
+                                  "\"the call's answer is over the Runtime API's 6 MiB\"}}";
+        rapi_send(c, 413, "Client Error",
+                  "X-Nimbus-Call: 1\r\nX-Nimbus-Error-Code: payload_too_large\r\n",
+                  "application/json", big, sizeof big - 1);
+    } else {
+        rapi_send(c, status, reason, headers, "application/json", body, len);
+    }
     if (c->close_after_write) {
         if (c->writes_pending == 0) rapi_close(c);
     } else if (!c->closing) {
