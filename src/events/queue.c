@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #define TICK_MS        100 /* visibility expiry and retention are noticed this often */
@@ -52,6 +53,12 @@ typedef struct qmsg {
     char id[ID_MAX + 1];
     char data[]; /* body, NUL, attributes JSON, NUL */
 } qmsg;
+
+/* What a message holds in memory, for the store's byte cap. */
+static int64_t msg_bytes(const qmsg *m)
+{
+    return (int64_t)sizeof *m + m->body_len + m->attrs_len + 2;
+}
 
 typedef struct mheap {
     qmsg **a;
@@ -118,6 +125,8 @@ struct nb_q {
     qqueue **queues; /* sorted by name */
     size_t nq, qcap;
     int64_t total; /* messages over all queues, pending sends included */
+    int64_t bytes; /* their bodies and attributes: the memory they hold */
+    int64_t max_bytes;
     uint64_t seq, rng;
     uint32_t gen; /* changes when pending's indices do (swap, requeue) */
     batch pending;
@@ -381,6 +390,7 @@ static void msg_gone(nb_q *q, qqueue *qq, qmsg *m)
     m->state = ST_GONE;
     qq->nmsgs--;
     q->total--;
+    q->bytes -= msg_bytes(m);
     msg_unref(m);
 }
 
@@ -1035,6 +1045,7 @@ static int load(nb_q *q, nb_err *err)
         hash_put(&qq->ids, m);
         qq->nmsgs++;
         q->total++;
+        q->bytes += msg_bytes(m);
         /* In flight when the store closed (or crashed): visible again once its timeout is
          * over, like any unanswered receive. */
         if (m->visible_at <= now)
@@ -1087,6 +1098,13 @@ nb_q *nb_q_open(const char *path, nb_q_notify_cb notify, void *notify_ud, nb_err
     }
     q->notify = notify;
     q->notify_ud = notify_ud;
+    /* Every message lives in memory: an eighth of it at most (at least 256 MiB), so a runaway
+     * producer gets "full" instead of taking the host's memory. */
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGE_SIZE);
+    q->max_bytes = pages > 0 && psize > 0 ? (int64_t)pages * psize / 8 : 0;
+    if (q->max_bytes < NB_Q_MIN_MAX_BYTES) q->max_bytes = NB_Q_MIN_MAX_BYTES;
+    const char *mb = getenv("NIMBUS_QUEUE_MAX_MB");
+    if (mb && atoll(mb) > 0) q->max_bytes = (int64_t)atoll(mb) << 20;
     atomic_init(&q->fail_commits, 0);
     pthread_mutex_init(&q->mu, NULL);
     pthread_condattr_t ca;
@@ -1226,6 +1244,7 @@ int nb_q_delete_queue(nb_q *q, const char *name, nb_err *err)
             unlink_heap(qq, m);
             m->state = ST_GONE;
             q->total--;
+            q->bytes -= msg_bytes(m);
             msg_unref(m);
         }
         free(qq->ids.slots);
@@ -1348,6 +1367,9 @@ int nb_q_send(nb_q *q, const char *queue, const nb_q_out *msgs, size_t n, nb_q_s
         goto refuse;
     }
 
+    size_t send_bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        send_bytes += (size_t)msg_bytes(built[i]);
     pthread_mutex_lock(&q->mu);
     qqueue *qq = find_queue(q, queue, NULL);
     int rc = 0;
@@ -1359,6 +1381,9 @@ int nb_q_send(nb_q *q, const char *queue, const nb_q_out *msgs, size_t n, nb_q_s
         rc = nb_err_set(err, 404, NB_E_NOT_FOUND, "no queue %s", queue);
     else if (q->total + (int64_t)n > NB_Q_MAX_MESSAGES)
         rc = nb_err_set(err, 503, "full", "the queue store holds %d messages", NB_Q_MAX_MESSAGES);
+    else if (q->bytes + (int64_t)send_bytes > q->max_bytes)
+        rc = nb_err_set(err, 503, "full", "the queue store holds %lld MiB of messages",
+                        (long long)(q->max_bytes >> 20));
     else if (batch_reserve(&q->pending, n, 1) < 0 || queue_reserve(qq, n) < 0)
         rc = nb_err_set(err, 503, "full", "the queue store has too many pending changes");
     for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -1395,6 +1420,7 @@ int nb_q_send(nb_q *q, const char *queue, const nb_q_out *msgs, size_t n, nb_q_s
         qq->nmsgs++;
         qq->sent++;
         q->total++;
+        q->bytes += msg_bytes(m);
         add_change(q, OP_SENT, qq, m);
     }
     pthread_cond_signal(&q->wake);

@@ -17,8 +17,8 @@
  * acknowledged is ever lost.
  *
  * The live state is in memory (every message of every queue, loaded at open), so receive and
- * delete never touch the disk on the caller's thread. Caps: NB_Q_MAX_MESSAGES over all queues
- * (send answers 503-class "full" beyond), NB_Q_MAX_BODY per message.
+ * delete never touch the disk on the caller's thread. Caps: NB_Q_MAX_MESSAGES and a byte total
+ * over all queues (send answers 503-class "full" beyond), NB_Q_MAX_BODY per message.
  *
  * Threads: every function may be called from any thread (one mutex guards the memory state; it
  * is never held during I/O). Send callbacks run on the writer thread: a caller on an event
@@ -35,6 +35,9 @@
 #include <stdint.h>
 
 #define NB_Q_MAX_MESSAGES 1000000
+/* The bytes messages may hold in memory over all queues: an eighth of physical memory, at least
+ * this much; NIMBUS_QUEUE_MAX_MB overrides. A send beyond answers 503 "full". */
+#define NB_Q_MIN_MAX_BYTES ((int64_t)256 << 20)
 /* A message's body and attributes together: 1 MiB of body (the async payload cap) and room for
  * the attributes the platform adds (attempt counts, failure records). */
 #define NB_Q_MAX_BODY ((1u << 20) + (64u << 10))

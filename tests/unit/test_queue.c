@@ -728,9 +728,38 @@ static void test_crash(void)
     free(acked);
 }
 
+/* The byte cap: a store of 1 MiB takes one message of 600 KiB, refuses a second ("full"), and
+ * takes it once the first is deleted; reopening counts what was loaded. */
+static void test_byte_cap(void)
+{
+    setenv("NIMBUS_QUEUE_MAX_MB", "1", 1);
+    nb_q *q = open_q("bytes.db");
+    unsetenv("NIMBUS_QUEUE_MAX_MB");
+    nb_err err = {0};
+    CHECK(nb_q_create(q, "b", NULL, &err) == 0);
+    static char big[600 << 10];
+    memset(big, 'b', sizeof big - 1);
+    nb_q_out o = {.body = big, .body_len = sizeof big - 1};
+    waiter w;
+    CHECK(send_many(q, "b", &o, 1, &w, &err) == 0);
+    check_err(send_many(q, "b", &o, 1, &w, &err), &err, 503, "full");
+    nb_q_msg *m;
+    CHECK(nb_q_receive(q, "b", 1, 0, &m, &err) == 1);
+    CHECK(nb_q_delete(q, "b", m[0].id, m[0].receipt, &err) == 0);
+    nb_q_msgs_free(m, 1);
+    CHECK(send_many(q, "b", &o, 1, &w, &err) == 0);
+    nb_q_close(q);
+    setenv("NIMBUS_QUEUE_MAX_MB", "1", 1);
+    q = open_q("bytes.db");
+    unsetenv("NIMBUS_QUEUE_MAX_MB");
+    check_err(send_many(q, "b", &o, 1, &w, &err), &err, 503, "full");
+    nb_q_close(q);
+}
+
 int main(void)
 {
     CHECK(mkdtemp(dir));
+    test_byte_cap();
     test_queues();
     test_messages();
     test_dead_letter_move_peek();
