@@ -269,6 +269,23 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
     return nb_buf_append(&r->body, data, len) < 0 ? 0 : len;
 }
 
+/* At most ten updates a second, and the last one (100%) always. */
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)dlnow;
+    nb_cli__client *c = ud;
+    int64_t now = nb_mono_us();
+    if (ultotal <= 0 || (ulnow < ultotal && now - c->progress_shown_us < 100000)) return 0;
+    if (c->progress_shown_us < 0) return 0; /* 100% already shown */
+    c->progress_shown_us = ulnow == ultotal ? -1 : now;
+    fprintf(stderr, "\rnimbus: %s: %.1f of %.1f MB (%d%%)%s", c->progress, (double)ulnow / 1e6,
+            (double)ultotal / 1e6, (int)(ulnow * 100 / ultotal), ulnow == ultotal ? "\n" : "");
+    fflush(stderr);
+    return 0;
+}
+
 int nb_cli__request(nb_cli__client *c, const char *method, const char *path, const void *body,
                     size_t len, const char *content_type, nb_cli__resp *r, nb_err *err)
 {
@@ -319,6 +336,12 @@ int nb_cli__request(nb_cli__client *c, const char *method, const char *path, con
         }
     }
 
+    if (c->progress) {
+        c->progress_shown_us = 0;
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    }
     CURLcode rc = curl_easy_perform(h);
     curl_slist_free_all(hdrs);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);

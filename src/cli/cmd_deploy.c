@@ -9,6 +9,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+/* Bundles from this size up show their upload moving. */
+#define PROGRESS_MIN (1u << 20)
 
 static const nb_cli_opt opts[] = {
     {"runtime", 0, "R", "python3, nodejs, provided, ... (see docs/api.md)"},
@@ -171,9 +175,17 @@ static int deploy(nb_cli__client *c, const nb_cli_args *a, json_t *cfg)
     if (rc != 0) goto out;
 
     rc = NB_CLI_FAILED;
-    if (nb_cli__call_json(c, "POST", "/v1/code", code.data, code.len, "application/octet-stream",
-                          &blob, &err) < 0)
-        goto out; /* the daemon's own words, as "message (code)" */
+    /* A large bundle shows its upload moving on a terminal (NIMBUS_PROGRESS=1 forces it). */
+    char label[64];
+    const char *force = getenv("NIMBUS_PROGRESS");
+    if ((code.len >= PROGRESS_MIN && isatty(2)) || (force && strcmp(force, "1") == 0)) {
+        snprintf(label, sizeof label, "uploading %.40s", path);
+        c->progress = label;
+    }
+    int up = nb_cli__call_json(c, "POST", "/v1/code", code.data, code.len,
+                               "application/octet-stream", &blob, &err);
+    c->progress = NULL;
+    if (up < 0) goto out; /* the daemon's own words, as "message (code)" */
     const char *sha = nb_cli__str(blob, "sha256");
     if (!*sha) {
         nb_err_set(&err, 502, NB_E_INTERNAL, "upload %s: the daemon's answer has no sha256", path);

@@ -41,6 +41,10 @@ typedef struct nb_cli__client {
     nb_cli_conn conn;
     int verbose;
     const char *header; /* one more request header line ("Name: value") or NULL */
+    /* Show upload progress on stderr (a label such as "uploading app.zip", or NULL for none):
+     * for large request bodies, so a slow deploy is visibly moving. */
+    const char *progress;
+    int64_t progress_shown_us;
     char errbuf[CURL_ERROR_SIZE];
 } nb_cli__client;
 

@@ -264,5 +264,20 @@ class Archives(NimbusTestCase):
                 self.assertEqual(self.d.api("DELETE", f"/v1/functions/{name}").status, 200)
 
 
+    def test_large_bundle_shows_upload_progress(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as src:
+            with open(os.path.join(src, "app.py"), "w") as f:
+                f.write(APP)
+            with open(os.path.join(src, "blob.bin"), "wb") as f:
+                f.write(os.urandom(3 * MIB))  # incompressible: the upload is ~3 MB
+            p = self.d.cli("deploy", "progress", src, "--runtime", "python3", "--handler",
+                           "app.handler", env={"NIMBUS_PROGRESS": "1"})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("uploading", p.stderr)
+        self.assertRegex(p.stderr, r"of [0-9.]+ MB \(100%\)\n")
+        self.assertEqual(self.d.invoke("progress", {}).status, 200)
+
+
 if __name__ == "__main__":
     unittest.main()
