@@ -404,6 +404,27 @@ int nb_async_check_attrs(const json_t *attrs, nb_err *err)
 #define ATTR_CALLER "nimbus_caller"
 #define ATTR_TRACE  "nimbus_trace"
 
+json_t *nb_async_chain_attrs(const nb_inv_ctx *ctx)
+{
+    if (!ctx || ctx->depth <= 0) return NULL;
+    char d[16];
+    snprintf(d, sizeof d, "%d", ctx->depth);
+    return json_pack("{s:s, s:s, s:s}", ATTR_DEPTH, d, ATTR_CALLER,
+                     ctx->caller_request_id ? ctx->caller_request_id : "", ATTR_TRACE,
+                     ctx->trace_id ? ctx->trace_id : "");
+}
+
+int nb_async_chain_copy(const json_t *from, json_t *to)
+{
+    static const char *const keys[] = {ATTR_DEPTH, ATTR_CALLER, ATTR_TRACE};
+    if (!json_object_get(from, ATTR_DEPTH)) return 0;
+    for (size_t i = 0; i < NB_ARRAY_LEN(keys); i++) {
+        json_t *v = json_object_get(from, keys[i]);
+        if (json_is_string(v)) json_object_set(to, keys[i], v);
+    }
+    return 1;
+}
+
 int nb_async_enqueue(nb_q *q, const char *ns, const char *fn, int timeout_s, const char *event,
                      size_t len, const char *request_id, const nb_inv_ctx *ctx, char id_out[37],
                      nb_q_sent_cb cb, void *ud, nb_err *err)
@@ -423,14 +444,7 @@ int nb_async_enqueue(nb_q *q, const char *ns, const char *fn, int timeout_s, con
         snprintf(id_out, 37, "%s", request_id);
     else
         nb_uuid4(id_out);
-    json_t *attrs = NULL;
-    if (ctx && ctx->depth > 0) {
-        char d[16];
-        snprintf(d, sizeof d, "%d", ctx->depth);
-        attrs = json_pack("{s:s, s:s, s:s}", ATTR_DEPTH, d, ATTR_CALLER,
-                          ctx->caller_request_id ? ctx->caller_request_id : "", ATTR_TRACE,
-                          ctx->trace_id ? ctx->trace_id : "");
-    }
+    json_t *attrs = nb_async_chain_attrs(ctx);
     nb_q_out out = {event ? event : "", len, attrs, 0, id_out, 0};
     int rc = nb_q_send(q, name, &out, 1, cb, ud, err);
     json_decref(attrs);

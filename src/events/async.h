@@ -50,6 +50,14 @@ void nb_async_user_queue(const char *ns, const char *name, char *out, size_t siz
  * namespace's event bus before its rules route the events ("bus/NS"). */
 void nb_async_topic_queue(const char *ns, const char *name, char *out, size_t size);
 void nb_async_bus_queue(const char *ns, char *out, size_t size);
+/* A chain of calls travelling through a queue: the attributes (nimbus_depth, nimbus_caller,
+ * nimbus_trace) an async event carries so the invocation it starts continues the chain. NULL
+ * when ctx is NULL or at depth 0 (a chain's start needs nothing). New reference. */
+json_t *nb_async_chain_attrs(const nb_inv_ctx *ctx);
+/* Copies those attributes from one message's attributes to another's (to: an object). Returns
+ * 1 when from carried a chain. */
+int nb_async_chain_copy(const json_t *from, json_t *to);
+
 /* The queue behind a target written "function:NAME" (created on demand), "queue:NAME" or
  * "topic:NAME" (both must exist). 0, or -1 when there is none. Any thread. */
 int nb_async_target_queue(nb_q *q, const char *ns, const char *target, char *out, size_t size);

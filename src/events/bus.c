@@ -323,6 +323,9 @@ static int plan(void *ud, const char *queue, const nb_q_msg *m, nb_fan_plan *p)
     json_int_t hops = json_integer_value(json_object_get(ev, "nimbushops"));
     if (hops < 0) hops = 0;
     if (hops > NB_BUS_MAX_HOPS + 1) hops = NB_BUS_MAX_HOPS + 1;
+    json_int_t depth = json_integer_value(json_object_get(ev, NB_BUS_DEPTH_EXT));
+    if (depth < 0) depth = 0;
+    if (depth > 1000) depth = 1000; /* past any --max-call-depth */
     char hops_text[24];
     snprintf(hops_text, sizeof hops_text, "%lld", (long long)hops);
     snap *s = snap_get(b);
@@ -344,9 +347,16 @@ static int plan(void *ud, const char *queue, const nb_q_msg *m, nb_fan_plan *p)
         json_t *attrs;
         if (strncmp(r->target, "topic:", 6) == 0)
             attrs = topic_attrs(ev);
-        else if (strncmp(r->target, "function:", 9) == 0)
+        else if (strncmp(r->target, "function:", 9) == 0) {
             attrs = json_pack("{s:s, s:s}", "rule", r->name, NB_BUS_HOPS_ATTR, hops_text);
-        else
+            /* An event a function emitted: its chain goes on in the function the rule starts,
+             * so a function whose events come back to it stops at the call depth limit. */
+            if (depth > 0) {
+                char d[16];
+                snprintf(d, sizeof d, "%lld", (long long)depth);
+                json_object_set_new(attrs, "nimbus_depth", json_string(d));
+            }
+        } else
             attrs = json_pack("{s:s}", "rule", r->name);
         if (nb_fan_plan_add(p, tq, m->body, m->body_len, attrs, 0) < 0)
             nb_warn("bus", "%s: event %s matches more rules than can be copied", queue, m->id);

@@ -89,6 +89,10 @@ void nb_bus_queue_message(nb_bus *b, const char *ns, const char *queue, const ch
 /* After the fan and the queue store are closed. */
 void nb_bus_free(nb_bus *b);
 
+/* The extension an event emitted by a function carries: the depth of the call chain that
+ * emitted it, continued by the function a rule delivers it to. */
+#define NB_BUS_DEPTH_EXT "nimbusdepth"
+
 /* The queue-message attribute that carries an event's hop count to the function it is
  * delivered to (so its result's event counts one more). */
 #define NB_BUS_HOPS_ATTR "bus_hops"

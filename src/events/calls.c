@@ -212,13 +212,15 @@ static void do_publish(nb_calls *c, nb_call *call, const nb_call_info *in)
     if (!err.status && subject && !json_is_null(subject) && !json_is_string(subject))
         nb_err_set(&err, 400, NB_E_INVALID_VALUE, "subject must be a string");
     pending *p = err.status ? NULL : pending_new(c, call, "messageId");
+    json_t *chain = nb_async_chain_attrs(&in->next);
     if (p && nb_topic_publish(c->q, in->ns, k->target, k->body, k->len,
                               json_object_get(attrs, "attributes"), json_string_value(subject),
-                              sent, p, &err) < 0) {
+                              chain, sent, p, &err) < 0) {
         free(p);
         p = NULL;
     }
     json_decref(attrs);
+    json_decref(chain);
     if (!p)
         nb_call_fail(call, err.status ? err.status : 503, err.code ? err.code : NB_E_UNAVAILABLE,
                      "%s", err.msg);
@@ -258,6 +260,7 @@ static void do_emit(nb_calls *c, nb_call *call, const nb_call_info *in)
         nb_time_iso8601(nb_now_ms(), ts, sizeof ts);
         json_object_set_new(ev, "time", json_string(ts));
     }
+    if (in->next.depth > 0) json_object_set_new(ev, NB_BUS_DEPTH_EXT, json_integer(in->next.depth));
     if (nb_ce_validate(ev, &err) < 0) {
         json_decref(ev);
         nb_call_fail(call, err.status, err.code, "%s", err.msg);

@@ -264,8 +264,8 @@ static size_t escaped_len(const char *s, size_t len)
 }
 
 int nb_topic_publish(nb_q *q, const char *ns, const char *topic, const char *message, size_t len,
-                     const json_t *attributes, const char *subject, nb_q_sent_cb cb, void *ud,
-                     nb_err *err)
+                     const json_t *attributes, const char *subject, const json_t *chain,
+                     nb_q_sent_cb cb, void *ud, nb_err *err)
 {
     if (!nb_fn_valid_name(ns) || !nb_fn_valid_name(topic))
         return nb_err_set(err, 400, NB_E_INVALID_NAME, "invalid topic name: [A-Za-z0-9_-]{1,64}");
@@ -307,6 +307,7 @@ int nb_topic_publish(nb_q *q, const char *ns, const char *topic, const char *mes
     json_t *qa = json_object();
     if (attrs_text) json_object_set_new(qa, "attributes", json_string(attrs_text));
     if (subject) json_object_set_new(qa, "subject", json_string(subject));
+    if (chain) nb_async_chain_copy(chain, qa);
     free(attrs_text);
     nb_q_out out = {message, len, json_object_size(qa) ? qa : NULL, 0, NULL, 0};
     int rc = nb_q_send(q, qn, &out, 1, cb, ud, err);
@@ -995,7 +996,15 @@ int nb_topics_plan(nb_topics *t, const char *queue, const nb_q_msg *m, nb_topic_
             }
             size_t len;
             char *ev = dump(nb_topic_lambda_event(&tm, sub->id), &len);
-            if (!ev || add(ud, qn, ev, len, NULL) < 0) rc = -2;
+            /* A publishing function's chain goes on in its subscribers (loops stop at the
+             * depth limit). */
+            json_t *chain = json_object();
+            if (!nb_async_chain_copy(m->attrs, chain)) {
+                json_decref(chain);
+                chain = NULL;
+            }
+            if (!ev || add(ud, qn, ev, len, chain) < 0) rc = -2;
+            json_decref(chain);
             free(ev);
             continue;
         }

@@ -55,13 +55,16 @@ typedef struct nb_topics nb_topics;
  * naming the attribute. */
 int nb_topic_attrs_normalise(const json_t *in, char **json_text_out, nb_err *err);
 
-/* Checks message (len bytes of UTF-8, 1..NB_TOPIC_MAX_MESSAGE: 413 beyond), subject (NULL or
+/* chain: nb_async_chain_attrs of a publishing function (NULL otherwise): carried to the
+ * function subscribers' events, so a function publishing to a topic it is subscribed to stops at
+ * the call depth limit instead of looping for ever.
+ * Checks message (len bytes of UTF-8, 1..NB_TOPIC_MAX_MESSAGE: 413 beyond), subject (NULL or
  * 1..100 printable ASCII) and attributes (as nb_topic_attrs_normalise), then sends one message
  * to topic ns/topic; cb as nb_q_send's (its id is the MessageId). 0 queued for the commit,
  * -1 refused (err: 400, 404 unknown topic, 413, 503). */
 int nb_topic_publish(nb_q *q, const char *ns, const char *topic, const char *message, size_t len,
-                     const json_t *attributes, const char *subject, nb_q_sent_cb cb, void *ud,
-                     nb_err *err);
+                     const json_t *attributes, const char *subject, const json_t *chain,
+                     nb_q_sent_cb cb, void *ud, nb_err *err);
 
 /* ---------- SNS's shapes (pure; new references, NULL only on a malformed input) ---------- */
 

@@ -2379,7 +2379,7 @@ static void r_topic_publish(route_args *a)
         p->topic = 1;
         if (nb_topic_publish(a->api->q, a->ns, a->name, json_string_value(msg),
                              json_string_length(msg), json_object_get(in, "attributes"),
-                             json_string_value(subject), send_done, p, &err) < 0)
+                             json_string_value(subject), NULL, send_done, p, &err) < 0)
             pending_send_unref(p);
     }
     json_decref(in);

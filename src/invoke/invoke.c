@@ -1318,7 +1318,11 @@ static void hook_call(nb_inst *inst, void *tag, const nb_inst_call *call)
                      me->ns, call->target);
         return;
     }
-    if (starts_invocation && info.next.depth > limit) {
+    /* Publishing and emitting continue the chain in the functions they reach (a function
+     * subscribed to its own topic would otherwise loop for ever): the same limit. */
+    int continues_chain =
+        starts_invocation || strcmp(call->op, "publish") == 0 || strcmp(call->op, "emit") == 0;
+    if (continues_chain && info.next.depth > limit) {
         nb_call_fail(c, 508, "call_depth_exceeded",
                      "call depth limit %d exceeded: %s calling %s would run at depth %d "
                      "(nimbus serve --max-call-depth)",

@@ -261,6 +261,43 @@ class Calls(NimbusTestCase):
         self.assertEqual((ev["type"], ev["id"], ev["data"]["body"], ev["data"]["attributes"]),
                          ("nimbus.queue.message", out["ok"], "from a function", {"k": "v"}))
 
+    def test_loops_through_topics_and_rules_stop_at_the_depth_limit(self):
+        """A function subscribed to its own topic, and one whose emitted events a rule routes back
+        to it: each round runs one level deeper, and the round at the limit is refused."""
+        d = self.d
+        loop = {"app.py": File(b"""
+import nimbus
+
+def handler(event, context):
+    how = context.function_name
+    try:
+        if how == "topicloop":
+            nimbus.publish("loop", "again")
+        else:
+            nimbus.emit({"type": "com.example.loop", "data": {}})
+        nimbus.send("looplog-" + how, "ran")
+    except nimbus.CallError as e:
+        nimbus.send("looplog-" + how, "stopped:" + e.code)
+""")}
+        for name in ("topicloop", "eventloop"):
+            self.assertIn(d.api("PUT", f"/v1/queues/looplog-{name}", {}).status, (200, 201))
+            d.deploy(name, loop, runtime="python3", handler="app.handler", timeout_s=10)
+        self.assertEqual(d.api("POST", "/v1/topics", {"name": "loop"}).status, 201)
+        r = d.api("POST", "/v1/topics/loop/subscriptions", {"target": "function:topicloop"})
+        self.assertEqual(r.status, 201, r)
+        r = d.api("POST", "/v1/rules", {"name": "loop", "match": {"type": ["com.example.loop"]},
+                                        "target": "function:eventloop"})
+        self.assertEqual(r.status, 201, r)
+        for name in ("topicloop", "eventloop"):
+            self.invoke(name, {})
+            # Depth 0 (the invoke) to 15 publish or emit; the one at 16 is refused.
+            got = [m["body"] for m in self.receive(f"looplog-{name}", 17)]
+            self.assertEqual(got.count("ran"), 16, got)
+            self.assertEqual(got[-1], "stopped:call_depth_exceeded", got)
+            time.sleep(1)
+            r = d.api("POST", f"/v1/queues/looplog-{name}/receive", {"max": 10})
+            self.assertEqual(r.json()["messages"], [], "the loop went on")
+
     def test_provided_runtime_over_http(self):
         out = self.invoke("chttp", {"op": "call", "target": "cfn",
                                     "payload": {"op": "echo"}})

@@ -448,25 +448,27 @@ static void test_admin_and_planner(void)
     CHECK(r.n == 0);
 
     /* Publishing checks. */
-    CHECK(nb_topic_publish(q, "default", "nosuch", "m", 1, NULL, NULL, NULL, NULL, &err) < 0 &&
+    CHECK(nb_topic_publish(q, "default", "nosuch", "m", 1, NULL, NULL, NULL, NULL, NULL, &err) <
+              0 &&
           err.status == 404);
-    CHECK(nb_topic_publish(q, "default", "orders", "", 0, NULL, NULL, NULL, NULL, &err) < 0 &&
+    CHECK(nb_topic_publish(q, "default", "orders", "", 0, NULL, NULL, NULL, NULL, NULL, &err) < 0 &&
           err.status == 400);
     char *big = malloc(NB_TOPIC_MAX_MESSAGE + 1);
     memset(big, 'x', NB_TOPIC_MAX_MESSAGE + 1);
     CHECK(nb_topic_publish(q, "default", "orders", big, NB_TOPIC_MAX_MESSAGE + 1, NULL, NULL, NULL,
-                           NULL, &err) < 0 &&
+                           NULL, NULL, &err) < 0 &&
           err.status == 413);
     /* Within the cap but six times as long once escaped: refused up front, not at fan-out. */
     memset(big, 1, NB_TOPIC_MAX_MESSAGE);
     CHECK(nb_topic_publish(q, "default", "orders", big, NB_TOPIC_MAX_MESSAGE, NULL, NULL, NULL,
-                           NULL, &err) < 0 &&
+                           NULL, NULL, &err) < 0 &&
           err.status == 413);
     free(big);
-    CHECK(nb_topic_publish(q, "default", "orders", "\xff", 1, NULL, NULL, NULL, NULL, &err) < 0 &&
-          err.status == 400);
-    CHECK(nb_topic_publish(q, "default", "orders", "m", 1, NULL, "line\nbreak", NULL, NULL, &err) <
+    CHECK(nb_topic_publish(q, "default", "orders", "\xff", 1, NULL, NULL, NULL, NULL, NULL, &err) <
               0 &&
+          err.status == 400);
+    CHECK(nb_topic_publish(q, "default", "orders", "m", 1, NULL, "line\nbreak", NULL, NULL, NULL,
+                           &err) < 0 &&
           err.status == 400);
 
     /* Deleting the topic deletes its subscriptions and their queues, then its own. */
