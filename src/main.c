@@ -65,6 +65,7 @@ static const command commands[] = {
     {"schedule", nb_cli_schedule, "invoke functions on a schedule (rate, cron, at)"},
     {"topic", nb_cli_topic, "publish to topics; subscribe functions, queues, webhooks"},
     {"service", nb_cli_service, "functions grouped into services, with their triggers"},
+    {"top", nb_cli_top, "a live per-function view: rps, errors, p50/p99, instances"},
     {"events", nb_cli_events, "failed async events (list, redrive); send a CloudEvent (put)"},
     {"rule", nb_cli_rule, "route CloudEvents matching a pattern to a function, queue or topic"},
     {"version", nb_cli_version, "print the client's and the daemon's versions"},

@@ -86,6 +86,7 @@ int nb_cli_schedule(const nb_cli_globals *g, int argc, char **argv);
 /* Topics (cmd_topic.c): `nimbus topic SUB ...`. */
 int nb_cli_topic(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_service(const nb_cli_globals *g, int argc, char **argv);
+int nb_cli_top(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_events(const nb_cli_globals *g, int argc, char **argv);
 /* The event bus's rules (cmd_rule.c): `nimbus rule SUB ...`; `nimbus events put` is there too. */
 int nb_cli_rule(const nb_cli_globals *g, int argc, char **argv);
