@@ -7,7 +7,8 @@ libjansson-dev libarchive-dev libcurl4-openssl-dev libseccomp-dev python3 nodejs
 case "${1:-}" in
 --bench) PKGS="$PKGS wrk npm openssl" ;;
 # The tests install the real aws-lambda-ric from npm; its native addon builds with autotools.
---test) PKGS="$PKGS npm g++ autoconf automake libtool openssl" ;;
+# prometheus brings promtool, which checks the GET /metrics page (test_metrics.py).
+--test) PKGS="$PKGS npm g++ autoconf automake libtool openssl prometheus" ;;
 esac
 missing=""
 for p in $PKGS; do

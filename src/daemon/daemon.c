@@ -19,6 +19,7 @@
 #include "events/queue.h"
 #include "events/schedules.h"
 #include "events/topics.h"
+#include "metrics/metrics.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -92,6 +93,8 @@ struct daemon {
     _Atomic(nb_fan *) fan;
     _Atomic(nb_topics *) topics; /* loop 0's topic fan-out planner and webhook deliverer */
     nb_bus *bus;                 /* rules (planned on loop 0) and platform events (any thread) */
+    nb_met *metrics;             /* GET /metrics: counted on every loop, read by scrapes */
+    int metrics_public;          /* --metrics-public: /metrics without the admin token */
     int64_t drain_timeout_ms;
     int max_instances;     /* 0: sized from memory */
     int64_t max_memory_mb; /* 0: sized from memory */
@@ -112,7 +115,7 @@ static void usage(FILE *f)
         f,
         "usage: nimbus serve [--listen HOST:PORT] [--gateway-listen HOST:PORT] [--data DIR]\n"
         "                    [--drain-timeout S] [--max-instances N] [--max-memory-mb MB]\n"
-        "                    [--loops N] [--max-call-depth N]\n\n"
+        "                    [--loops N] [--max-call-depth N] [--metrics-public]\n\n"
         "Runs the nimbus daemon: the admin API, the API gateway, the function instances and\n"
         "their logs.\n\n"
         "Options:\n"
@@ -136,6 +139,8 @@ static void usage(FILE *f)
         "  --max-call-depth N   how deep functions may call functions (A calls B calls C...);\n"
         "                       a deeper call fails with call_depth_exceeded (env\n"
         "                       NIMBUS_MAX_CALL_DEPTH; default 16, at most 1000)\n"
+        "  --metrics-public     serve GET /metrics without the admin token (for scrapers that\n"
+        "                       cannot send one; default: the token is required)\n"
         "  --routes             print the admin API's routes and exit\n"
         "  --check              print what isolation this host gives functions and exit\n"
         "                       (the same table as 'nimbus doctor'; exit 1 if a layer is missing)\n"
@@ -393,6 +398,7 @@ static void loop_init(daemon_t *d, dloop *l, int index, int64_t idle_s)
         .logs = l->logs,
         .idle_timeout_ms = idle_s * 1000,
         .max_call_depth = d->max_call_depth,
+        .metrics = d->metrics,
     };
     /* The port first: the functions' calls answer through it, as the API's sends do. */
     l->api.port = nb_async_port_new(l->loop);
@@ -411,6 +417,8 @@ static void loop_init(daemon_t *d, dloop *l, int index, int64_t idle_s)
     l->api.gw = d->gw;
     l->api.alog = d->alog;
     l->api.q = d->q;
+    l->api.metrics = d->metrics;
+    l->api.metrics_public = d->metrics_public;
     l->http = nb_http_new(l->loop, nb_api_handle, &l->api);
     l->gw = nb_gw_loop_new(d->gw, l->invoker);
     l->gw_http = nb_http_new(l->loop, nb_gw_handle, l->gw);
@@ -535,6 +543,8 @@ int nb_daemon_main(int argc, char **argv)
         } else if (strcmp(a, "--loops") == 0 && val) {
             loops = val;
             i++;
+        } else if (strcmp(a, "--metrics-public") == 0) {
+            d.metrics_public = 1;
         } else if (strcmp(a, "--max-call-depth") == 0 && val) {
             call_depth = val;
             i++;
@@ -608,7 +618,9 @@ int nb_daemon_main(int argc, char **argv)
         nb_error("daemon", "events: %s", err.msg);
         goto out;
     }
-    nb_gw_config gcfg = {.data_dir = d.data_dir, .store = d.store, .alog = d.alog};
+    d.metrics = nb_met_new();
+    nb_gw_config gcfg = {
+        .data_dir = d.data_dir, .store = d.store, .alog = d.alog, .metrics = d.metrics};
     if (!(d.gw = nb_gw_new(&gcfg, &err))) {
         nb_error("daemon", "gateway: %s", err.msg);
         goto out;
@@ -627,6 +639,7 @@ int nb_daemon_main(int argc, char **argv)
     pthread_mutex_init(&d.admin_mu, &ma);
     pthread_mutexattr_destroy(&ma);
     d.sched = nb_sched_new(d.nloops, d.max_instances, d.max_memory_mb);
+    nb_met_set_sources(d.metrics, d.sched, d.q);
     d.loops = calloc((size_t)d.nloops, sizeof *d.loops);
     if (!d.loops) abort();
     for (int i = 0; i < d.nloops; i++)
@@ -749,6 +762,7 @@ out:
         nb_logs_free(d.loops[i].logs);
     free(d.loops);
     nb_sched_free(d.sched);
+    nb_met_free(d.metrics); /* after every loop and the gateway: they count into it */
     pthread_mutex_destroy(&d.admin_mu);
     nb_spawn_stop();
     nb_sbx_shutdown();

@@ -7,6 +7,7 @@
 #include "events/pattern.h"
 #include "gateway/http.h"
 #include "gateway/routes.h"
+#include "metrics/metrics.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -33,7 +34,7 @@ typedef struct route {
     const char *method;
     const char *pattern; /* segments; "{name}" captures a function name */
     route_fn fn;
-    int public;       /* no token needed */
+    int public;       /* 1: no token needed; 2: none with serve --metrics-public */
     const char *kind; /* "key" or "client" for the credential routes */
 } route;
 
@@ -104,11 +105,13 @@ static void r_rule_get(route_args *a);
 static void r_rule_update(route_args *a);
 static void r_rule_delete(route_args *a);
 static void r_rule_test(route_args *a);
+static void r_metrics(route_args *a);
 
 /* Namespaced routes exist twice: short (namespace "default") and under
  * /v1/namespaces/{ns}; the long form is derived in match_route(). */
 static const route routes[] = {
     {"GET", "/healthz", r_health, 1},
+    {"GET", "/metrics", r_metrics, 2},
     {"GET", "/v1/version", r_version, 0},
     {"POST", "/v1/code", r_code, 0},
     {"PUT", "/v1/functions/{name}", r_put, 0},
@@ -292,7 +295,8 @@ int nb_api_handle(void *ud, h2o_req_t *req, const char *request_id)
             continue;
         path_matched = 1;
         if (!h2o_memis(req->method.base, req->method.len, r->method, strlen(r->method))) continue;
-        if (!r->public && !auth_ok(api, req)) {
+        int open = r->public == 1 || (r->public == 2 && api->metrics_public);
+        if (!open && !auth_ok(api, req)) {
             nb_http_error(req, 401, NB_E_UNAUTHORIZED,
                           "missing or wrong admin token (Authorization: Bearer ...)");
             return 0;
@@ -365,6 +369,26 @@ static void r_health(route_args *a)
 {
     nb_http_send_json(a->req, 200,
                       json_pack("{s:s}", "status", a->api->draining ? "draining" : "ok"));
+}
+
+/* Prometheus text format (docs/internals/metrics.md). */
+static void r_metrics(route_args *a)
+{
+    if (!a->api->metrics) {
+        nb_http_error(a->req, 404, NB_E_NOT_FOUND, "metrics are off");
+        return;
+    }
+    nb_buf out;
+    nb_buf_init(&out, NB_MET_MAX_PAGE);
+    nb_err err = {0};
+    if (nb_met_render(a->api->metrics, &out, &err) < 0) {
+        nb_buf_free(&out);
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_http_send(a->req, 200, "text/plain; version=0.0.4; charset=utf-8", out.data ? out.data : "",
+                 out.len);
+    nb_buf_free(&out);
 }
 
 static void r_version(route_args *a)

@@ -48,6 +48,8 @@ typedef struct nb_api {
     nb_schd *schd;             /* the scheduler (loop 0's; any loop may ask next firings) */
     nb_topics *topics;         /* topics' fan-out (loop 0's; any loop may ask it to reload) */
     nb_bus *bus;               /* the event bus: rules (reloaded on change), platform events */
+    struct nb_met *metrics;    /* GET /metrics (shared; NULL: 404) */
+    int metrics_public;        /* serve --metrics-public: /metrics needs no token */
     int draining;
 } nb_api;
 

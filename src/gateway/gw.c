@@ -9,6 +9,7 @@
 #include "gateway/http.h"
 #include "gateway/limit.h"
 #include "gateway/routes.h"
+#include "metrics/metrics.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -114,6 +115,7 @@ typedef struct gw_snap {
 struct nb_gw {
     nb_store *store;
     nb_alog *alog;
+    struct nb_met *metrics;
     nb_lim_registry *lim;
     pthread_mutex_t mu; /* cur and reloads */
     gw_snap *cur;
@@ -704,6 +706,7 @@ nb_gw *nb_gw_new(const nb_gw_config *cfg, nb_err *err)
     if (!gw) abort();
     gw->store = cfg->store;
     gw->alog = cfg->alog;
+    gw->metrics = cfg->metrics;
     gw->lim = nb_lim_registry_new();
     pthread_mutex_init(&gw->mu, NULL);
     pthread_mutex_init(&gw->house_mu, NULL);
@@ -809,6 +812,8 @@ typedef struct gw_req {
 
 static void record(gw_req *g, int status, const char *code, const char *body, size_t len)
 {
+    /* Every answer of the gateway passes here once: the one place to count it. */
+    nb_met_gateway(g->l->gw->metrics, g->api ? g->api->ns : "", g->api ? g->api->name : "", status);
     if (!g->l->gw->alog) return;
     h2o_req_t *req = g->req;
     char path[1024];

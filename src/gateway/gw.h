@@ -41,6 +41,8 @@ typedef struct nb_gw_config {
     const char *data_dir; /* holds gateway.key (the token signing key, 0600) */
     nb_store *store;      /* shared, thread-safe (nb_store_locked) */
     nb_alog *alog;        /* access records; owned by the caller */
+    /* Requests counted by API and status class (src/metrics/metrics.h); NULL: not counted. */
+    struct nb_met *metrics;
 } nb_gw_config;
 
 nb_gw *nb_gw_new(const nb_gw_config *cfg, nb_err *err);

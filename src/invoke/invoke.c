@@ -3,6 +3,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "logs/logs.h"
+#include "metrics/metrics.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -660,6 +661,13 @@ static void inv_complete(inv_impl *inv, enum nb_inst_outcome outcome, const char
         inv->pool->n_running--;
         log_report(inv);
     }
+    /* Every invocation ends here, throttled ones included: a few relaxed atomic adds. It ran
+     * when it is still RUNNING (DONE is set below). */
+    int ran = inv->pub.state == NB_INV_RUNNING;
+    nb_met_invocation(inv->iv->cfg.metrics, &inv->pub, ran,
+                      ran && inv->pub.cold && inv->inst->ready_us
+                          ? inv->inst->ready_us - inv->inst->started_us
+                          : -1);
     inv_set_state(inv, NB_INV_DONE);
     touch(inv->pool);
 }
@@ -1999,6 +2007,32 @@ int nb_invoker_stats(nb_invoker *iv, const char *ns, const char *name, nb_fn_sta
     }
     out->last_cold_start_ms = atomic_load(&e->sh->last_cold_start_ms);
     return 0;
+}
+
+void nb_sched_foreach(nb_sched *s,
+                      void (*fn)(void *ud, const char *ns, const char *name, const nb_fn_stats *st),
+                      void *ud)
+{
+    pthread_mutex_lock(&s->mu);
+    for (const fn_shared *f = s->fns; f; f = f->next) {
+        nb_fn_stats st = {0};
+        for (int i = 0; i < s->nloops; i++) {
+            const loop_slot *sl = &f->slots[i];
+            st.starting += atomic_load_explicit(&sl->starting, memory_order_relaxed);
+            st.idle += atomic_load_explicit(&sl->idle, memory_order_relaxed);
+            st.busy += atomic_load_explicit(&sl->busy, memory_order_relaxed);
+            st.draining += atomic_load_explicit(&sl->draining, memory_order_relaxed);
+            st.in_flight += atomic_load_explicit(&sl->in_flight, memory_order_relaxed);
+            st.queued += atomic_load_explicit(&sl->queued, memory_order_relaxed);
+            st.invocations += atomic_load_explicit(&sl->invocations, memory_order_relaxed);
+            st.cold_starts += atomic_load_explicit(&sl->cold_starts, memory_order_relaxed);
+            st.throttles += atomic_load_explicit(&sl->throttles, memory_order_relaxed);
+            st.instance_starts += atomic_load_explicit(&sl->starts, memory_order_relaxed);
+        }
+        st.last_cold_start_ms = atomic_load(&f->last_cold_start_ms);
+        fn(ud, f->ns, f->name, &st);
+    }
+    pthread_mutex_unlock(&s->mu);
 }
 
 int nb_sched_near_caps(const nb_sched *s, int64_t memory_mb)

@@ -123,6 +123,8 @@ typedef struct nb_invoker_config {
     const nb_call_ops *call_ops;
     void *call_ud;
     int max_call_depth;
+    /* Where every invocation's end is counted (src/metrics/metrics.h); NULL: not counted. */
+    struct nb_met *metrics;
 } nb_invoker_config;
 
 /* Per function, for the API's function object and `nimbus get`. Instances of the latest
@@ -148,6 +150,12 @@ int nb_sched_loops(const nb_sched *s);
  * (instances or memory): where callers that can wait (async events) stop adding instances,
  * so they never make the scheduler evict other functions' idle instances. Any thread. */
 int nb_sched_near_caps(const nb_sched *s, int64_t memory_mb);
+/* Calls fn for every function in the registry with its figures summed over the loops, as
+ * nb_invoker_stats gives them (last_cold_start_ms included). Under the sched mutex: fn must be
+ * short and must not call the invoker. Any thread (the metrics scrape). */
+void nb_sched_foreach(nb_sched *s,
+                      void (*fn)(void *ud, const char *ns, const char *name, const nb_fn_stats *st),
+                      void *ud);
 /* Invocations queued or running, every loop (the daemon's drain). Any thread. */
 size_t nb_sched_inflight(const nb_sched *s);
 

@@ -246,6 +246,8 @@ class RoutesAnswer(NimbusTestCase):
                 self.assertTrue(r.headers.get("x-nimbus-request-id"), r.headers)
                 if path == "/v1/functions/{name}/logs":
                     self.assertEqual(r.headers.get("content-type"), "application/x-ndjson")
+                elif path == "/metrics":  # Prometheus text format (test_metrics.py)
+                    self.assertTrue(r.headers.get("content-type", "").startswith("text/plain"))
                 else:
                     self.assertTrue(r.headers.get("content-type", "").startswith("application/json"), r.headers)
                     json.loads(r.body)
