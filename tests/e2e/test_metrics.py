@@ -5,6 +5,7 @@ the daemon runs with --metrics-public.
 Run: cd tests/e2e && python3 -m unittest -v test_metrics
 """
 
+import json
 import re
 import shutil
 import subprocess
@@ -151,6 +152,36 @@ class Metrics(NimbusTestCase):
                            timeout=60)
         self.assertEqual(p.returncode, 0, f"promtool check metrics:\n{p.stdout}{p.stderr}")
         self.assertEqual(p.stdout.strip() + p.stderr.strip(), "", "promtool found problems")
+
+    def test_nimbus_top(self):
+        """`nimbus top` reads the rates and percentiles off two scrapes, and instances off
+        /v1/functions."""
+        d = self.d
+        d.deploy("topfn", OK_PY, "python3", "app.handler")
+        p = d.cli_popen("top", "--interval", "1", "--iterations", "2", "--json")
+        end = time.monotonic() + 2.5
+        n = 0
+        while time.monotonic() < end:
+            self.assertEqual(d.invoke("topfn", {}).status, 200)
+            n += 1
+        out, err = p.communicate(timeout=30)
+        self.assertEqual(p.returncode, 0, err)
+        frames = [json.loads(line) for line in out.decode().splitlines()]
+        self.assertEqual(len(frames), 2, out)
+        rows = [next(r for r in f["functions"] if r["function"] == "topfn") for f in frames]
+        self.assertTrue(all(r["rps"] > 0 for r in rows), rows)
+        self.assertLessEqual(sum(r["rps"] for r in rows), n * 1.5, rows)
+        self.assertTrue(all(r["p99_ms"] is not None and r["p99_ms"] > 0 for r in rows), rows)
+        self.assertTrue(all(r["p50_ms"] <= r["p99_ms"] for r in rows), rows)
+        self.assertEqual(rows[-1]["errors_per_s"], 0)
+        self.assertGreaterEqual(rows[-1]["instances"]["idle"] + rows[-1]["instances"]["busy"], 1)
+        p = d.cli("top", "--interval", "1", "--iterations", "1")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("FUNCTION", p.stdout)
+        self.assertIn("topfn", p.stdout)
+        p = d.cli("top", "--interval", "0")
+        self.assertEqual(p.returncode, 2)
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
 
     def test_token_required(self):
         self.assert_api_error(self.d.api("GET", "/metrics", token=None), 401, "unauthorized")
