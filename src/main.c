@@ -67,6 +67,7 @@ static const command commands[] = {
     {"service", nb_cli_service, "functions grouped into services, with their triggers"},
     {"events", nb_cli_events, "failed async events (list, redrive); send a CloudEvent (put)"},
     {"rule", nb_cli_rule, "route CloudEvents matching a pattern to a function, queue or topic"},
+    {"usage", nb_cli_usage, "usage and cost per function, namespace, key or day"},
     {"version", nb_cli_version, "print the client's and the daemon's versions"},
 };
 
