@@ -637,9 +637,21 @@ static void log_report(inv_impl *inv)
                  peak_txt, cpu_txt, init_txt);
 }
 
+/* A bounded string copy without snprintf's format parsing: this runs for every invocation. */
+static void copy_str(char *dst, size_t size, const char *src)
+{
+    size_t n = strnlen(src, size - 1);
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
 /* The metering record of an invocation that ended (docs/internals/metering.md): a struct
  * copy into nb_use's batch. ran: it had an instance (else it was throttled or failed before
  * one, and nothing is billed). */
+_Static_assert(sizeof(((nb_use_rec *)0)->ns) == NB_NAME_MAX + 1 &&
+                   sizeof(((nb_use_rec *)0)->fn) == NB_NAME_MAX + 1,
+               "a metering record holds any namespace and function name");
+
 static void meter(inv_impl *inv, int ran)
 {
     nb_use *u = inv->iv->cfg.use;
@@ -671,11 +683,11 @@ static void meter(inv_impl *inv, int ran)
         r.outcome = NB_USE_OOM;
     else
         r.outcome = NB_USE_ERROR;
-    snprintf(r.request_id, sizeof r.request_id, "%s", p->request_id);
-    snprintf(r.ns, sizeof r.ns, "%s", p->ver->ns);
-    snprintf(r.fn, sizeof r.fn, "%s", p->ver->name);
-    snprintf(r.caller, sizeof r.caller, "%s", p->caller);
-    snprintf(r.error_type, sizeof r.error_type, "%s", p->error_type);
+    copy_str(r.request_id, sizeof r.request_id, p->request_id);
+    copy_str(r.ns, sizeof r.ns, p->ver->ns);
+    copy_str(r.fn, sizeof r.fn, p->ver->name);
+    copy_str(r.caller, sizeof r.caller, p->caller);
+    copy_str(r.error_type, sizeof r.error_type, p->error_type);
     nb_use_record(u, &r);
 }
 
