@@ -645,13 +645,13 @@ static void copy_str(char *dst, size_t size, const char *src)
     dst[n] = 0;
 }
 
-/* The metering record of an invocation that ended (docs/internals/metering.md): a struct
- * copy into nb_use's batch. ran: it had an instance (else it was throttled or failed before
- * one, and nothing is billed). */
 _Static_assert(sizeof(((nb_use_rec *)0)->ns) == NB_NAME_MAX + 1 &&
                    sizeof(((nb_use_rec *)0)->fn) == NB_NAME_MAX + 1,
                "a metering record holds any namespace and function name");
 
+/* The metering record of an invocation that ended (docs/internals/metering.md): a struct
+ * copy into nb_use's batch. ran: it had an instance (else it was throttled or failed before
+ * one, and nothing is billed). */
 static void meter(inv_impl *inv, int ran)
 {
     nb_use *u = inv->iv->cfg.use;
