@@ -68,6 +68,7 @@ static const command commands[] = {
     {"top", nb_cli_top, "a live per-function view: rps, errors, p50/p99, instances"},
     {"events", nb_cli_events, "failed async events (list, redrive); send a CloudEvent (put)"},
     {"rule", nb_cli_rule, "route CloudEvents matching a pattern to a function, queue or topic"},
+    {"usage", nb_cli_usage, "usage and cost per function, namespace, key or day"},
     {"version", nb_cli_version, "print the client's and the daemon's versions"},
 };
 

@@ -73,6 +73,8 @@ int nb_cli_versions(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_config(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_logs(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_version(const nb_cli_globals *g, int argc, char **argv);
+/* Usage and cost from metering (cmd_usage.c). */
+int nb_cli_usage(const nb_cli_globals *g, int argc, char **argv);
 /* The API gateway's objects (cmd_gateway.c): `nimbus api|route|plan|key|client SUB ...`. */
 int nb_cli_api(const nb_cli_globals *g, int argc, char **argv);
 int nb_cli_route(const nb_cli_globals *g, int argc, char **argv);

@@ -12,6 +12,7 @@
 #include "store/store.h"
 #include "gateway/gw.h"
 #include "gateway/alog.h"
+#include "metering/usage.h"
 #include "events/async.h"
 #include "events/bus.h"
 #include "events/calls.h"
@@ -85,6 +86,9 @@ struct daemon {
     char gw_host[256];
     int gw_port;
     nb_alog *alog;
+    nb_use *use;         /* metering: every invocation's record, usage and cost */
+    uv_timer_t use_tick; /* loop 0, each second: provisioned concurrency's kept time */
+    const char *prices;  /* --prices / NIMBUS_PRICES: the price sheet's file, or NULL */
     nb_gw *gw;
     nb_q *q;
     _Atomic(nb_async *) async; /* loop 0's dispatcher; NULL before it starts and once stopping */
@@ -115,10 +119,15 @@ static void usage(FILE *f)
         f,
         "usage: nimbus serve [--listen HOST:PORT] [--gateway-listen HOST:PORT] [--data DIR]\n"
         "                    [--drain-timeout S] [--max-instances N] [--max-memory-mb MB]\n"
-        "                    [--loops N] [--max-call-depth N] [--metrics-public]\n\n"
+        "                    [--loops N] [--max-call-depth N] [--metrics-public]\n"
+        "                    [--prices FILE]\n\n"
         "Runs the nimbus daemon: the admin API, the API gateway, the function instances and\n"
         "their logs.\n\n"
         "Options:\n"
+        "  --prices FILE        the price sheet `nimbus usage` costs with (env NIMBUS_PRICES):\n"
+        "                       JSON {\"request_per_million\", \"gb_second\",\n"
+        "                       \"provisioned_gb_second\", \"cpu_ms\"} in dollars; missing keys\n"
+        "                       keep Lambda's x86 prices (docs/internals/metering.md)\n"
         "  --listen HOST:PORT   the admin API's address (env NIMBUS_LISTEN; default\n"
         "                       127.0.0.1:8080; port 0 picks a free port, written to DATA/listen)\n"
         "  --gateway-listen HOST:PORT\n"
@@ -399,6 +408,7 @@ static void loop_init(daemon_t *d, dloop *l, int index, int64_t idle_s)
         .idle_timeout_ms = idle_s * 1000,
         .max_call_depth = d->max_call_depth,
         .metrics = d->metrics,
+        .use = d->use,
     };
     /* The port first: the functions' calls answer through it, as the API's sends do. */
     l->api.port = nb_async_port_new(l->loop);
@@ -416,6 +426,7 @@ static void loop_init(daemon_t *d, dloop *l, int index, int64_t idle_s)
     snprintf(l->api.code_root, sizeof l->api.code_root, "%s/code", d->data_dir);
     l->api.gw = d->gw;
     l->api.alog = d->alog;
+    l->api.use = d->use;
     l->api.q = d->q;
     l->api.metrics = d->metrics;
     l->api.metrics_public = d->metrics_public;
@@ -479,6 +490,53 @@ static void loop_release(dloop *l)
     if (l->index != 0) uv_loop_close(l->loop);
 }
 
+/* Metering's database and price sheet (docs/internals/metering.md). */
+static int open_usage(daemon_t *d, nb_err *err)
+{
+    /* Off only to measure what metering costs (the throughput benchmark's "off" run). */
+    const char *off = getenv("NIMBUS_METERING");
+    if (off && strcmp(off, "off") == 0) {
+        nb_warn("daemon", "metering is off (NIMBUS_METERING=off): no usage is recorded");
+        return 0;
+    }
+    nb_use_config ucfg = {0};
+    nb_use_prices_default(&ucfg.prices);
+    if (d->prices && *d->prices) {
+        size_t len;
+        char *text = nb_read_file(d->prices, 1 << 20, &len);
+        if (!text) return nb_err_sys(err, errno, "--prices %s", d->prices);
+        int rc = nb_use_prices_parse(&ucfg.prices, text, len, err);
+        free(text);
+        if (rc < 0) return nb_err_prefix(err, "--prices %s", d->prices);
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/usage.db", d->data_dir);
+    return (d->use = nb_use_open(path, &ucfg, err)) ? 0 : -1;
+}
+
+static void provisioned_one(void *ud, const char *ns, const char *fn, int memory_mb, int kept)
+{
+    daemon_t *d = ud;
+    nb_use_rec r;
+    memset(&r, 0, sizeof r);
+    r.start_ms = nb_now_ms();
+    r.memory_mb = memory_mb;
+    r.kept_ms = (int64_t)kept * 1000; /* this second, for each instance kept */
+    snprintf(r.ns, sizeof r.ns, "%s", ns);
+    snprintf(r.fn, sizeof r.fn, "%s", fn);
+    nb_use_record(d->use, &r);
+}
+
+/* Once a second: instances kept warm by min_instances are charged for the second, as
+ * provisioned concurrency is. Sampled rather than summed at stop, so a long-lived instance
+ * shows up minute by minute, not when it finally stops. */
+static void on_use_tick(uv_timer_t *t)
+{
+    daemon_t *d = t->data;
+    if (d->shutting_down || !d->use) return;
+    nb_invoker_provisioned(d->loops[0].invoker, provisioned_one, d);
+}
+
 int nb_daemon_doctor(void)
 {
     nb_sbx_init(NULL);
@@ -502,6 +560,7 @@ int nb_daemon_main(int argc, char **argv)
     const char *idle = getenv("NIMBUS_IDLE_TIMEOUT_S");
     const char *loops = getenv("NIMBUS_LOOPS");
     const char *call_depth = getenv("NIMBUS_MAX_CALL_DEPTH");
+    d.prices = getenv("NIMBUS_PRICES");
     if (!listen || !*listen) listen = "127.0.0.1:8080";
     if (!gw_listen || !*gw_listen) gw_listen = "127.0.0.1:8000";
     if (!data || !*data) data = "./nimbus-data";
@@ -545,6 +604,9 @@ int nb_daemon_main(int argc, char **argv)
             i++;
         } else if (strcmp(a, "--metrics-public") == 0) {
             d.metrics_public = 1;
+        } else if (strcmp(a, "--prices") == 0 && val) {
+            d.prices = val;
+            i++;
         } else if (strcmp(a, "--max-call-depth") == 0 && val) {
             call_depth = val;
             i++;
@@ -610,6 +672,10 @@ int nb_daemon_main(int argc, char **argv)
     d.store = nb_store_locked(d.store);
     snprintf(path, sizeof path, "%s/gateway.db", d.data_dir);
     if (!(d.alog = nb_alog_open(path, NULL, &err))) {
+        nb_error("daemon", "%s", err.msg);
+        goto out;
+    }
+    if (open_usage(&d, &err) < 0) {
         nb_error("daemon", "%s", err.msg);
         goto out;
     }
@@ -704,6 +770,10 @@ int nb_daemon_main(int argc, char **argv)
     uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
     uv_timer_init(d.loop, &d.drain_timer);
     d.drain_timer.data = &d;
+    uv_timer_init(d.loop, &d.use_tick);
+    d.use_tick.data = &d;
+    uv_timer_start(&d.use_tick, on_use_tick, 1000, 1000);
+    uv_unref((uv_handle_t *)&d.use_tick);
     for (int i = 1; i < d.nloops; i++) {
         /* Signals go to loop 0 (the main thread): the loops' threads block them. */
         sigset_t all, old;
@@ -735,6 +805,7 @@ int nb_daemon_main(int argc, char **argv)
     for (int i = 1; i < d.nloops; i++)
         if (d.loops[i].has_thread) pthread_join(d.loops[i].thread, NULL);
     uv_close((uv_handle_t *)&d.sigchld, NULL);
+    uv_close((uv_handle_t *)&d.use_tick, NULL);
     /* The queues' last commit runs its callbacks, which post to the loops' ports and the
      * dispatcher: both still exist until after it. */
     nb_async *async = atomic_exchange(&d.async, NULL);
@@ -757,6 +828,7 @@ out:
     nb_gw_free(d.gw);
     if (d.q) nb_q_close(d.q);
     if (d.alog) nb_alog_close(d.alog);
+    nb_use_close(d.use); /* after the loops: their last invocations' records are committed */
     if (d.store) d.store->ops->close(d.store);
     for (int i = 0; d.loops && i < d.nloops; i++)
         nb_logs_free(d.loops[i].logs);

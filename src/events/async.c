@@ -3,6 +3,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "events/bus.h"
+#include "metering/usage.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -403,20 +404,24 @@ int nb_async_check_attrs(const json_t *attrs, nb_err *err)
 #define ATTR_DEPTH  "nimbus_depth"
 #define ATTR_CALLER "nimbus_caller"
 #define ATTR_TRACE  "nimbus_trace"
+/* The calling function's name, for metering's caller (the request id above names an
+ * invocation, not who pays). */
+#define ATTR_CALLER_FN "nimbus_caller_fn"
 
 json_t *nb_async_chain_attrs(const nb_inv_ctx *ctx)
 {
     if (!ctx || ctx->depth <= 0) return NULL;
     char d[16];
     snprintf(d, sizeof d, "%d", ctx->depth);
-    return json_pack("{s:s, s:s, s:s}", ATTR_DEPTH, d, ATTR_CALLER,
+    return json_pack("{s:s, s:s, s:s, s:s}", ATTR_DEPTH, d, ATTR_CALLER,
                      ctx->caller_request_id ? ctx->caller_request_id : "", ATTR_TRACE,
-                     ctx->trace_id ? ctx->trace_id : "");
+                     ctx->trace_id ? ctx->trace_id : "", ATTR_CALLER_FN,
+                     ctx->caller ? ctx->caller : "");
 }
 
 int nb_async_chain_copy(const json_t *from, json_t *to)
 {
-    static const char *const keys[] = {ATTR_DEPTH, ATTR_CALLER, ATTR_TRACE};
+    static const char *const keys[] = {ATTR_DEPTH, ATTR_CALLER, ATTR_TRACE, ATTR_CALLER_FN};
     if (!json_object_get(from, ATTR_DEPTH)) return 0;
     for (size_t i = 0; i < NB_ARRAY_LEN(keys); i++) {
         json_t *v = json_object_get(from, keys[i]);
@@ -457,6 +462,28 @@ static const char *event_id(const nb_q_msg *m)
 {
     const char *id = json_string_value(json_object_get(m->attrs, "event_id"));
     return id ? id : m->id;
+}
+
+/* What put an event on a function's queue, from the attributes its producer set (and retries
+ * copy): an explicit nimbus_trigger (topics), a schedule's or a rule's name, else a plain
+ * async invoke (by a function when nimbus_caller_fn says so). docs/internals/metering.md. */
+static void async_trigger(const json_t *attrs, nb_inv_ctx *ctx)
+{
+    const char *t = json_string_value(json_object_get(attrs, NB_ASYNC_ATTR_TRIGGER));
+    const char *sched = json_string_value(json_object_get(attrs, "schedule"));
+    const char *rule = json_string_value(json_object_get(attrs, "rule"));
+    ctx->trigger = NB_TRIG_ASYNC;
+    ctx->caller = json_string_value(json_object_get(attrs, ATTR_CALLER_FN));
+    if (t && strcmp(t, "topic") == 0) {
+        ctx->trigger = NB_TRIG_TOPIC;
+        ctx->caller = json_string_value(json_object_get(attrs, NB_ASYNC_ATTR_SOURCE));
+    } else if (sched) {
+        ctx->trigger = NB_TRIG_SCHEDULE;
+        ctx->caller = sched;
+    } else if (rule) {
+        ctx->trigger = NB_TRIG_EVENT;
+        ctx->caller = rule;
+    }
 }
 
 /* Lambda's invocation record, for destinations. */
@@ -754,8 +781,9 @@ static void pump_fn(nb_async *a, source *s)
             .caller_request_id = json_string_value(json_object_get(m->attrs, ATTR_CALLER)),
             .trace_id = json_string_value(json_object_get(m->attrs, ATTR_TRACE)),
         };
-        nb_invoke_ex(a->iv, ver, m->body, m->body_len, event_id(m), ctx.depth > 0 ? &ctx : NULL,
-                     on_async_result, j, &j->inv);
+        async_trigger(m->attrs, &ctx);
+        nb_invoke_ex(a->iv, ver, m->body, m->body_len, event_id(m), &ctx, on_async_result, j,
+                     &j->inv);
     }
     free(msgs); /* the messages' contents now belong to their jobs */
 }
@@ -867,7 +895,9 @@ static void pump_sub(nb_async *a, source *s)
     char *ev = sqs_event(s, msgs, n, &len);
     char rid[37];
     nb_uuid4(rid);
-    nb_invoke(a->iv, ver, ev, len, rid, on_batch_result, j, &j->inv);
+    const char *slash = strrchr(s->queue, '/');
+    nb_inv_ctx ctx = {.trigger = NB_TRIG_QUEUE, .caller = slash ? slash + 1 : s->queue};
+    nb_invoke_ex(a->iv, ver, ev, len, rid, &ctx, on_batch_result, j, &j->inv);
     free(ev);
 }
 

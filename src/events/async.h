@@ -50,9 +50,14 @@ void nb_async_user_queue(const char *ns, const char *name, char *out, size_t siz
  * namespace's event bus before its rules route the events ("bus/NS"). */
 void nb_async_topic_queue(const char *ns, const char *name, char *out, size_t size);
 void nb_async_bus_queue(const char *ns, char *out, size_t size);
+/* Message attributes naming what queued an event for metering (nb_use_trigger): "topic" with
+ * the topic's name as source. Schedules and rules are known by their own attributes. */
+#define NB_ASYNC_ATTR_TRIGGER "nimbus_trigger"
+#define NB_ASYNC_ATTR_SOURCE  "nimbus_source"
 /* A chain of calls travelling through a queue: the attributes (nimbus_depth, nimbus_caller,
- * nimbus_trace) an async event carries so the invocation it starts continues the chain. NULL
- * when ctx is NULL or at depth 0 (a chain's start needs nothing). New reference. */
+ * nimbus_trace, nimbus_caller_fn) an async event carries so the invocation it starts continues
+ * the chain. NULL when ctx is NULL or at depth 0 (a chain's start needs nothing). New
+ * reference. */
 json_t *nb_async_chain_attrs(const nb_inv_ctx *ctx);
 /* Copies those attributes from one message's attributes to another's (to: an object). Returns
  * 1 when from carried a chain. */

@@ -999,10 +999,10 @@ int nb_topics_plan(nb_topics *t, const char *queue, const nb_q_msg *m, nb_topic_
             /* A publishing function's chain goes on in its subscribers (loops stop at the
              * depth limit). */
             json_t *chain = json_object();
-            if (!nb_async_chain_copy(m->attrs, chain)) {
-                json_decref(chain);
-                chain = NULL;
-            }
+            nb_async_chain_copy(m->attrs, chain);
+            /* Metering's trigger and caller (docs/internals/metering.md). */
+            json_object_set_new(chain, NB_ASYNC_ATTR_TRIGGER, json_string("topic"));
+            json_object_set_new(chain, NB_ASYNC_ATTR_SOURCE, json_string(topic));
             if (!ev || add(ud, qn, ev, len, chain) < 0) rc = -2;
             json_decref(chain);
             free(ev);

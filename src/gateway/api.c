@@ -8,10 +8,12 @@
 #include "gateway/http.h"
 #include "gateway/routes.h"
 #include "metrics/metrics.h"
+#include "metering/usage.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define NB_INVOKE_MAX_BODY (6u << 20)
 #define NB_JSON_MAX_BODY   (256u << 10)
@@ -106,6 +108,7 @@ static void r_rule_update(route_args *a);
 static void r_rule_delete(route_args *a);
 static void r_rule_test(route_args *a);
 static void r_metrics(route_args *a);
+static void r_usage(route_args *a);
 
 /* Namespaced routes exist twice: short (namespace "default") and under
  * /v1/namespaces/{ns}; the long form is derived in match_route(). */
@@ -157,6 +160,7 @@ static const route routes[] = {
     {"PATCH", "/v1/rules/{name}", r_rule_update, 0},
     {"DELETE", "/v1/rules/{name}", r_rule_delete, 0},
     {"POST", "/v1/rules/{name}/test", r_rule_test, 0},
+    {"GET", "/v1/usage", r_usage, 0},
     {"GET", "/v1/apis", r_apis, 0},
     {"PUT", "/v1/apis/{name}", r_api_put, 0},
     {"GET", "/v1/apis/{name}", r_api_get, 0},
@@ -2994,4 +2998,80 @@ static void r_service_delete_locked(route_args *a)
     json_object_set_new(counts, "deleted", json_string(a->name));
     json_object_set_new(counts, "functions", fns);
     nb_http_send_json(a->req, 200, counts);
+}
+
+/* ---------- usage (src/metering) ---------- */
+
+/* Epoch ms, or a UTC time YYYY-MM-DD[THH:MM[:SS]][Z]. -1 when it is neither. */
+static int64_t parse_time_param(const char *s)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!errno && end != s && !*end && v >= 0) return v;
+    struct tm tm = {0};
+    int n = 0, len = (int)strlen(s);
+    if (sscanf(s, "%4d-%2d-%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &n) != 3) return -1;
+    if (n < len && (s[n] == 'T' || s[n] == ' ')) {
+        int m = 0;
+        if (sscanf(s + n + 1, "%2d:%2d%n", &tm.tm_hour, &tm.tm_min, &m) != 2) return -1;
+        n += 1 + m;
+        if (n < len && s[n] == ':') {
+            if (sscanf(s + n + 1, "%2d%n", &tm.tm_sec, &m) != 1) return -1;
+            n += 1 + m;
+        }
+    }
+    if (n < len && s[n] == 'Z') n++;
+    if (n != len || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
+        tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
+        return -1;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t t = timegm(&tm);
+    return t < 0 ? -1 : (int64_t)t * 1000;
+}
+
+/* GET /v1/usage?since=24h | from=T&to=T, by=function|namespace|key|day. Every namespace on the
+ * short path; one under /v1/namespaces/{ns}/usage. */
+static void r_usage(route_args *a)
+{
+    if (!a->api->use) {
+        nb_http_error(a->req, 503, NB_E_UNAVAILABLE, "metering is not running");
+        return;
+    }
+    nb_use_filter f = {0};
+    char buf[64], by[16] = "function";
+    query_param(a->query, "by", by, sizeof by);
+    f.by = by;
+    if (query_param(a->query, "since", buf, sizeof buf)) {
+        int64_t ms = parse_since(buf);
+        if (ms < 0) {
+            nb_http_error(a->req, 400, NB_E_INVALID_VALUE,
+                          "since must be a duration such as 90s, 30m, 24h or 7d");
+            return;
+        }
+        f.from_ms = nb_now_ms() - ms;
+    }
+    static const char *const ends[] = {"from", "to"};
+    for (int i = 0; i < 2; i++) {
+        if (!query_param(a->query, ends[i], buf, sizeof buf)) continue;
+        int64_t t = parse_time_param(buf);
+        if (t < 0) {
+            nb_http_error(a->req, 400, NB_E_INVALID_VALUE,
+                          "%s must be epoch milliseconds or a UTC time such as "
+                          "2026-01-31T12:00:00Z",
+                          ends[i]);
+            return;
+        }
+        *(i ? &f.to_ms : &f.from_ms) = t;
+    }
+    if (strncmp(a->req->path.base, "/v1/namespaces/", 15) == 0) f.ns = a->ns;
+    nb_use_flush(a->api->use); /* what ended before the request is in the answer */
+    nb_err err = {0};
+    json_t *rows = nb_use_query(a->api->use, &f, &err);
+    if (!rows) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_http_send_json(a->req, 200, json_pack("{s:o}", "usage", rows));
 }

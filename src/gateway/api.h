@@ -42,6 +42,7 @@ typedef struct nb_api {
     pthread_mutex_t *admin_mu; /* shared by every loop's nb_api */
     nb_gw *gw;                 /* the API gateway's config (shared) */
     nb_alog *alog;             /* the gateway's access records (shared) */
+    struct nb_use *use;        /* metering: usage and cost (shared) */
     nb_q *q;                   /* durable queues (shared) */
     nb_async *async;           /* the dispatcher (loop 0's; any loop may read its stats) */
     nb_async_port *port;       /* this loop's mailbox: durable sends answer through it */

@@ -1,4 +1,5 @@
 #include "gateway/gw.h"
+#include "metering/usage.h"
 
 #include "auth/jwt.h"
 #include "auth/secret.h"
@@ -1425,7 +1426,9 @@ static void invoke(gw_req *g, const nb_rt_match *m, const char *authorizer)
     uv_timer_init(req->conn->ctx->loop, g->timer);
     g->timer->data = g;
     uv_timer_start(g->timer, on_timeout, (uint64_t)g->route->timeout_ms, 0);
-    nb_invoke(g->l->iv, ver, event, elen, g->request_id, on_result, g, &g->inv);
+    /* Metering's caller: the key or client the request came with ("" anonymous). */
+    nb_inv_ctx ctx = {.trigger = NB_TRIG_API, .caller = g->consumer};
+    nb_invoke_ex(g->l->iv, ver, event, elen, g->request_id, &ctx, on_result, g, &g->inv);
     free(event);
 }
 

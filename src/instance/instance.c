@@ -52,7 +52,8 @@ typedef struct inst_impl {
     nb_inst_env env;
     const nb_inst_hooks *hooks;
     pid_t pid;
-    nb_spawn_result sr; /* uid and cgroup slot, given back in finalize */
+    nb_spawn_result sr;      /* uid and cgroup slot, given back in finalize */
+    int64_t cpu_at_dispatch; /* the cgroup's CPU µs when the job in flight started; -1 none */
     transport transport;
     int handles; /* open uv handles; memory goes when it drops to 0 after STOPPED */
     int reaped, exit_status, finalized;
@@ -313,6 +314,10 @@ static void update_peak(inst_impl *in)
 {
     int64_t peak = nb_spawn_peak_bytes(&in->sr);
     if (peak > 0) in->pub.max_memory_used_mb = (peak + (1 << 20) - 1) >> 20;
+    /* The job's CPU time: the group's counter now minus at dispatch. The instance runs one job
+     * at a time, so whatever its processes used in between was that job's. */
+    int64_t cpu = in->cpu_at_dispatch >= 0 ? nb_spawn_cpu_usec(&in->sr) : -1;
+    in->pub.cpu_us = cpu >= in->cpu_at_dispatch ? cpu - in->cpu_at_dispatch : -1;
 }
 
 /* Ends the job in flight. keep: the instance carries on, and is IDLE again before the owner
@@ -1560,6 +1565,8 @@ nb_inst *nb_inst_start(const nb_inst_env *env, nb_fn_version *ver, const nb_inst
     in->pub.ver = nb_fn_version_ref(ver);
     in->pub.owner = owner;
     in->pub.started_us = nb_mono_us();
+    in->pub.cpu_us = -1;
+    in->cpu_at_dispatch = -1;
     in->env = *env;
     in->hooks = hooks;
     nb_buf_init(&in->chan_in, NB_CHAN_MAX_FRAME + 4);
@@ -1711,6 +1718,7 @@ int nb_inst_dispatch(nb_inst *pub, const nb_inst_job *job, void *tag)
     in->job.client_context = in->client_context;
     set_state(in, NB_INST_BUSY, NULL);
     pub->invocations++;
+    in->cpu_at_dispatch = nb_spawn_cpu_usec(&in->sr);
     uv_timer_start(&in->timer, timer_fired, (uint64_t)job->timeout_ms, 0);
     if (in->transport == TRANSPORT_CHANNEL) {
         if (chan_send_job(in) < 0) {

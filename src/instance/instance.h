@@ -130,6 +130,9 @@ struct nb_inst {
     /* Peak memory of the instance so far in MB (its cgroup's memory.peak), for the REPORT
      * line's Max Memory Used. Filled by the sandbox; 0 = not measured, reported as absent. */
     int64_t max_memory_used_mb;
+    /* CPU time of the last job in µs: the cgroup's usage between dispatch and result (every
+     * process of the instance). -1 = not measured (no cgroup or no CPU accounting). */
+    int64_t cpu_us;
 };
 
 /* Spawns an instance of ver. On failure (spawn impossible, bootstrap not executable) returns

@@ -1139,6 +1139,11 @@ int64_t nb_spawn_peak_bytes(const nb_spawn_result *r)
     return r->cg ? nb_cg_peak_bytes(r->cg) : -1;
 }
 
+int64_t nb_spawn_cpu_usec(const nb_spawn_result *r)
+{
+    return r->cg ? nb_cg_cpu_usec(r->cg) : -1;
+}
+
 void nb_spawn_release(nb_spawn_result *r)
 {
     if (r->cg) nb_cg_release(r->cg);

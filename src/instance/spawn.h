@@ -91,6 +91,9 @@ void nb_spawn_kill(const nb_spawn_result *r);
 int nb_spawn_oom_killed(const nb_spawn_result *r);
 /* Peak memory of the instance in bytes, -1 when unknown (no cgroups). */
 int64_t nb_spawn_peak_bytes(const nb_spawn_result *r);
+/* CPU time used by the instance's cgroup so far in µs; -1 without one (or without CPU
+ * accounting). One pread on a kept fd: cheap enough to call per invocation. */
+int64_t nb_spawn_cpu_usec(const nb_spawn_result *r);
 /* Gives back the uid and the cgroup slot (killing anything left in it). Idempotent. */
 void nb_spawn_release(nb_spawn_result *r);
 /* For an instance in the host's network: 1 when the TCP connection fd (accepted on the

@@ -4,6 +4,7 @@
 #include "base/util.h"
 #include "logs/logs.h"
 #include "metrics/metrics.h"
+#include "metering/usage.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -601,7 +602,7 @@ static void log_report(inv_impl *inv)
 {
     const nb_inst *inst = inv->inst;
     int64_t us = inv->pub.ended_us - inv->pub.started_us;
-    long long billed = us > 0 ? (us + 999) / 1000 : 1;
+    long long billed = (long long)nb_use_billed_ms(us);
     double init_ms = inv->pub.cold && inst->ready_us
                          ? (double)(inst->ready_us - inst->started_us) / 1000.0
                          : 0.0;
@@ -615,18 +616,80 @@ static void log_report(inv_impl *inv)
         snprintf(init_txt, sizeof init_txt, "\tInit Duration: %.2f ms", init_ms);
         snprintf(init_json, sizeof init_json, "%.2f", init_ms);
     }
-    char json[256];
+    /* CPU Time only when the cgroup measured it, like Max Memory Used. */
+    char cpu_txt[48] = "", cpu_json[24] = "null";
+    if (inv->pub.cpu_us >= 0) {
+        snprintf(cpu_txt, sizeof cpu_txt, "\tCPU Time: %.2f ms", (double)inv->pub.cpu_us / 1000.0);
+        snprintf(cpu_json, sizeof cpu_json, "%.3f", (double)inv->pub.cpu_us / 1000.0);
+    }
+    /* duration_ms with µs precision: billed_duration_ms is exactly its ceiling (min 1). */
+    char json[384];
     snprintf(json, sizeof json,
-             "{\"duration_ms\":%.2f,\"billed_duration_ms\":%lld,\"memory_size_mb\":%d,"
-             "\"max_memory_used_mb\":%s,\"cold_start\":%s,\"init_duration_ms\":%s}",
-             (double)us / 1000.0, billed, inv->pub.ver->cfg.memory_mb, peak_json,
-             inv->pub.cold ? "true" : "false", init_json);
+             "{\"duration_ms\":%.3f,\"billed_duration_ms\":%lld,\"memory_size_mb\":%d,"
+             "\"max_memory_used_mb\":%s,\"cpu_time_ms\":%s,\"cold_start\":%s,"
+             "\"init_duration_ms\":%s,\"trigger\":\"%s\"}",
+             (double)us / 1000.0, billed, inv->pub.ver->cfg.memory_mb, peak_json, cpu_json,
+             inv->pub.cold ? "true" : "false", init_json, nb_use_trigger_name(inv->pub.trigger));
     log_platform(inv, inst, NULL, "END RequestId: %s", inv->pub.request_id);
     log_platform(inv, inst, json,
                  "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %lld ms\tMemory Size: "
-                 "%d MB%s%s",
+                 "%d MB%s%s%s",
                  inv->pub.request_id, (double)us / 1000.0, billed, inv->pub.ver->cfg.memory_mb,
-                 peak_txt, init_txt);
+                 peak_txt, cpu_txt, init_txt);
+}
+
+/* A bounded string copy without snprintf's format parsing: this runs for every invocation. */
+static void copy_str(char *dst, size_t size, const char *src)
+{
+    size_t n = strnlen(src, size - 1);
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
+_Static_assert(sizeof(((nb_use_rec *)0)->ns) == NB_NAME_MAX + 1 &&
+                   sizeof(((nb_use_rec *)0)->fn) == NB_NAME_MAX + 1,
+               "a metering record holds any namespace and function name");
+
+/* The metering record of an invocation that ended (docs/internals/metering.md): a struct
+ * copy into nb_use's batch. ran: it had an instance (else it was throttled or failed before
+ * one, and nothing is billed). */
+static void meter(inv_impl *inv, int ran)
+{
+    nb_use *u = inv->iv->cfg.use;
+    if (!u) return;
+    const nb_inv *p = &inv->pub;
+    nb_use_rec r;
+    /* Every field is written below: no memset of the ~400-byte struct on the hot path. */
+    int64_t us = ran ? p->ended_us - p->started_us : 0;
+    r.start_ms = nb_now_ms() - us / 1000;
+    r.duration_us = us;
+    r.billed_ms = ran ? nb_use_billed_ms(us) : 0;
+    r.init_us = ran && p->cold && inv->inst && inv->inst->ready_us
+                    ? inv->inst->ready_us - inv->inst->started_us
+                    : 0;
+    r.cpu_us = ran ? p->cpu_us : -1;
+    r.max_memory_mb = ran && inv->inst ? inv->inst->max_memory_used_mb : 0;
+    r.version = p->ver->version;
+    r.kept_ms = 0;
+    r.memory_mb = p->ver->cfg.memory_mb;
+    r.cold = ran && p->cold;
+    r.trigger = p->trigger;
+    if (p->throttled)
+        r.outcome = NB_USE_THROTTLED;
+    else if (p->outcome == NB_OUTCOME_OK)
+        r.outcome = NB_USE_SUCCESS;
+    else if (strcmp(p->error_type, "Sandbox.Timedout") == 0)
+        r.outcome = NB_USE_TIMEOUT;
+    else if (strcmp(p->error_type, "Runtime.OutOfMemory") == 0)
+        r.outcome = NB_USE_OOM;
+    else
+        r.outcome = NB_USE_ERROR;
+    copy_str(r.request_id, sizeof r.request_id, p->request_id);
+    copy_str(r.ns, sizeof r.ns, p->ver->ns);
+    copy_str(r.fn, sizeof r.fn, p->ver->name);
+    copy_str(r.caller, sizeof r.caller, p->caller);
+    copy_str(r.error_type, sizeof r.error_type, p->error_type);
+    nb_use_record(u, &r);
 }
 
 /* On the home loop: the caller hears of it, and the invocation is freed. */
@@ -657,17 +720,20 @@ static void inv_complete(inv_impl *inv, enum nb_inst_outcome outcome, const char
     if (len) memcpy(inv->pub.body, body, len);
     inv->pub.body[len] = 0;
     inv->pub.body_len = len;
-    if (inv->pub.state == NB_INV_RUNNING) {
+    int ran = inv->pub.state == NB_INV_RUNNING;
+    if (ran) {
         inv->pool->n_running--;
+        inv->pub.cpu_us = inv->inst ? inv->inst->cpu_us : -1;
         log_report(inv);
     }
-    /* Every invocation ends here, throttled ones included: a few relaxed atomic adds. It ran
-     * when it is still RUNNING (DONE is set below). */
-    int ran = inv->pub.state == NB_INV_RUNNING;
+    /* Every invocation ends here, throttled ones included: a few relaxed atomic adds for the
+     * metrics, one record copied for metering. It ran when it was still RUNNING (DONE is set
+     * below). */
     nb_met_invocation(inv->iv->cfg.metrics, &inv->pub, ran,
                       ran && inv->pub.cold && inv->inst->ready_us
                           ? inv->inst->ready_us - inv->inst->started_us
                           : -1);
+    meter(inv, ran);
     inv_set_state(inv, NB_INV_DONE);
     touch(inv->pool);
 }
@@ -1314,7 +1380,9 @@ static void hook_call(nb_inst *inst, void *tag, const nb_inst_call *call)
         .next = {.depth = inv->pub.depth + 1,
                  .caller_request_id = inv->pub.request_id,
                  .trace_id = inv->pub.trace_id,
-                 .deadline_ms = inv->deadline_ms},
+                 .deadline_ms = inv->deadline_ms,
+                 .trigger = NB_TRIG_CALL,
+                 .caller = me->name},
     };
     int invoke = strcmp(call->op, "invoke") == 0;
     int starts_invocation = invoke || strcmp(call->op, "invoke_async") == 0;
@@ -1529,6 +1597,9 @@ void nb_invoke_ex(nb_invoker *iv, nb_fn_version *ver, const char *event, size_t 
     snprintf(inv->pub.trace_id, sizeof inv->pub.trace_id, "%s",
              ctx && ctx->trace_id && ctx->trace_id[0] ? ctx->trace_id : request_id);
     inv->deadline_cap_ms = ctx ? ctx->deadline_ms : 0;
+    inv->pub.trigger = ctx ? ctx->trigger : NB_TRIG_HTTP;
+    snprintf(inv->pub.caller, sizeof inv->pub.caller, "%s", ctx && ctx->caller ? ctx->caller : "");
+    inv->pub.cpu_us = -1;
     inv->pub.queued_us = nb_mono_us();
     inv->event = malloc(len + 1);
     if (!inv->event) abort();
@@ -1815,6 +1886,23 @@ static void reap_idle(uv_timer_t *t)
             if (e->scale.min_instances > 0) ensure_min(e);
         }
     }
+}
+
+void nb_invoker_provisioned(nb_invoker *iv,
+                            void (*cb)(void *ud, const char *ns, const char *fn, int memory_mb,
+                                       int kept),
+                            void *ud)
+{
+    registry_sync(iv);
+    for (size_t b = 0; b < BUCKETS; b++)
+        for (fn_entry *e = iv->buckets[b]; e; e = e->next) {
+            if (e->scale.min_instances <= 0 || !e->latest) continue;
+            /* Every loop's instances of every version: min_instances are kept by loop 0, but
+             * another loop's instance keeps the function warm as well. */
+            int live = atomic_load_explicit(&e->sh->live, memory_order_relaxed);
+            int kept = live < e->scale.min_instances ? live : e->scale.min_instances;
+            if (kept > 0) cb(ud, e->ns, e->name, e->latest->cfg.memory_mb, kept);
+        }
 }
 
 void nb_invoker_default_caps(int *max_instances, int64_t *max_memory_mb)

@@ -57,6 +57,11 @@ typedef struct nb_inv_ctx {
     const char *caller_request_id; /* the calling invocation's; NULL or "" at depth 0 */
     const char *trace_id;          /* the chain's (its root's request id); NULL: a new root */
     int64_t deadline_ms; /* epoch ms the callee must end by (the caller's deadline); 0: none */
+    /* For metering (src/metering/usage.h): what started it (nb_use_trigger; 0 = http, the
+     * admin API, which is also what a NULL ctx means) and who (a gateway key or client, the
+     * calling function, a schedule, a rule, a queue); NULL: nobody known. */
+    int trigger;
+    const char *caller;
 } nb_inv_ctx;
 
 #define NB_CALL_DEPTH_DEFAULT 16
@@ -105,6 +110,11 @@ struct nb_inv {
     int depth;
     char caller_request_id[37];
     char trace_id[64];
+    /* nb_inv_ctx's trigger and caller; cpu_us the instance's cgroup CPU time during the run
+     * (-1 unknown), filled at the end. */
+    int trigger;
+    char caller[96];
+    int64_t cpu_us;
 };
 
 typedef struct nb_invoker_config {
@@ -125,6 +135,8 @@ typedef struct nb_invoker_config {
     int max_call_depth;
     /* Where every invocation's end is counted (src/metrics/metrics.h); NULL: not counted. */
     struct nb_met *metrics;
+    /* Where every ended invocation's record goes (shared by the loops; NULL: not metered). */
+    struct nb_use *use;
 } nb_invoker_config;
 
 /* Per function, for the API's function object and `nimbus get`. Instances of the latest
@@ -185,6 +197,12 @@ void nb_invoke_ex(nb_invoker *iv, nb_fn_version *ver, const char *event, size_t 
                   nb_inv **handle);
 void nb_inv_detach(nb_inv *inv);
 
+/* Loop 0 only: for each function with min_instances, calls cb with the memory_mb and how many
+ * of its instances are alive, up to min_instances (what provisioned concurrency charges). */
+void nb_invoker_provisioned(nb_invoker *iv,
+                            void (*cb)(void *ud, const char *ns, const char *fn, int memory_mb,
+                                       int kept),
+                            void *ud);
 /* 0, or -1 when the function is unknown. */
 int nb_invoker_stats(nb_invoker *iv, const char *ns, const char *name, nb_fn_stats *out);
 nb_sched *nb_invoker_sched(nb_invoker *iv);

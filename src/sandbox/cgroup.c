@@ -51,6 +51,7 @@ struct nb_cg_slot {
                      (kernel >= 6.12); else -1 */
     int oom_base; /* -1 when the kernel does not count OOM kills */
     int64_t cpu_base;
+    int cpu_fd; /* cpu.stat / cpuacct.usage kept open once read (read per invocation); -1 */
     char path[PATH_MAX]; /* in the first hierarchy */
 };
 
@@ -352,6 +353,8 @@ static int slot_destroy(nb_cg_slot *s)
 {
     if (s->peak_fd >= 0) close(s->peak_fd);
     s->peak_fd = -1;
+    if (s->cpu_fd >= 0) close(s->cpu_fd);
+    s->cpu_fd = -1;
     slot_kill(s);
     slot_dirs d;
     slot_dirs_of(s, &d);
@@ -372,6 +375,7 @@ static nb_cg_slot *slot_new_locked(void)
     if (!s) abort();
     s->id = g.next_id++;
     s->peak_fd = -1;
+    s->cpu_fd = -1;
     slot_dir(s, 0, s->path, sizeof s->path);
     return s;
 }
@@ -501,11 +505,30 @@ static int read_oom(nb_cg_slot *s, int64_t *v)
 static int read_cpu_usec(nb_cg_slot *s, int64_t *v)
 {
     if (g.acct == ACCT_NONE) return -ENOENT;
+    int is_stat = g.acct == ACCT_CPUSTAT;
+    /* Metering reads this twice per invocation: one pread on a kept fd, not a path walk. The
+     * file is the slot's for its whole life (reuse included), so the fd stays valid until
+     * slot_destroy. */
+    if (s->cpu_fd >= 0) {
+        char buf[1024];
+        ssize_t n = pread(s->cpu_fd, buf, sizeof buf - 1, 0);
+        if (n > 0) {
+            buf[n] = 0;
+            if (is_stat) return parse_key(buf, "usage_usec", v);
+            *v = strtoll(buf, NULL, 10) / 1000;
+            return 0;
+        }
+    }
     char dir[PATH_MAX + 16];
     slot_dir(s, g.acct_i, dir, sizeof dir);
-    if (g.acct == ACCT_CPUSTAT) return cg_read_key(dir, "cpu.stat", "usage_usec", v);
-    int r = cg_read_i64(dir, "cpuacct.usage", v);
-    if (r == 0) *v /= 1000;
+    if (s->cpu_fd < 0) {
+        char path[PATH_MAX + 64];
+        snprintf(path, sizeof path, "%s/%s", dir, is_stat ? "cpu.stat" : "cpuacct.usage");
+        s->cpu_fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    int r = is_stat ? cg_read_key(dir, "cpu.stat", "usage_usec", v)
+                    : cg_read_i64(dir, "cpuacct.usage", v);
+    if (r == 0 && !is_stat) *v /= 1000;
     return r;
 }
 

@@ -93,7 +93,17 @@ class Logs(NimbusTestCase):
         self.assertEqual(texts[0], f"START RequestId: {rid} Version: 1")
         self.assertEqual(texts[-2], f"END RequestId: {rid}")
         self.assertRegex(texts[-1], rf"^REPORT RequestId: {rid}\tDuration: [\d.]+ ms\t"
-                                    r"Billed Duration: \d+ ms\tMemory Size: 128 MB")
+                                    r"Billed Duration: \d+ ms\tMemory Size: 128 MB"
+                                    r"(\tMax Memory Used: \d+ MB)?(\tCPU Time: [\d.]+ ms)?"
+                                    r"(\tInit Duration: [\d.]+ ms)?$")
+        # The record's report object carries the same figures (CPU time only when measured).
+        rep = [r for r in self.d.logs("printer") if r.get("request_id") == rid and "report" in r]
+        self.assertEqual(len(rep), 1, rep)
+        rep = rep[0]["report"]
+        self.assertEqual(rep["trigger"], "http")
+        self.assertEqual(rep["memory_size_mb"], 128)
+        self.assertEqual(rep["billed_duration_ms"], max(1, -(-round(rep["duration_ms"] * 1000) // 1000)))
+        self.assertEqual(rep["cpu_time_ms"] is None, "CPU Time" not in texts[-1])
         self.assertLess(texts.index(f"out {tag}"), texts.index(f"END RequestId: {rid}"))
         # --json prints the daemon's records.
         p = self.d.cli("logs", "printer", "--json")

@@ -1,0 +1,652 @@
+/* Metering: any thread appends fixed-size records to one pending array under a short mutex;
+ * one writer thread swaps the arrays and commits the swapped-out one to SQLite without holding
+ * that mutex (the access log's design, src/gateway/alog.c, with fixed-size records: an
+ * invocation's cost is one struct copy). Queries use a second connection, so WAL lets them
+ * read while the writer writes. */
+#include "metering/usage.h"
+
+#include "base/log.h"
+#include "base/util.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_RECORDS  1000000
+#define DEFAULT_AGE_S    86400
+#define DEFAULT_DAYS     400
+#define DEFAULT_FLUSH_MS 1000
+#define RETAIN_EVERY_MS  10000
+#define GROUPS_MAX       10000
+#define MB_MS_PER_GBS    1024000 /* MB x ms in one GB-second */
+#define FEMTO_PER_MICRO  1000000000LL
+
+static const char *const trigger_names[NB_TRIG_N] = {"http",  "api",      "async", "queue",
+                                                     "topic", "schedule", "event", "call"};
+static const char *const outcome_names[NB_USE_OUTCOME_N] = {"success", "error", "timeout", "oom",
+                                                            "throttled"};
+
+const char *nb_use_trigger_name(int t)
+{
+    return t >= 0 && t < NB_TRIG_N ? trigger_names[t] : "unknown";
+}
+
+const char *nb_use_outcome_name(int o)
+{
+    return o >= 0 && o < NB_USE_OUTCOME_N ? outcome_names[o] : "unknown";
+}
+
+int64_t nb_use_billed_ms(int64_t duration_us)
+{
+    if (duration_us <= 1000) return 1;
+    return (duration_us + 999) / 1000;
+}
+
+/* ---- prices ---- */
+
+void nb_use_prices_default(nb_use_prices *p)
+{
+    p->request_f = 200000000;          /* $0.20 / 1e6 = 2e-7 $ */
+    p->gb_second_f = 16666700000;      /* $0.0000166667 */
+    p->provisioned_gbs_f = 4166700000; /* $0.0000041667 */
+    p->cpu_ms_f = 0;
+}
+
+/* A price in dollars per `per` units as femto-dollars per unit. Doubles carry 15 significant
+ * digits, more than any price sheet: rounding once here is exact for them. */
+static int price_of(json_t *v, double per, int64_t *out)
+{
+    if (!json_is_number(v)) return -1;
+    double d = json_number_value(v);
+    if (!(d >= 0) || d > 1e6) return -1;
+    *out = (int64_t)llround(d * 1e15 / per);
+    return 0;
+}
+
+int nb_use_prices_parse(nb_use_prices *p, const char *text, size_t len, nb_err *err)
+{
+    json_error_t je;
+    json_t *j = json_loadb(text, len, 0, &je);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return nb_err_set(err, 400, NB_E_INVALID_JSON, "price sheet: %s",
+                          j ? "not an object" : je.text);
+    }
+    nb_use_prices n = *p;
+    const char *k;
+    json_t *v;
+    json_object_foreach(j, k, v)
+    {
+        int rc;
+        if (strcmp(k, "request_per_million") == 0)
+            rc = price_of(v, 1e6, &n.request_f);
+        else if (strcmp(k, "gb_second") == 0)
+            rc = price_of(v, 1, &n.gb_second_f);
+        else if (strcmp(k, "provisioned_gb_second") == 0)
+            rc = price_of(v, 1, &n.provisioned_gbs_f);
+        else if (strcmp(k, "cpu_ms") == 0)
+            rc = price_of(v, 1, &n.cpu_ms_f);
+        else {
+            nb_err_set(err, 400, NB_E_UNKNOWN_FIELD,
+                       "price sheet: unknown key '%s' (request_per_million, gb_second, "
+                       "provisioned_gb_second, cpu_ms)",
+                       k);
+            json_decref(j);
+            return -1;
+        }
+        if (rc < 0) {
+            nb_err_set(err, 400, NB_E_INVALID_VALUE,
+                       "price sheet: '%s' must be a number of dollars, 0..1000000", k);
+            json_decref(j);
+            return -1;
+        }
+    }
+    json_decref(j);
+    *p = n;
+    return 0;
+}
+
+void nb_use_sums_add(nb_use_sums *s, const nb_use_rec *r)
+{
+    if (r->kept_ms > 0) {
+        s->kept_mb_ms += r->kept_ms * r->memory_mb;
+        return;
+    }
+    if (r->outcome == NB_USE_THROTTLED) {
+        s->throttles++;
+        return;
+    }
+    s->requests++;
+    s->errors += r->outcome != NB_USE_SUCCESS;
+    s->cold_starts += r->cold != 0;
+    s->billed_ms += r->billed_ms;
+    s->duration_us += r->duration_us;
+    s->cpu_us += r->cpu_us > 0 ? r->cpu_us : 0;
+    s->mb_ms += r->billed_ms * r->memory_mb;
+}
+
+int64_t nb_use_cost_micro(const nb_use_sums *s, const nb_use_prices *p)
+{
+    /* 128 bits: a year of a 10 GB function is 3e14 MB-ms, times 1.7e10 f$ per GB-s. */
+    __int128 f = (__int128)s->requests * p->request_f;
+    f += (__int128)s->mb_ms * p->gb_second_f / MB_MS_PER_GBS;
+    f += (__int128)s->kept_mb_ms * p->provisioned_gbs_f / MB_MS_PER_GBS;
+    f += (__int128)s->cpu_us * p->cpu_ms_f / 1000;
+    return (int64_t)((f + FEMTO_PER_MICRO / 2) / FEMTO_PER_MICRO);
+}
+
+/* ---- recording ---- */
+
+struct nb_use {
+    nb_use_config cfg;
+    sqlite3 *wdb; /* the writer thread's, once started */
+    sqlite3_stmt *ins, *upsert, *del_old, *del_over, *del_rollup;
+    pthread_mutex_t rmu; /* serialises queries on rdb */
+    sqlite3 *rdb;
+
+    pthread_t writer;
+    pthread_mutex_t mu;  /* guards pending, the sequence numbers and the flags; never held
+                            for I/O */
+    pthread_cond_t wake; /* the writer waits on it (monotonic clock) */
+    pthread_cond_t done; /* flushers wait on it */
+    nb_use_rec *pending; /* max_pending, allocated once */
+    size_t npending;
+    uint64_t rec_seq, done_seq, flush_want;
+    bool stop, exited;
+    bool hold; /* tests: the writer leaves pending alone, so it can fill up */
+    _Atomic int64_t dropped;
+
+    /* The writer's alone. */
+    nb_use_rec *writing; /* swapped with pending under mu */
+    int64_t last_retain_ms, drops_logged;
+};
+
+void nb_use_record(nb_use *u, const nb_use_rec *r)
+{
+    if (!u) return;
+    pthread_mutex_lock(&u->mu);
+    if (u->npending >= u->cfg.max_pending) {
+        pthread_mutex_unlock(&u->mu);
+        atomic_fetch_add(&u->dropped, 1);
+        return;
+    }
+    u->pending[u->npending++] = *r;
+    u->rec_seq++;
+    /* Half full: commit now rather than at the second, so a burst does not fill it. */
+    if (u->npending == u->cfg.max_pending / 2) pthread_cond_signal(&u->wake);
+    pthread_mutex_unlock(&u->mu);
+}
+
+int64_t nb_use_dropped(const nb_use *u)
+{
+    return atomic_load(&((nb_use *)u)->dropped);
+}
+
+const nb_use_prices *nb_use_prices_of(const nb_use *u)
+{
+    return &u->cfg.prices;
+}
+
+/* ---- the writer ---- */
+
+static int wexec(nb_use *u, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(u->wdb, sql, NULL, NULL, &msg) == SQLITE_OK) return 0;
+    nb_warn("usage", "%s: %s", sql, msg ? msg : sqlite3_errmsg(u->wdb));
+    sqlite3_free(msg);
+    return -1;
+}
+
+static int step_done(nb_use *u, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return 0;
+    nb_warn("usage", "%s: %s", sqlite3_sql(st), sqlite3_errmsg(u->wdb));
+    return -1;
+}
+
+static int insert_raw(nb_use *u, const nb_use_rec *r)
+{
+    sqlite3_stmt *st = u->ins;
+    sqlite3_bind_int64(st, 1, r->start_ms);
+    sqlite3_bind_text(st, 2, r->request_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, r->ns, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, r->fn, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, r->version);
+    sqlite3_bind_text(st, 6, nb_use_trigger_name(r->trigger), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, r->caller, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, r->duration_us);
+    sqlite3_bind_int64(st, 9, r->billed_ms);
+    sqlite3_bind_int(st, 10, r->memory_mb);
+    sqlite3_bind_int64(st, 11, r->max_memory_mb);
+    sqlite3_bind_int64(st, 12, r->cpu_us);
+    sqlite3_bind_int64(st, 13, r->init_us);
+    sqlite3_bind_int(st, 14, r->cold);
+    sqlite3_bind_text(st, 15, nb_use_outcome_name(r->outcome), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 16, r->error_type, -1, SQLITE_STATIC);
+    return step_done(u, st);
+}
+
+/* Adds one record to its minute's row. Records of one batch mostly share a few keys; SQLite's
+ * upsert on the primary key is cheap enough at the writer's once-a-second pace. */
+static int upsert_rollup(nb_use *u, const nb_use_rec *r)
+{
+    nb_use_sums s = {0};
+    nb_use_sums_add(&s, r);
+    sqlite3_stmt *st = u->upsert;
+    sqlite3_bind_int64(st, 1, r->start_ms / 60000 * 60000);
+    sqlite3_bind_text(st, 2, r->ns, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, r->fn, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, r->caller, -1, SQLITE_STATIC);
+    int64_t v[] = {s.requests,    s.errors, s.throttles, s.cold_starts, s.billed_ms,
+                   s.duration_us, s.mb_ms,  s.cpu_us,    s.kept_mb_ms};
+    for (size_t i = 0; i < NB_ARRAY_LEN(v); i++)
+        sqlite3_bind_int64(st, 5 + (int)i, v[i]);
+    return step_done(u, st);
+}
+
+static void commit_batch(nb_use *u, const nb_use_rec *recs, size_t n)
+{
+    if (n == 0) return;
+    if (wexec(u, "BEGIN IMMEDIATE") < 0) goto lost;
+    for (size_t i = 0; i < n; i++) {
+        if ((recs[i].kept_ms == 0 && insert_raw(u, &recs[i]) < 0) ||
+            upsert_rollup(u, &recs[i]) < 0) {
+            wexec(u, "ROLLBACK");
+            goto lost;
+        }
+    }
+    if (wexec(u, "COMMIT") == 0) return;
+    wexec(u, "ROLLBACK");
+lost:
+    /* The disk is full or the file is broken: the records are gone, and counted as such. */
+    atomic_fetch_add(&u->dropped, (int64_t)n);
+}
+
+static void retain(nb_use *u)
+{
+    if (wexec(u, "BEGIN IMMEDIATE") < 0) return;
+    int64_t now = nb_now_ms();
+    sqlite3_bind_int64(u->del_old, 1, now - u->cfg.max_age_s * 1000);
+    sqlite3_bind_int64(u->del_over, 1, u->cfg.max_records);
+    sqlite3_bind_int64(u->del_rollup, 1, now - u->cfg.rollup_days * 86400000);
+    int ok = step_done(u, u->del_old) == 0 && step_done(u, u->del_over) == 0 &&
+             step_done(u, u->del_rollup) == 0;
+    wexec(u, ok ? "COMMIT" : "ROLLBACK");
+}
+
+static void timed_wait(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline_ms)
+{
+    struct timespec ts = {(time_t)(deadline_ms / 1000), (long)(deadline_ms % 1000) * 1000000};
+    pthread_cond_timedwait(c, m, &ts);
+}
+
+static void *writer_main(void *arg)
+{
+    nb_use *u = arg;
+    pthread_mutex_lock(&u->mu);
+    int64_t next = nb_mono_us() / 1000 + u->cfg.flush_ms;
+    for (;;) {
+        /* Once a period; sooner for a flush, half a batch, or close. */
+        while (!u->stop) {
+            int64_t now = nb_mono_us() / 1000;
+            if (!u->hold && (u->flush_want > u->done_seq || u->npending >= u->cfg.max_pending / 2 ||
+                             now >= next))
+                break;
+            timed_wait(&u->wake, &u->mu, u->hold ? now + 1000 : next);
+        }
+        next = nb_mono_us() / 1000 + u->cfg.flush_ms;
+        nb_use_rec *b = u->pending;
+        size_t n = u->npending;
+        u->pending = u->writing;
+        u->writing = b;
+        u->npending = 0;
+        uint64_t seq = u->rec_seq;
+        bool stopping = u->stop;
+        pthread_mutex_unlock(&u->mu);
+
+        commit_batch(u, u->writing, n);
+        int64_t now = nb_mono_us() / 1000;
+        if (now - u->last_retain_ms >= RETAIN_EVERY_MS) {
+            retain(u);
+            u->last_retain_ms = now;
+        }
+        int64_t dropped = atomic_load(&u->dropped);
+        if (dropped != u->drops_logged) {
+            nb_warn("usage", "usage records dropped (writer behind or database failing) n=%lld",
+                    (long long)(dropped - u->drops_logged));
+            u->drops_logged = dropped;
+        }
+
+        pthread_mutex_lock(&u->mu);
+        u->done_seq = seq;
+        pthread_cond_broadcast(&u->done);
+        if (stopping && u->npending == 0) break;
+    }
+    u->exited = true;
+    pthread_cond_broadcast(&u->done);
+    pthread_mutex_unlock(&u->mu);
+    return NULL;
+}
+
+void nb_use_flush(nb_use *u)
+{
+    if (!u) return;
+    pthread_mutex_lock(&u->mu);
+    uint64_t target = u->rec_seq;
+    if (target > u->flush_want) u->flush_want = target;
+    pthread_cond_signal(&u->wake);
+    while (u->done_seq < target && !u->exited)
+        pthread_cond_wait(&u->done, &u->mu);
+    pthread_mutex_unlock(&u->mu);
+}
+
+/* ---- open and close ---- */
+
+/* Migration N moves the schema from version N to N+1. Never edit a released entry: append. */
+static const char *migrations[] = {
+    "CREATE TABLE raw ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT, start_ms INTEGER NOT NULL,"
+    "  request_id TEXT NOT NULL, ns TEXT NOT NULL, fn TEXT NOT NULL, version INTEGER NOT NULL,"
+    "  trigger TEXT NOT NULL, caller TEXT NOT NULL, duration_us INTEGER NOT NULL,"
+    "  billed_ms INTEGER NOT NULL, memory_mb INTEGER NOT NULL, max_memory_mb INTEGER NOT NULL,"
+    "  cpu_us INTEGER NOT NULL, init_us INTEGER NOT NULL, cold INTEGER NOT NULL,"
+    "  outcome TEXT NOT NULL, error_type TEXT NOT NULL);"
+    "CREATE INDEX raw_start ON raw (start_ms);"
+    "CREATE TABLE minute ("
+    "  minute_ms INTEGER NOT NULL, ns TEXT NOT NULL, fn TEXT NOT NULL, caller TEXT NOT NULL,"
+    "  requests INTEGER NOT NULL, errors INTEGER NOT NULL, throttles INTEGER NOT NULL,"
+    "  cold_starts INTEGER NOT NULL, billed_ms INTEGER NOT NULL, duration_us INTEGER NOT NULL,"
+    "  mb_ms INTEGER NOT NULL, cpu_us INTEGER NOT NULL, kept_mb_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (minute_ms, ns, fn, caller)) WITHOUT ROWID;",
+};
+
+static int db_fail(sqlite3 *db, nb_err *err, const char *what)
+{
+    return nb_err_set(err, 500, NB_E_INTERNAL, "usage: %s: %s", what,
+                      db ? sqlite3_errmsg(db) : "out of memory");
+}
+
+static int migrate(nb_use *u, nb_err *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(u->wdb, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+        return db_fail(u->wdb, err, "read schema version");
+    int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    sqlite3_finalize(st);
+    int target = (int)NB_ARRAY_LEN(migrations);
+    if (v > target)
+        return nb_err_set(err, 500, NB_E_INTERNAL,
+                          "usage schema version %d is newer than this nimbus (%d)", v, target);
+    for (; v < target; v++) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", v + 1);
+        if (sqlite3_exec(u->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||
+            sqlite3_exec(u->wdb, migrations[v], NULL, NULL, NULL) != SQLITE_OK ||
+            sqlite3_exec(u->wdb, sql, NULL, NULL, NULL) != SQLITE_OK ||
+            sqlite3_exec(u->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+            db_fail(u->wdb, err, "migrate");
+            sqlite3_exec(u->wdb, "ROLLBACK", NULL, NULL, NULL);
+            return nb_err_prefix(err, "migration %d", v + 1);
+        }
+    }
+    return 0;
+}
+
+static int prepare(nb_use *u, const char *sql, sqlite3_stmt **st, nb_err *err)
+{
+    if (sqlite3_prepare_v3(u->wdb, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) == SQLITE_OK)
+        return 0;
+    return db_fail(u->wdb, err, "prepare");
+}
+
+static int open_db(const char *path, int flags, sqlite3 **db, nb_err *err)
+{
+    /* NOMUTEX: each connection is used by one thread at a time (the writer; queries under
+     * rmu). */
+    if (sqlite3_open_v2(path, db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK)
+        return db_fail(*db, err, path);
+    sqlite3_busy_timeout(*db, 5000);
+    return 0;
+}
+
+static void free_all(nb_use *u)
+{
+    sqlite3_finalize(u->ins);
+    sqlite3_finalize(u->upsert);
+    sqlite3_finalize(u->del_old);
+    sqlite3_finalize(u->del_over);
+    sqlite3_finalize(u->del_rollup);
+    sqlite3_close(u->wdb);
+    sqlite3_close(u->rdb);
+    free(u->pending);
+    free(u->writing);
+    pthread_cond_destroy(&u->wake);
+    pthread_cond_destroy(&u->done);
+    pthread_mutex_destroy(&u->mu);
+    pthread_mutex_destroy(&u->rmu);
+    free(u);
+}
+
+nb_use *nb_use_open(const char *db_path, const nb_use_config *cfg, nb_err *err)
+{
+    nb_use *u = calloc(1, sizeof *u);
+    if (!u) {
+        nb_err_set(err, 500, NB_E_INTERNAL, "usage: out of memory");
+        return NULL;
+    }
+    if (cfg) u->cfg = *cfg;
+    if (u->cfg.max_records <= 0) u->cfg.max_records = DEFAULT_RECORDS;
+    if (u->cfg.max_age_s <= 0) u->cfg.max_age_s = DEFAULT_AGE_S;
+    if (u->cfg.rollup_days <= 0) u->cfg.rollup_days = DEFAULT_DAYS;
+    if (u->cfg.flush_ms <= 0) u->cfg.flush_ms = DEFAULT_FLUSH_MS;
+    if (u->cfg.max_pending < 2 || u->cfg.max_pending > NB_USE_MAX_PENDING)
+        u->cfg.max_pending = NB_USE_MAX_PENDING;
+    const nb_use_prices *p = &u->cfg.prices;
+    if (!p->request_f && !p->gb_second_f && !p->provisioned_gbs_f && !p->cpu_ms_f)
+        nb_use_prices_default(&u->cfg.prices);
+    atomic_init(&u->dropped, 0);
+    pthread_mutex_init(&u->mu, NULL);
+    pthread_mutex_init(&u->rmu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* nb_mono_us's clock */
+    pthread_cond_init(&u->wake, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&u->done, NULL);
+    /* Both buffers up front: recording never allocates. */
+    u->pending = calloc(u->cfg.max_pending, sizeof *u->pending);
+    u->writing = calloc(u->cfg.max_pending, sizeof *u->writing);
+    if (!u->pending || !u->writing) {
+        nb_err_set(err, 500, NB_E_INTERNAL, "usage: out of memory");
+        goto fail;
+    }
+
+    if (open_db(db_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &u->wdb, err) < 0) goto fail;
+    if (sqlite3_exec(u->wdb, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL", NULL, NULL,
+                     NULL) != SQLITE_OK) {
+        db_fail(u->wdb, err, db_path);
+        goto fail;
+    }
+    if (migrate(u, err) < 0) goto fail;
+    if (prepare(u,
+                "INSERT INTO raw (start_ms, request_id, ns, fn, version, trigger, caller,"
+                " duration_us, billed_ms, memory_mb, max_memory_mb, cpu_us, init_us, cold,"
+                " outcome, error_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+                " ?12, ?13, ?14, ?15, ?16)",
+                &u->ins, err) < 0 ||
+        prepare(u,
+                "INSERT INTO minute (minute_ms, ns, fn, caller, requests, errors, throttles,"
+                " cold_starts, billed_ms, duration_us, mb_ms, cpu_us, kept_mb_ms) VALUES (?1,"
+                " ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT DO UPDATE SET"
+                " requests = requests + excluded.requests, errors = errors + excluded.errors,"
+                " throttles = throttles + excluded.throttles,"
+                " cold_starts = cold_starts + excluded.cold_starts,"
+                " billed_ms = billed_ms + excluded.billed_ms,"
+                " duration_us = duration_us + excluded.duration_us,"
+                " mb_ms = mb_ms + excluded.mb_ms, cpu_us = cpu_us + excluded.cpu_us,"
+                " kept_mb_ms = kept_mb_ms + excluded.kept_mb_ms",
+                &u->upsert, err) < 0 ||
+        prepare(u, "DELETE FROM raw WHERE start_ms < ?1", &u->del_old, err) < 0 ||
+        prepare(u, "DELETE FROM raw WHERE id <= (SELECT MAX(id) FROM raw) - ?1", &u->del_over,
+                err) < 0 ||
+        prepare(u, "DELETE FROM minute WHERE minute_ms < ?1", &u->del_rollup, err) < 0)
+        goto fail;
+    if (open_db(db_path, SQLITE_OPEN_READWRITE, &u->rdb, err) < 0) goto fail;
+    if (sqlite3_exec(u->rdb, "PRAGMA query_only = 1", NULL, NULL, NULL) != SQLITE_OK) {
+        db_fail(u->rdb, err, db_path);
+        goto fail;
+    }
+    if (pthread_create(&u->writer, NULL, writer_main, u) != 0) {
+        nb_err_set(err, 500, NB_E_INTERNAL, "usage: cannot start the writer thread");
+        goto fail;
+    }
+    pthread_setname_np(u->writer, "nb-usage");
+    return u;
+fail:
+    free_all(u);
+    return NULL;
+}
+
+void nb_use_close(nb_use *u)
+{
+    if (!u) return;
+    pthread_mutex_lock(&u->mu);
+    u->stop = true;
+    u->hold = false;
+    pthread_cond_signal(&u->wake);
+    pthread_mutex_unlock(&u->mu);
+    pthread_join(u->writer, NULL);
+    free_all(u);
+}
+
+/* ---- queries ---- */
+
+typedef struct group {
+    char key[200];
+    char ns[65]; /* by function: the function's namespace */
+    nb_use_sums s;
+    int64_t cost;
+} group;
+
+static int by_cost(const void *a, const void *b)
+{
+    const group *x = a, *y = b;
+    if (x->cost != y->cost) return x->cost < y->cost ? 1 : -1;
+    if (x->s.requests != y->s.requests) return x->s.requests < y->s.requests ? 1 : -1;
+    return strcmp(x->key, y->key);
+}
+
+static json_t *sums_json(const nb_use_sums *s, int64_t cost)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "requests", json_integer(s->requests));
+    json_object_set_new(o, "errors", json_integer(s->errors));
+    json_object_set_new(o, "throttles", json_integer(s->throttles));
+    json_object_set_new(o, "cold_starts", json_integer(s->cold_starts));
+    json_object_set_new(o, "billed_ms", json_integer(s->billed_ms));
+    json_object_set_new(o, "duration_ms", json_real((double)s->duration_us / 1000.0));
+    json_object_set_new(o, "gb_seconds", json_real((double)s->mb_ms / MB_MS_PER_GBS));
+    json_object_set_new(o, "cpu_ms", json_real((double)s->cpu_us / 1000.0));
+    json_object_set_new(o, "provisioned_gb_seconds",
+                        json_real((double)s->kept_mb_ms / MB_MS_PER_GBS));
+    json_object_set_new(o, "cost_micro_usd", json_integer(cost));
+    json_object_set_new(o, "cost_usd", json_real((double)cost / 1e6));
+    return o;
+}
+
+json_t *nb_use_query(nb_use *u, const nb_use_filter *f, nb_err *err)
+{
+    const char *by = f->by ? f->by : "function";
+    const char *keycol;
+    if (strcmp(by, "function") == 0)
+        keycol = "fn";
+    else if (strcmp(by, "namespace") == 0)
+        keycol = "ns";
+    else if (strcmp(by, "key") == 0)
+        keycol = "caller";
+    else if (strcmp(by, "day") == 0)
+        keycol = "strftime('%Y-%m-%d', minute_ms / 1000, 'unixepoch')";
+    else {
+        nb_err_set(err, 400, NB_E_INVALID_VALUE, "by must be function, namespace, key or day");
+        return NULL;
+    }
+    char sql[768];
+    snprintf(sql, sizeof sql,
+             "SELECT %s, ns, SUM(requests), SUM(errors), SUM(throttles), SUM(cold_starts),"
+             " SUM(billed_ms), SUM(duration_us), SUM(mb_ms), SUM(cpu_us), SUM(kept_mb_ms)"
+             " FROM minute WHERE minute_ms >= ?1 AND minute_ms < ?2 AND (?3 IS NULL OR ns = ?3)"
+             " GROUP BY %s%s LIMIT %d",
+             keycol, keycol, strcmp(by, "function") == 0 ? ", ns" : "", GROUPS_MAX);
+    group *g = calloc(GROUPS_MAX, sizeof *g);
+    if (!g) abort();
+    size_t n = 0;
+    pthread_mutex_lock(&u->rmu);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(u->rdb, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        /* Whole minutes: a range starts at its minute, so "since 1h" includes the minute the
+         * hour began in. */
+        sqlite3_bind_int64(st, 1, f->from_ms > 0 ? f->from_ms / 60000 * 60000 : 0);
+        sqlite3_bind_int64(st, 2, f->to_ms > 0 ? f->to_ms : INT64_MAX);
+        if (f->ns)
+            sqlite3_bind_text(st, 3, f->ns, -1, SQLITE_TRANSIENT);
+        else
+            sqlite3_bind_null(st, 3);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < GROUPS_MAX) {
+            group *x = &g[n++];
+            const unsigned char *k = sqlite3_column_text(st, 0);
+            const unsigned char *ns = sqlite3_column_text(st, 1);
+            snprintf(x->key, sizeof x->key, "%s", k ? (const char *)k : "");
+            snprintf(x->ns, sizeof x->ns, "%s", ns ? (const char *)ns : "");
+            int64_t *v[] = {&x->s.requests,    &x->s.errors,    &x->s.throttles,
+                            &x->s.cold_starts, &x->s.billed_ms, &x->s.duration_us,
+                            &x->s.mb_ms,       &x->s.cpu_us,    &x->s.kept_mb_ms};
+            for (size_t i = 0; i < NB_ARRAY_LEN(v); i++)
+                *v[i] = sqlite3_column_int64(st, 2 + (int)i);
+            x->cost = nb_use_cost_micro(&x->s, &u->cfg.prices);
+        }
+    }
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        db_fail(u->rdb, err, "query");
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&u->rmu);
+        free(g);
+        return NULL;
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&u->rmu);
+
+    qsort(g, n, sizeof *g, by_cost);
+    json_t *rows = json_array();
+    nb_use_sums tot = {0};
+    int64_t tot_cost = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = sums_json(&g[i].s, g[i].cost);
+        json_object_set_new(o, by, json_string(g[i].key));
+        if (strcmp(by, "function") == 0) json_object_set_new(o, "namespace", json_string(g[i].ns));
+        json_array_append_new(rows, o);
+        int64_t *a[] = {&tot.requests,    &tot.errors,    &tot.throttles,
+                        &tot.cold_starts, &tot.billed_ms, &tot.duration_us,
+                        &tot.mb_ms,       &tot.cpu_us,    &tot.kept_mb_ms};
+        const int64_t *b[] = {&g[i].s.requests,    &g[i].s.errors,    &g[i].s.throttles,
+                              &g[i].s.cold_starts, &g[i].s.billed_ms, &g[i].s.duration_us,
+                              &g[i].s.mb_ms,       &g[i].s.cpu_us,    &g[i].s.kept_mb_ms};
+        for (size_t k = 0; k < NB_ARRAY_LEN(a); k++)
+            *a[k] += *b[k];
+        tot_cost += g[i].cost; /* the rows' rounded figures: the total is exactly their sum */
+    }
+    json_t *t = sums_json(&tot, tot_cost);
+    json_object_set_new(t, by, json_string("TOTAL"));
+    json_object_set_new(t, "total", json_true());
+    json_array_append_new(rows, t);
+    free(g);
+    return rows;
+}
