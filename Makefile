@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 LISTEN ?= 127.0.0.1:8080
 DATA ?= ./nimbus-data
 
-.PHONY: all deps build run test test-fast asan bench bench-cold bench-gateway bench-async bench-events fuzz format clean
+.PHONY: all deps build run test test-fast asan bench bench-cold bench-gateway bench-async bench-events bench-metering fuzz format clean
 
 all: build
 
@@ -49,6 +49,10 @@ bench-async: build
 bench-events: build
 	@scripts/deps.sh --bench
 	@bench/events.py $(BUILD)
+
+bench-metering: build
+	@scripts/deps.sh --bench
+	@bench/metering.py $(BUILD)
 
 bench-cold: build
 	@bench/coldstart.py $(BUILD)
