@@ -5,6 +5,7 @@
 
 #include "base/log.h"
 #include "base/util.h"
+#include "store/sqlite_util.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -917,35 +918,7 @@ static const char *migrations[] = {
 
 static int db_fail(nb_q *q, nb_err *err, const char *what)
 {
-    return nb_err_set(err, 500, NB_E_INTERNAL, "queue store: %s: %s", what,
-                      q->db ? sqlite3_errmsg(q->db) : "out of memory");
-}
-
-static int migrate(nb_q *q, nb_err *err)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(q->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
-        return db_fail(q, err, "read schema version");
-    int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
-    sqlite3_finalize(st);
-    int target = (int)NB_ARRAY_LEN(migrations);
-    if (v > target)
-        return nb_err_set(err, 500, NB_E_INTERNAL,
-                          "queue store schema version %d is newer than this nimbus (%d)", v,
-                          target);
-    for (; v < target; v++) {
-        char sql[64];
-        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", v + 1);
-        if (sqlite3_exec(q->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||
-            sqlite3_exec(q->db, migrations[v], NULL, NULL, NULL) != SQLITE_OK ||
-            sqlite3_exec(q->db, sql, NULL, NULL, NULL) != SQLITE_OK ||
-            sqlite3_exec(q->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-            db_fail(q, err, "migrate");
-            sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
-            return nb_err_prefix(err, "migration %d", v + 1);
-        }
-    }
-    return 0;
+    return nb_sql_fail(q->db, "queue store", what, err);
 }
 
 static int prepare(nb_q *q, const char *sql, sqlite3_stmt **st, nb_err *err)
@@ -1134,7 +1107,8 @@ nb_q *nb_q_open(const char *path, nb_q_notify_cb notify, void *notify_ud, nb_err
         db_fail(q, err, path);
         goto fail;
     }
-    if (migrate(q, err) < 0) goto fail;
+    if (nb_sql_migrate(q->db, "queue store", migrations, (int)NB_ARRAY_LEN(migrations), err) < 0)
+        goto fail;
     if (prepare(q,
                 "INSERT OR REPLACE INTO messages (queue, id, body, attrs, sent_ms, visible_at_ms,"
                 " receive_count, first_receive_ms, receipt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"

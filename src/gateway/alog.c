@@ -5,6 +5,7 @@
 
 #include "base/log.h"
 #include "base/util.h"
+#include "store/sqlite_util.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -362,34 +363,7 @@ static const char *migrations[] = {
 
 static int db_fail(sqlite3 *db, nb_err *err, const char *what)
 {
-    return nb_err_set(err, 500, NB_E_INTERNAL, "access log: %s: %s", what,
-                      db ? sqlite3_errmsg(db) : "out of memory");
-}
-
-static int migrate(nb_alog *a, nb_err *err)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(a->wdb, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
-        return db_fail(a->wdb, err, "read schema version");
-    int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
-    sqlite3_finalize(st);
-    int target = (int)NB_ARRAY_LEN(migrations);
-    if (v > target)
-        return nb_err_set(err, 500, NB_E_INTERNAL,
-                          "access log schema version %d is newer than this nimbus (%d)", v, target);
-    for (; v < target; v++) {
-        char sql[64];
-        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", v + 1);
-        if (sqlite3_exec(a->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||
-            sqlite3_exec(a->wdb, migrations[v], NULL, NULL, NULL) != SQLITE_OK ||
-            sqlite3_exec(a->wdb, sql, NULL, NULL, NULL) != SQLITE_OK ||
-            sqlite3_exec(a->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-            db_fail(a->wdb, err, "migrate");
-            sqlite3_exec(a->wdb, "ROLLBACK", NULL, NULL, NULL);
-            return nb_err_prefix(err, "migration %d", v + 1);
-        }
-    }
-    return 0;
+    return nb_sql_fail(db, "access log", what, err);
 }
 
 static int prepare(nb_alog *a, const char *sql, sqlite3_stmt **st, nb_err *err)
@@ -397,16 +371,6 @@ static int prepare(nb_alog *a, const char *sql, sqlite3_stmt **st, nb_err *err)
     if (sqlite3_prepare_v3(a->wdb, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) == SQLITE_OK)
         return 0;
     return db_fail(a->wdb, err, "prepare");
-}
-
-static int open_db(const char *path, int flags, sqlite3 **db, nb_err *err)
-{
-    /* NOMUTEX: each connection is used by one thread at a time (the writer; queries under
-     * rmu), so SQLite's own locking would be redundant. */
-    if (sqlite3_open_v2(path, db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK)
-        return db_fail(*db, err, path);
-    sqlite3_busy_timeout(*db, 5000);
-    return 0;
 }
 
 static void free_all(nb_alog *a)
@@ -446,13 +410,16 @@ nb_alog *nb_alog_open(const char *db_path, const nb_alog_limits *lim, nb_err *er
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&a->done, NULL);
 
-    if (open_db(db_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &a->wdb, err) < 0) goto fail;
+    if (nb_sql_open(db_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, "access log", &a->wdb,
+                    err) < 0)
+        goto fail;
     if (sqlite3_exec(a->wdb, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL", NULL, NULL,
                      NULL) != SQLITE_OK) {
         db_fail(a->wdb, err, db_path);
         goto fail;
     }
-    if (migrate(a, err) < 0) goto fail;
+    if (nb_sql_migrate(a->wdb, "access log", migrations, (int)NB_ARRAY_LEN(migrations), err) < 0)
+        goto fail;
     if (prepare(a,
                 "INSERT INTO access (time_ms, ns, api, route, method, path, status, latency_us,"
                 " consumer, consumer_kind, request_id, source_ip, bytes_in, bytes_out, cold,"
@@ -465,7 +432,7 @@ nb_alog *nb_alog_open(const char *db_path, const nb_alog_limits *lim, nb_err *er
         prepare(a, "DELETE FROM access", &a->del_all, err) < 0 ||
         prepare(a, "SELECT MAX(id) FROM access", &a->max_id, err) < 0)
         goto fail;
-    if (open_db(db_path, SQLITE_OPEN_READWRITE, &a->rdb, err) < 0) goto fail;
+    if (nb_sql_open(db_path, SQLITE_OPEN_READWRITE, "access log", &a->rdb, err) < 0) goto fail;
     if (sqlite3_exec(a->rdb, "PRAGMA query_only = 1", NULL, NULL, NULL) != SQLITE_OK) {
         db_fail(a->rdb, err, db_path);
         goto fail;

@@ -7,6 +7,7 @@
 
 #include "base/log.h"
 #include "base/util.h"
+#include "store/sqlite_util.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -370,34 +371,7 @@ static const char *migrations[] = {
 
 static int db_fail(sqlite3 *db, nb_err *err, const char *what)
 {
-    return nb_err_set(err, 500, NB_E_INTERNAL, "usage: %s: %s", what,
-                      db ? sqlite3_errmsg(db) : "out of memory");
-}
-
-static int migrate(nb_use *u, nb_err *err)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(u->wdb, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
-        return db_fail(u->wdb, err, "read schema version");
-    int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
-    sqlite3_finalize(st);
-    int target = (int)NB_ARRAY_LEN(migrations);
-    if (v > target)
-        return nb_err_set(err, 500, NB_E_INTERNAL,
-                          "usage schema version %d is newer than this nimbus (%d)", v, target);
-    for (; v < target; v++) {
-        char sql[64];
-        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", v + 1);
-        if (sqlite3_exec(u->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||
-            sqlite3_exec(u->wdb, migrations[v], NULL, NULL, NULL) != SQLITE_OK ||
-            sqlite3_exec(u->wdb, sql, NULL, NULL, NULL) != SQLITE_OK ||
-            sqlite3_exec(u->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-            db_fail(u->wdb, err, "migrate");
-            sqlite3_exec(u->wdb, "ROLLBACK", NULL, NULL, NULL);
-            return nb_err_prefix(err, "migration %d", v + 1);
-        }
-    }
-    return 0;
+    return nb_sql_fail(db, "usage", what, err);
 }
 
 static int prepare(nb_use *u, const char *sql, sqlite3_stmt **st, nb_err *err)
@@ -405,16 +379,6 @@ static int prepare(nb_use *u, const char *sql, sqlite3_stmt **st, nb_err *err)
     if (sqlite3_prepare_v3(u->wdb, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) == SQLITE_OK)
         return 0;
     return db_fail(u->wdb, err, "prepare");
-}
-
-static int open_db(const char *path, int flags, sqlite3 **db, nb_err *err)
-{
-    /* NOMUTEX: each connection is used by one thread at a time (the writer; queries under
-     * rmu). */
-    if (sqlite3_open_v2(path, db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK)
-        return db_fail(*db, err, path);
-    sqlite3_busy_timeout(*db, 5000);
-    return 0;
 }
 
 static void free_all(nb_use *u)
@@ -469,13 +433,15 @@ nb_use *nb_use_open(const char *db_path, const nb_use_config *cfg, nb_err *err)
         goto fail;
     }
 
-    if (open_db(db_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &u->wdb, err) < 0) goto fail;
+    if (nb_sql_open(db_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, "usage", &u->wdb, err) < 0)
+        goto fail;
     if (sqlite3_exec(u->wdb, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL", NULL, NULL,
                      NULL) != SQLITE_OK) {
         db_fail(u->wdb, err, db_path);
         goto fail;
     }
-    if (migrate(u, err) < 0) goto fail;
+    if (nb_sql_migrate(u->wdb, "usage", migrations, (int)NB_ARRAY_LEN(migrations), err) < 0)
+        goto fail;
     if (prepare(u,
                 "INSERT INTO raw (start_ms, request_id, ns, fn, version, trigger, caller,"
                 " duration_us, billed_ms, memory_mb, max_memory_mb, cpu_us, init_us, cold,"
@@ -499,7 +465,7 @@ nb_use *nb_use_open(const char *db_path, const nb_use_config *cfg, nb_err *err)
                 err) < 0 ||
         prepare(u, "DELETE FROM minute WHERE minute_ms < ?1", &u->del_rollup, err) < 0)
         goto fail;
-    if (open_db(db_path, SQLITE_OPEN_READWRITE, &u->rdb, err) < 0) goto fail;
+    if (nb_sql_open(db_path, SQLITE_OPEN_READWRITE, "usage", &u->rdb, err) < 0) goto fail;
     if (sqlite3_exec(u->rdb, "PRAGMA query_only = 1", NULL, NULL, NULL) != SQLITE_OK) {
         db_fail(u->rdb, err, db_path);
         goto fail;
