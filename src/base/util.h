@@ -48,6 +48,10 @@ char *nb_read_file(const char *path, size_t max, size_t *len_out);
  * silently ignored). */
 int nb_json_known_fields(const json_t *in, const char *const *fields, nb_err *err);
 
+/* "an object", "an array", "a string", "a number", "a boolean" or "null": a JSON value's kind
+ * for error messages ("needs a string, not an array"). */
+const char *nb_json_kind(const json_t *v);
+
 /* The platform's error body {"error":{"code":...,"message":...}} as compact JSON text
  * (malloc'd, NUL-terminated). msg may hold any bytes (a name quoted from a request, cut
  * mid-character): they are scrubbed to valid UTF-8 first, so this never fails. */

@@ -262,26 +262,6 @@ static int is_core(const char *k)
     return 0;
 }
 
-static const char *kind(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    default:
-        return "null";
-    }
-}
-
 /* The attribute's string, or NULL when absent (missing or null). */
 static const json_t *attr(const json_t *ev, const char *name)
 {
@@ -313,7 +293,7 @@ static int check_members(const json_t *ev, nb_err *err, int *has_data, int *has_
                        "attribute name \"%s\" is invalid: only a-z and 0-9, 1 to %d characters",
                        shown(nb, k, klen), NB_CE_MAX_NAME);
         if (is_core(k) && !json_is_string(v))
-            return bad(err, "attribute \"%s\" must be a string, not %s", k, kind(v));
+            return bad(err, "attribute \"%s\" must be a string, not %s", k, nb_json_kind(v));
         if (json_is_string(v)) {
             if (has_control(json_string_value(v), json_string_length(v)))
                 return bad(err, "attribute \"%s\" holds a control character", k);
@@ -325,7 +305,7 @@ static int check_members(const json_t *ev, nb_err *err, int *has_data, int *has_
             return bad(err, "attribute \"%s\" must be an integer, not a fraction", k);
         } else if (!json_is_boolean(v)) {
             return bad(err, "attribute \"%s\" must be a string, integer or boolean, not %s", k,
-                       kind(v));
+                       nb_json_kind(v));
         }
     }
     return 0;
@@ -333,7 +313,8 @@ static int check_members(const json_t *ev, nb_err *err, int *has_data, int *has_
 
 int nb_ce_validate(const json_t *ev, nb_err *err)
 {
-    if (!json_is_object(ev)) return bad(err, "an event must be a JSON object, not %s", kind(ev));
+    if (!json_is_object(ev))
+        return bad(err, "an event must be a JSON object, not %s", nb_json_kind(ev));
     int has_data = 0, has_b64 = 0;
     if (check_members(ev, err, &has_data, &has_b64) < 0) return -1;
     /* member types are checked: every core attribute present below is a string */
@@ -555,7 +536,7 @@ json_t *nb_ce_from_http(const char *content_type, const nb_ce_header *headers, s
     if (!arr) return NULL;
     if (!json_is_array(arr)) {
         nb_err_set(err, 400, NB_E_INVALID_VALUE, "batch: must be a JSON array of events, not %s",
-                   kind(arr));
+                   nb_json_kind(arr));
         json_decref(arr);
         return NULL;
     }

@@ -1,5 +1,7 @@
 #include "events/pattern.h"
 
+#include "base/util.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -107,26 +109,6 @@ static void path_pop(cctx *c, size_t old)
     c->path[old] = 0;
 }
 
-static const char *type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    default:
-        return "null";
-    }
-}
-
 static num num_of(const json_t *v)
 {
     num n = {0};
@@ -178,13 +160,13 @@ static int compile_lit(cctx *c, const json_t *v, lit *out)
         out->t = L_NULL;
         return 0;
     default:
-        return fail(c, "%s is not a matcher", type_name(v));
+        return fail(c, "%s is not a matcher", nb_json_kind(v));
     }
 }
 
 static int compile_string_arg(cctx *c, const char *opname, const json_t *v, lit *out)
 {
-    if (!json_is_string(v)) return fail(c, "%s needs a string, not %s", opname, type_name(v));
+    if (!json_is_string(v)) return fail(c, "%s needs a string, not %s", opname, nb_json_kind(v));
     out->t = L_STR;
     out->len = json_string_length(v);
     out->s = dupn(json_string_value(v), out->len);
@@ -218,10 +200,10 @@ static int compile_numeric(cctx *c, const json_t *v, matcher *m)
             if (json_is_string(o))
                 return fail(c, "bad numeric operator \"%s\" (use = < <= > >=)",
                             json_string_value(o));
-            return fail(c, "bad numeric operator: %s where a string was expected", type_name(o));
+            return fail(c, "bad numeric operator: %s where a string was expected", nb_json_kind(o));
         }
         if (!json_is_number(b))
-            return fail(c, "numeric bound must be a number, not %s", type_name(b));
+            return fail(c, "numeric bound must be a number, not %s", nb_json_kind(b));
         m->bound[k] = num_of(b);
     }
     if (m->nops == 2) {
@@ -268,7 +250,7 @@ static int compile_anything_but(cctx *c, const json_t *v, matcher *m)
         m->nvals++;
         if (json_is_array(e) || json_is_object(e))
             return fail(c, "anything-but list holds %s; only strings, numbers, booleans, null",
-                        type_name(e));
+                        nb_json_kind(e));
         if (compile_lit(c, e, &m->vals[i]) < 0) return -1;
     }
     return 0;
@@ -303,7 +285,7 @@ static int compile_matcher(cctx *c, const json_t *v, matcher *m)
         if (strcmp(k, "numeric") == 0) return compile_numeric(c, arg, m);
         if (strcmp(k, "exists") == 0) {
             if (!json_is_boolean(arg))
-                return fail(c, "exists needs true or false, not %s", type_name(arg));
+                return fail(c, "exists needs true or false, not %s", nb_json_kind(arg));
             m->kind = M_EXISTS;
             m->v.b = json_is_true(arg);
             return 0;
@@ -356,7 +338,7 @@ static int compile_obj(cctx *c, const json_t *obj, node *n, int depth)
             if (compile_leaf(c, v, kid) < 0) return -1;
         } else {
             return fail(c, "must be an array of matchers%s, not %s",
-                        c->policy ? "" : " or an object", type_name(v));
+                        c->policy ? "" : " or an object", nb_json_kind(v));
         }
         path_pop(c, old);
     }
@@ -408,7 +390,7 @@ static nb_pat *compile(const char *json, size_t len, int policy, nb_err *err)
     nb_pat *p = calloc(1, sizeof *p);
     if (!p) abort();
     int rc = json_is_object(j) ? compile_obj(&c, j, &p->root, 0)
-                               : fail(&c, "must be a JSON object, not %s", type_name(j));
+                               : fail(&c, "must be a JSON object, not %s", nb_json_kind(j));
     json_decref(j);
     if (rc < 0) {
         nb_pat_free(p);
