@@ -147,6 +147,10 @@ struct nb_use {
     nb_use_config cfg;
     sqlite3 *wdb; /* the writer thread's, once started */
     sqlite3_stmt *ins, *upsert, *del_old, *del_over, *del_rollup;
+    /* The writer's scratch, allocated once: a batch's rollup table and its raw blob. */
+    struct rollup_slot *slots;
+    size_t nslots;
+    uint8_t *blob;
     pthread_mutex_t rmu; /* serialises queries on rdb */
     sqlite3 *rdb;
 
@@ -193,6 +197,93 @@ const nb_use_prices *nb_use_prices_of(const nb_use *u)
     return &u->cfg.prices;
 }
 
+/* ---- the raw window: each batch's records as one blob ---- */
+
+/* Little-endian, whatever the host: the file outlives the binary that wrote it. */
+static uint8_t *put_le(uint8_t *p, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+    return p + bytes;
+}
+
+static uint64_t get_le(const uint8_t *p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static uint8_t *put_str(uint8_t *p, const char *s, size_t size)
+{
+    size_t n = strnlen(s, size - 1);
+    *p++ = (uint8_t)n;
+    memcpy(p, s, n);
+    return p + n;
+}
+
+size_t nb_use_encode(const nb_use_rec *recs, size_t n, uint8_t *out)
+{
+    uint8_t *p = out;
+    memcpy(p, NB_USE_BLOB_MAGIC, 4);
+    p = put_le(p + 4, n, 4);
+    for (size_t i = 0; i < n; i++) {
+        const nb_use_rec *r = &recs[i];
+        const int64_t v[] = {r->start_ms, r->duration_us,   r->billed_ms, r->init_us,
+                             r->cpu_us,   r->max_memory_mb, r->version};
+        for (size_t k = 0; k < NB_ARRAY_LEN(v); k++)
+            p = put_le(p, (uint64_t)v[k], 8);
+        p = put_le(p, (uint32_t)r->memory_mb, 4);
+        *p++ = (uint8_t)r->cold;
+        *p++ = (uint8_t)r->trigger;
+        *p++ = (uint8_t)r->outcome;
+        p = put_str(p, r->request_id, sizeof r->request_id);
+        p = put_str(p, r->ns, sizeof r->ns);
+        p = put_str(p, r->fn, sizeof r->fn);
+        p = put_str(p, r->caller, sizeof r->caller);
+        p = put_str(p, r->error_type, sizeof r->error_type);
+    }
+    return (size_t)(p - out);
+}
+
+static const uint8_t *get_str(const uint8_t *p, const uint8_t *end, char *dst, size_t size)
+{
+    if (p >= end || *p >= size || (size_t)(end - p - 1) < *p) return NULL;
+    size_t n = *p++;
+    memcpy(dst, p, n);
+    dst[n] = 0;
+    return p + n;
+}
+
+int nb_use_decode(const uint8_t *blob, size_t len, nb_use_decode_cb cb, void *ud)
+{
+    if (len < 8 || memcmp(blob, NB_USE_BLOB_MAGIC, 4) != 0) return -1;
+    uint64_t n = get_le(blob + 4, 4);
+    const uint8_t *p = blob + 8, *end = blob + len;
+    for (uint64_t i = 0; i < n; i++) {
+        nb_use_rec r = {0};
+        if ((size_t)(end - p) < NB_USE_REC_FIXED) return -1;
+        int64_t *v[] = {&r.start_ms, &r.duration_us,   &r.billed_ms, &r.init_us,
+                        &r.cpu_us,   &r.max_memory_mb, &r.version};
+        for (size_t k = 0; k < NB_ARRAY_LEN(v); k++, p += 8)
+            *v[k] = (int64_t)get_le(p, 8);
+        r.memory_mb = (int)(int32_t)get_le(p, 4);
+        r.cold = p[4];
+        r.trigger = p[5];
+        r.outcome = p[6];
+        p += 7;
+        if (!(p = get_str(p, end, r.request_id, sizeof r.request_id)) ||
+            !(p = get_str(p, end, r.ns, sizeof r.ns)) ||
+            !(p = get_str(p, end, r.fn, sizeof r.fn)) ||
+            !(p = get_str(p, end, r.caller, sizeof r.caller)) ||
+            !(p = get_str(p, end, r.error_type, sizeof r.error_type)))
+            return -1;
+        if (cb && cb(&r, ud) != 0) return 1;
+    }
+    return p == end ? 0 : -1;
+}
+
 /* ---- the writer ---- */
 
 static int wexec(nb_use *u, const char *sql)
@@ -213,58 +304,107 @@ static int step_done(nb_use *u, sqlite3_stmt *st)
     return -1;
 }
 
-static int insert_raw(nb_use *u, const nb_use_rec *r)
+/* One rollup row of a batch: the sums of its records sharing minute, namespace, function and
+ * caller. A batch has few distinct keys however many records, so summing here first leaves
+ * the database one upsert per key instead of one per record. */
+struct rollup_slot {
+    uint64_t hash; /* 0: empty */
+    int64_t minute_ms;
+    const nb_use_rec *key; /* the first record of the key: its strings */
+    nb_use_sums s;
+};
+typedef struct rollup_slot rollup_slot;
+
+static uint64_t fnv(uint64_t h, const char *s)
 {
-    sqlite3_stmt *st = u->ins;
-    sqlite3_bind_int64(st, 1, r->start_ms);
-    sqlite3_bind_text(st, 2, r->request_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, r->ns, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, r->fn, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, r->version);
-    sqlite3_bind_text(st, 6, nb_use_trigger_name(r->trigger), -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 7, r->caller, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 8, r->duration_us);
-    sqlite3_bind_int64(st, 9, r->billed_ms);
-    sqlite3_bind_int(st, 10, r->memory_mb);
-    sqlite3_bind_int64(st, 11, r->max_memory_mb);
-    sqlite3_bind_int64(st, 12, r->cpu_us);
-    sqlite3_bind_int64(st, 13, r->init_us);
-    sqlite3_bind_int(st, 14, r->cold);
-    sqlite3_bind_text(st, 15, nb_use_outcome_name(r->outcome), -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 16, r->error_type, -1, SQLITE_STATIC);
-    return step_done(u, st);
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 0x100000001b3ULL;
+    return (h ^ 0xff) * 0x100000001b3ULL; /* a separator: ("ab","c") is not ("a","bc") */
 }
 
-/* Adds one record to its minute's row. Records of one batch mostly share a few keys; SQLite's
- * upsert on the primary key is cheap enough at the writer's once-a-second pace. */
-static int upsert_rollup(nb_use *u, const nb_use_rec *r)
+static bool same_key(const rollup_slot *x, int64_t minute, const nb_use_rec *r)
 {
-    nb_use_sums s = {0};
-    nb_use_sums_add(&s, r);
+    return x->minute_ms == minute && strcmp(x->key->ns, r->ns) == 0 &&
+           strcmp(x->key->fn, r->fn) == 0 && strcmp(x->key->caller, r->caller) == 0;
+}
+
+/* Sums the batch into u->slots (capacity 2 x max_pending, a power of two: never full). */
+static size_t sum_batch(nb_use *u, const nb_use_rec *recs, size_t n)
+{
+    size_t mask = u->nslots - 1, used = 0;
+    memset(u->slots, 0, u->nslots * sizeof *u->slots);
+    for (size_t i = 0; i < n; i++) {
+        const nb_use_rec *r = &recs[i];
+        int64_t minute = r->start_ms / 60000 * 60000;
+        uint64_t h =
+            fnv(fnv(fnv(0xcbf29ce484222325ULL ^ (uint64_t)minute, r->ns), r->fn), r->caller) | 1;
+        size_t j = h & mask;
+        while (u->slots[j].hash && (u->slots[j].hash != h || !same_key(&u->slots[j], minute, r)))
+            j = (j + 1) & mask;
+        rollup_slot *x = &u->slots[j];
+        if (!x->hash) {
+            x->hash = h;
+            x->minute_ms = minute;
+            x->key = r;
+            used++;
+        }
+        nb_use_sums_add(&x->s, r);
+    }
+    return used;
+}
+
+static int upsert_rollup(nb_use *u, const rollup_slot *x)
+{
     sqlite3_stmt *st = u->upsert;
-    sqlite3_bind_int64(st, 1, r->start_ms / 60000 * 60000);
-    sqlite3_bind_text(st, 2, r->ns, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, r->fn, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, r->caller, -1, SQLITE_STATIC);
-    int64_t v[] = {s.requests,    s.errors, s.throttles, s.cold_starts, s.billed_ms,
-                   s.duration_us, s.mb_ms,  s.cpu_us,    s.kept_mb_ms};
+    sqlite3_bind_int64(st, 1, x->minute_ms);
+    sqlite3_bind_text(st, 2, x->key->ns, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, x->key->fn, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, x->key->caller, -1, SQLITE_STATIC);
+    const nb_use_sums *s = &x->s;
+    int64_t v[] = {s->requests,    s->errors, s->throttles, s->cold_starts, s->billed_ms,
+                   s->duration_us, s->mb_ms,  s->cpu_us,    s->kept_mb_ms};
     for (size_t i = 0; i < NB_ARRAY_LEN(v); i++)
         sqlite3_bind_int64(st, 5 + (int)i, v[i]);
     return step_done(u, st);
 }
 
-static void commit_batch(nb_use *u, const nb_use_rec *recs, size_t n)
+/* The batch's invocations (not its provisioned samples) as one raw_batch row. */
+static int insert_raw(nb_use *u, nb_use_rec *recs, size_t n)
+{
+    /* Invocation records first, in order; samples are only rolled up. */
+    size_t m = 0;
+    int64_t first = INT64_MAX, last = INT64_MIN;
+    for (size_t i = 0; i < n; i++) {
+        if (recs[i].kept_ms != 0) continue;
+        if (m != i) recs[m] = recs[i];
+        if (recs[m].start_ms < first) first = recs[m].start_ms;
+        if (recs[m].start_ms > last) last = recs[m].start_ms;
+        m++;
+    }
+    if (m == 0) return 0;
+    size_t len = nb_use_encode(recs, m, u->blob);
+    sqlite3_stmt *st = u->ins;
+    sqlite3_bind_int64(st, 1, first);
+    sqlite3_bind_int64(st, 2, last);
+    sqlite3_bind_int64(st, 3, (int64_t)m);
+    sqlite3_bind_blob(st, 4, u->blob, (int)len, SQLITE_STATIC);
+    return step_done(u, st);
+}
+
+static void commit_batch(nb_use *u, nb_use_rec *recs, size_t n)
 {
     if (n == 0) return;
+    size_t keys = sum_batch(u, recs, n);
     if (wexec(u, "BEGIN IMMEDIATE") < 0) goto lost;
-    for (size_t i = 0; i < n; i++) {
-        if ((recs[i].kept_ms == 0 && insert_raw(u, &recs[i]) < 0) ||
-            upsert_rollup(u, &recs[i]) < 0) {
-            wexec(u, "ROLLBACK");
-            goto lost;
-        }
+    for (size_t j = 0; keys && j < u->nslots; j++) {
+        if (!u->slots[j].hash) continue;
+        keys--;
+        if (upsert_rollup(u, &u->slots[j]) < 0) goto rollback;
     }
+    /* After the rollups: insert_raw compacts recs, which the slots' keys point into. */
+    if (insert_raw(u, recs, n) < 0) goto rollback;
     if (wexec(u, "COMMIT") == 0) return;
+rollback:
     wexec(u, "ROLLBACK");
 lost:
     /* The disk is full or the file is broken: the records are gone, and counted as such. */
@@ -367,6 +507,12 @@ static const char *migrations[] = {
     "  cold_starts INTEGER NOT NULL, billed_ms INTEGER NOT NULL, duration_us INTEGER NOT NULL,"
     "  mb_ms INTEGER NOT NULL, cpu_us INTEGER NOT NULL, kept_mb_ms INTEGER NOT NULL,"
     "  PRIMARY KEY (minute_ms, ns, fn, caller)) WITHOUT ROWID;",
+    /* A row per record cost the writer more than the invocation it metered: the raw window
+     * became a blob per batch (nb_use_encode). The old window is dropped, rollups stay. */
+    "DROP TABLE raw;"
+    "CREATE TABLE raw_batch (id INTEGER PRIMARY KEY AUTOINCREMENT, first_ms INTEGER NOT NULL,"
+    "  last_ms INTEGER NOT NULL, n INTEGER NOT NULL, recs BLOB NOT NULL);"
+    "CREATE INDEX raw_batch_last ON raw_batch (last_ms);",
 };
 
 static int db_fail(sqlite3 *db, nb_err *err, const char *what)
@@ -392,6 +538,8 @@ static void free_all(nb_use *u)
     sqlite3_close(u->rdb);
     free(u->pending);
     free(u->writing);
+    free(u->slots);
+    free(u->blob);
     pthread_cond_destroy(&u->wake);
     pthread_cond_destroy(&u->done);
     pthread_mutex_destroy(&u->mu);
@@ -428,7 +576,11 @@ nb_use *nb_use_open(const char *db_path, const nb_use_config *cfg, nb_err *err)
     /* Both buffers up front: recording never allocates. */
     u->pending = calloc(u->cfg.max_pending, sizeof *u->pending);
     u->writing = calloc(u->cfg.max_pending, sizeof *u->writing);
-    if (!u->pending || !u->writing) {
+    for (u->nslots = 1; u->nslots < 2 * u->cfg.max_pending; u->nslots *= 2)
+        ;
+    u->slots = calloc(u->nslots, sizeof *u->slots);
+    u->blob = malloc(NB_USE_BLOB_MAX(u->cfg.max_pending));
+    if (!u->pending || !u->writing || !u->slots || !u->blob) {
         nb_err_set(err, 500, NB_E_INTERNAL, "usage: out of memory");
         goto fail;
     }
@@ -442,11 +594,7 @@ nb_use *nb_use_open(const char *db_path, const nb_use_config *cfg, nb_err *err)
     }
     if (nb_sql_migrate(u->wdb, "usage", migrations, (int)NB_ARRAY_LEN(migrations), err) < 0)
         goto fail;
-    if (prepare(u,
-                "INSERT INTO raw (start_ms, request_id, ns, fn, version, trigger, caller,"
-                " duration_us, billed_ms, memory_mb, max_memory_mb, cpu_us, init_us, cold,"
-                " outcome, error_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
-                " ?12, ?13, ?14, ?15, ?16)",
+    if (prepare(u, "INSERT INTO raw_batch (first_ms, last_ms, n, recs) VALUES (?1, ?2, ?3, ?4)",
                 &u->ins, err) < 0 ||
         prepare(u,
                 "INSERT INTO minute (minute_ms, ns, fn, caller, requests, errors, throttles,"
@@ -460,9 +608,13 @@ nb_use *nb_use_open(const char *db_path, const nb_use_config *cfg, nb_err *err)
                 " mb_ms = mb_ms + excluded.mb_ms, cpu_us = cpu_us + excluded.cpu_us,"
                 " kept_mb_ms = kept_mb_ms + excluded.kept_mb_ms",
                 &u->upsert, err) < 0 ||
-        prepare(u, "DELETE FROM raw WHERE start_ms < ?1", &u->del_old, err) < 0 ||
-        prepare(u, "DELETE FROM raw WHERE id <= (SELECT MAX(id) FROM raw) - ?1", &u->del_over,
-                err) < 0 ||
+        prepare(u, "DELETE FROM raw_batch WHERE last_ms < ?1", &u->del_old, err) < 0 ||
+        /* Whole batches beyond the newest max_records records. */
+        prepare(u,
+                "DELETE FROM raw_batch WHERE id < (SELECT id FROM (SELECT id, SUM(n) OVER"
+                " (ORDER BY id DESC) AS c FROM raw_batch) WHERE c >= ?1 ORDER BY id DESC"
+                " LIMIT 1)",
+                &u->del_over, err) < 0 ||
         prepare(u, "DELETE FROM minute WHERE minute_ms < ?1", &u->del_rollup, err) < 0)
         goto fail;
     if (nb_sql_open(db_path, SQLITE_OPEN_READWRITE, "usage", &u->rdb, err) < 0) goto fail;
@@ -615,4 +767,89 @@ json_t *nb_use_query(nb_use *u, const nb_use_filter *f, nb_err *err)
     json_array_append_new(rows, t);
     free(g);
     return rows;
+}
+
+/* ---- recent invocations ---- */
+
+typedef struct recent {
+    const char *ns, *fn;
+    nb_use_rec *found; /* this batch's matches, oldest first */
+    size_t n, cap;
+} recent;
+
+static int recent_match(const nb_use_rec *r, void *ud)
+{
+    recent *x = ud;
+    if (strcmp(r->fn, x->fn) != 0 || strcmp(r->ns, x->ns) != 0) return 0;
+    if (x->n == x->cap) {
+        size_t cap = x->cap ? 2 * x->cap : 64;
+        nb_use_rec *f = realloc(x->found, cap * sizeof *f);
+        if (!f) abort();
+        x->found = f;
+        x->cap = cap;
+    }
+    x->found[x->n++] = *r;
+    return 0;
+}
+
+static json_t *rec_json(const nb_use_rec *r)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "request_id", json_string(r->request_id));
+    json_object_set_new(o, "start_ms", json_integer(r->start_ms));
+    json_object_set_new(o, "version", json_integer(r->version));
+    json_object_set_new(o, "trigger", json_string(nb_use_trigger_name(r->trigger)));
+    json_object_set_new(o, "caller", json_string(r->caller));
+    json_object_set_new(o, "duration_ms", json_real((double)r->duration_us / 1000.0));
+    json_object_set_new(o, "billed_ms", json_integer(r->billed_ms));
+    json_object_set_new(o, "memory_mb", json_integer(r->memory_mb));
+    json_object_set_new(o, "max_memory_mb", json_integer(r->max_memory_mb));
+    json_object_set_new(o, "cpu_ms",
+                        r->cpu_us >= 0 ? json_real((double)r->cpu_us / 1000.0) : json_null());
+    json_object_set_new(o, "init_ms", json_real((double)r->init_us / 1000.0));
+    json_object_set_new(o, "cold", json_boolean(r->cold));
+    json_object_set_new(o, "outcome", json_string(nb_use_outcome_name(r->outcome)));
+    json_object_set_new(o, "error_type", json_string(r->error_type));
+    return o;
+}
+
+json_t *nb_use_recent(nb_use *u, const char *ns, const char *fn, int limit, nb_err *err)
+{
+    if (limit < 1 || limit > 500) {
+        nb_err_set(err, 400, NB_E_INVALID_VALUE, "limit must be 1..500");
+        return NULL;
+    }
+    json_t *list = json_array();
+    recent x = {.ns = ns, .fn = fn};
+    pthread_mutex_lock(&u->rmu);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(u->rdb, "SELECT recs FROM raw_batch ORDER BY id DESC LIMIT 64", -1,
+                                &st, NULL);
+    while (rc == SQLITE_OK && (int)json_array_size(list) < limit) {
+        int step = sqlite3_step(st);
+        if (step == SQLITE_DONE) break;
+        if (step != SQLITE_ROW) {
+            rc = step;
+            break;
+        }
+        x.n = 0;
+        /* A damaged blob gives what decoded before the damage; the rest of the window stays
+         * readable. */
+        nb_use_decode(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), recent_match,
+                      &x);
+        for (size_t i = x.n; i-- > 0 && (int)json_array_size(list) < limit;)
+            json_array_append_new(list, rec_json(&x.found[i]));
+    }
+    if (rc != SQLITE_OK) {
+        db_fail(u->rdb, err, "recent invocations");
+        json_decref(list);
+        list = NULL;
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&u->rmu);
+    free(x.found);
+    if (!list) return NULL;
+    json_t *o = json_object();
+    json_object_set_new(o, "invocations", list);
+    return o;
 }

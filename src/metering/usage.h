@@ -4,8 +4,9 @@
  * Recording copies a fixed-size struct into a bounded in-memory batch under a short mutex and
  * returns: no allocation, no I/O. A writer thread swaps the batch out once a second (at once
  * when it is half full, or on a flush) and commits it to its own SQLite database
- * (DATA/usage.db) in one transaction: the raw records (a bounded window: max_age_s and
- * max_records) and the per-minute rollup (kept rollup_days). A full batch drops the record and
+ * (DATA/usage.db) in one transaction: the per-minute rollup (kept rollup_days), summed in
+ * memory first, and the raw records as one blob (a bounded window: max_age_s and
+ * max_records). A full batch drops the record and
  * counts it (nb_use_dropped), never delays the invocation.
  *
  * Money is integer: prices are held in femto-dollars (1e-15 USD) per unit and a group's cost
@@ -138,5 +139,25 @@ typedef struct nb_use_filter {
  * provisioned_gb_seconds, cost_usd, cost_micro_usd}, sorted by cost then requests descending,
  * the last row {"total":true, ...} the sum of the others. */
 json_t *nb_use_query(nb_use *u, const nb_use_filter *f, nb_err *err);
+
+/* The function's latest invocation records from the raw window, newest first:
+ * {"invocations":[{request_id, start_ms, version, trigger, caller, duration_ms, billed_ms,
+ * memory_mb, max_memory_mb, cpu_ms, init_ms, cold, outcome, error_type}]}. limit 1..500.
+ * Committed records only (the writer's period behind). Scans at most the newest 64 batches. */
+json_t *nb_use_recent(nb_use *u, const char *ns, const char *fn, int limit, nb_err *err);
+
+/* The raw window's blob: "NBU1", a u32 count, then per record seven i64 (start_ms,
+ * duration_us, billed_ms, init_us, cpu_us, max_memory_mb, version), an i32 memory_mb, three
+ * bytes (cold, trigger, outcome) and five strings (request_id, ns, fn, caller, error_type),
+ * each a length byte and its bytes; every integer little-endian. */
+#define NB_USE_BLOB_MAGIC  "NBU1"
+#define NB_USE_REC_FIXED   (7 * 8 + 4 + 3 + 5)
+#define NB_USE_BLOB_MAX(n) (8 + (size_t)(n) * (NB_USE_REC_FIXED + sizeof(nb_use_rec)))
+/* Writes n records to out (NB_USE_BLOB_MAX(n) bytes); returns the length. */
+size_t nb_use_encode(const nb_use_rec *recs, size_t n, uint8_t *out);
+/* Calls cb for each record of a blob, in order; cb returning non-zero stops (returns 1).
+ * -1: the blob is malformed (cb may have seen the records before the fault). */
+typedef int (*nb_use_decode_cb)(const nb_use_rec *r, void *ud);
+int nb_use_decode(const uint8_t *blob, size_t len, nb_use_decode_cb cb, void *ud);
 
 #endif

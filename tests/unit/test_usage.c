@@ -186,10 +186,31 @@ static void test_rollup(void)
     /* The raw window has every invocation (not the throttle's billing, but its record). */
     sqlite3_stmt *st;
     pthread_mutex_lock(&u->rmu);
-    CHECK(sqlite3_prepare_v2(u->rdb, "SELECT COUNT(*) FROM raw", -1, &st, NULL) == SQLITE_OK);
+    CHECK(sqlite3_prepare_v2(u->rdb, "SELECT SUM(n) FROM raw_batch", -1, &st, NULL) == SQLITE_OK);
     CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 7);
     sqlite3_finalize(st);
     pthread_mutex_unlock(&u->rmu);
+
+    /* Recent invocations: one function's, newest first, across batches. */
+    nb_use_rec late = rec("default", "f", "", 5000, 128, NB_USE_SUCCESS);
+    nb_use_record(u, &late);
+    nb_use_flush(u);
+    json_t *r = nb_use_recent(u, "default", "f", 10, &err);
+    json_t *inv = json_object_get(r, "invocations");
+    CHECK(json_array_size(inv) == 4);
+    CHECK(json_real_value(json_object_get(json_array_get(inv, 0), "duration_ms")) == 5.0);
+    CHECK(json_real_value(json_object_get(json_array_get(inv, 1), "duration_ms")) == 250.0);
+    CHECK(strcmp(json_string_value(json_object_get(json_array_get(inv, 2), "outcome")), "error") ==
+          0);
+    json_decref(r);
+    r = nb_use_recent(u, "default", "f", 1, &err);
+    CHECK(json_array_size(json_object_get(r, "invocations")) == 1);
+    json_decref(r);
+    r = nb_use_recent(u, "default", "nobody", 10, &err);
+    CHECK(json_array_size(json_object_get(r, "invocations")) == 0);
+    json_decref(r);
+    memset(&err, 0, sizeof err);
+    CHECK(!nb_use_recent(u, "default", "f", 0, &err) && err.status == 400);
     nb_use_close(u);
 }
 
@@ -229,12 +250,63 @@ static void test_bounded_batch(void)
     nb_use_record(NULL, &r); /* metering off: nothing */
 }
 
+static int collect(const nb_use_rec *r, void *ud)
+{
+    nb_use_rec **p = ud;
+    *(*p)++ = *r;
+    return 0;
+}
+
+/* The raw blob: records come back field for field; a truncated or altered blob is refused,
+ * never read past its end. */
+static void test_blob(void)
+{
+    nb_use_rec in[3];
+    in[0] = rec("team", "f", "alice", 1234567, 512, NB_USE_SUCCESS);
+    in[1] = rec("default", "g", "", 0, 128, NB_USE_THROTTLED);
+    in[2] = rec("default", "h", "schedule:nightly", 3000000, 10240, NB_USE_TIMEOUT);
+    in[1].cpu_us = -1;
+    in[2].cold = 1;
+    in[2].init_us = 180000;
+    in[2].trigger = NB_TRIG_SCHEDULE;
+    in[2].max_memory_mb = 9000;
+    in[2].version = 42;
+    memset(in[2].request_id, 'r', sizeof in[2].request_id - 1); /* the longest strings */
+    in[2].request_id[sizeof in[2].request_id - 1] = 0;
+    memset(in[2].error_type, 'e', sizeof in[2].error_type - 1);
+    in[2].error_type[sizeof in[2].error_type - 1] = 0;
+    uint8_t *blob = malloc(NB_USE_BLOB_MAX(3));
+    size_t len = nb_use_encode(in, 3, blob);
+    nb_use_rec out[3], *p = out;
+    CHECK(nb_use_decode(blob, len, collect, &p) == 0 && p == out + 3);
+    for (int i = 0; i < 3; i++) {
+        CHECK(out[i].start_ms == in[i].start_ms && out[i].duration_us == in[i].duration_us);
+        CHECK(out[i].billed_ms == in[i].billed_ms && out[i].cpu_us == in[i].cpu_us);
+        CHECK(out[i].init_us == in[i].init_us && out[i].max_memory_mb == in[i].max_memory_mb);
+        CHECK(out[i].version == in[i].version && out[i].memory_mb == in[i].memory_mb);
+        CHECK(out[i].cold == in[i].cold && out[i].trigger == in[i].trigger);
+        CHECK(out[i].outcome == in[i].outcome);
+        CHECK(strcmp(out[i].request_id, in[i].request_id) == 0);
+        CHECK(strcmp(out[i].ns, in[i].ns) == 0 && strcmp(out[i].fn, in[i].fn) == 0);
+        CHECK(strcmp(out[i].caller, in[i].caller) == 0);
+        CHECK(strcmp(out[i].error_type, in[i].error_type) == 0);
+    }
+    for (size_t cut = 0; cut < len; cut++)
+        CHECK(nb_use_decode(blob, cut, NULL, NULL) == -1);
+    blob[len - 1 - strlen(in[2].error_type)] = 200; /* a string longer than its field */
+    CHECK(nb_use_decode(blob, len, NULL, NULL) == -1);
+    memcpy(blob, "XXXX", 4);
+    CHECK(nb_use_decode(blob, len, NULL, NULL) == -1);
+    free(blob);
+}
+
 int main(void)
 {
     CHECK(mkdtemp(dir));
     test_billed();
     test_sums();
     test_pricing();
+    test_blob();
     test_rollup();
     test_bounded_batch();
     char cmd[300];
