@@ -328,11 +328,16 @@ static bool same_key(const rollup_slot *x, int64_t minute, const nb_use_rec *r)
            strcmp(x->key->fn, r->fn) == 0 && strcmp(x->key->caller, r->caller) == 0;
 }
 
-/* Sums the batch into u->slots (capacity 2 x max_pending, a power of two: never full). */
-static size_t sum_batch(nb_use *u, const nb_use_rec *recs, size_t n)
+/* Sums the batch into the first *nslots of u->slots: a power of two at least twice n, so the
+ * table is never full (u->slots holds 2 x max_pending). Returns the keys used. */
+static size_t sum_batch(nb_use *u, const nb_use_rec *recs, size_t n, size_t *nslots)
 {
-    size_t mask = u->nslots - 1, used = 0;
-    memset(u->slots, 0, u->nslots * sizeof *u->slots);
+    size_t size = 2, used = 0;
+    while (size < 2 * n)
+        size *= 2;
+    size_t mask = size - 1;
+    *nslots = size;
+    memset(u->slots, 0, size * sizeof *u->slots);
     for (size_t i = 0; i < n; i++) {
         const nb_use_rec *r = &recs[i];
         int64_t minute = r->start_ms / 60000 * 60000;
@@ -394,9 +399,10 @@ static int insert_raw(nb_use *u, nb_use_rec *recs, size_t n)
 static void commit_batch(nb_use *u, nb_use_rec *recs, size_t n)
 {
     if (n == 0) return;
-    size_t keys = sum_batch(u, recs, n);
+    size_t nslots;
+    size_t keys = sum_batch(u, recs, n, &nslots);
     if (wexec(u, "BEGIN IMMEDIATE") < 0) goto lost;
-    for (size_t j = 0; keys && j < u->nslots; j++) {
+    for (size_t j = 0; keys && j < nslots; j++) {
         if (!u->slots[j].hash) continue;
         keys--;
         if (upsert_rollup(u, &u->slots[j]) < 0) goto rollback;

@@ -250,6 +250,99 @@ static void test_bounded_batch(void)
     nb_use_record(NULL, &r); /* metering off: nothing */
 }
 
+/* One batch of many keys: the in-memory rollup table probes past collisions and loses none. */
+static void test_many_keys(void)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/keys.db", dir);
+    nb_err err = {0};
+    nb_use *u = nb_use_open(path, NULL, &err);
+    CHECK(u);
+    pthread_mutex_lock(&u->mu);
+    u->hold = true; /* one batch */
+    pthread_mutex_unlock(&u->mu);
+    char fn[16];
+    for (int i = 0; i < 3000; i++) {
+        snprintf(fn, sizeof fn, "f%d", i % 500);
+        nb_use_rec r =
+            rec("default", fn, i % 2 ? "a" : "b", 1000 * (1 + i % 7), 128, NB_USE_SUCCESS);
+        nb_use_record(u, &r);
+    }
+    pthread_mutex_lock(&u->mu);
+    u->hold = false;
+    pthread_mutex_unlock(&u->mu);
+    nb_use_flush(u);
+    nb_use_filter f = {.by = "function"};
+    json_t *rows = nb_use_query(u, &f, &err);
+    CHECK(json_array_size(rows) == 501);
+    int64_t billed = 0;
+    for (int i = 0; i < 3000; i++)
+        billed += 1 + i % 7;
+    for (size_t i = 0; i + 1 < json_array_size(rows); i++)
+        CHECK(ival(json_array_get(rows, i), "requests") == 6);
+    CHECK(ival(json_array_get(rows, 500), "billed_ms") == billed);
+    json_decref(rows);
+    f.by = "key";
+    rows = nb_use_query(u, &f, &err);
+    CHECK(ival(row_of(rows, "key", "a"), "requests") == 1500);
+    json_decref(rows);
+    nb_use_close(u);
+}
+
+static int64_t raw_count(nb_use *u, const char *sql)
+{
+    sqlite3_stmt *st;
+    pthread_mutex_lock(&u->rmu);
+    CHECK(sqlite3_prepare_v2(u->rdb, sql, -1, &st, NULL) == SQLITE_OK);
+    CHECK(sqlite3_step(st) == SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&u->rmu);
+    return n;
+}
+
+/* The raw window's bounds: whole batches beyond the newest max_records records go, and batches
+ * older than max_age_s; the rollup keeps them all. */
+static void test_raw_window(void)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/window.db", dir);
+    nb_err err = {0};
+    nb_use_config cfg = {.max_records = 10};
+    nb_use *u = nb_use_open(path, &cfg, &err);
+    CHECK(u);
+    for (int b = 0; b < 3; b++) {
+        for (int i = 0; i < 8; i++) {
+            nb_use_rec r = rec("default", "f", "", 1000, 128, NB_USE_SUCCESS);
+            r.version = b;
+            nb_use_record(u, &r);
+        }
+        nb_use_flush(u);
+    }
+    /* The writer trims after its first commit, then every 10 s: all three are there. */
+    CHECK(raw_count(u, "SELECT SUM(n) FROM raw_batch") == 24);
+    retain(u); /* the count bound: the two newest batches hold the newest 10 */
+    CHECK(raw_count(u, "SELECT SUM(n) FROM raw_batch") == 16);
+    json_t *r = nb_use_recent(u, "default", "f", 500, &err);
+    json_t *inv = json_object_get(r, "invocations");
+    CHECK(json_array_size(inv) == 16);
+    CHECK(ival(json_array_get(inv, 15), "version") == 1);
+    json_decref(r);
+    nb_use_close(u);
+
+    /* The age bound, at the first commit after a start. */
+    cfg = (nb_use_config){.max_age_s = 3600};
+    u = nb_use_open(path, &cfg, &err);
+    CHECK(u);
+    nb_use_rec old = rec("default", "f", "", 1000, 128, NB_USE_SUCCESS);
+    old.start_ms -= 7200 * 1000;
+    nb_use_record(u, &old);
+    nb_use_flush(u);
+    CHECK(raw_count(u, "SELECT COUNT(*) FROM raw_batch") == 2);
+    CHECK(raw_count(u, "SELECT SUM(requests) FROM minute") == 25); /* rollups keep everything */
+    nb_use_close(u);
+}
+
 static int collect(const nb_use_rec *r, void *ud)
 {
     nb_use_rec **p = ud;
@@ -308,6 +401,8 @@ int main(void)
     test_pricing();
     test_blob();
     test_rollup();
+    test_many_keys();
+    test_raw_window();
     test_bounded_batch();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
