@@ -374,11 +374,7 @@ int nb_async_target_queue(nb_q *q, const char *ns, const char *target, char *out
     }
     if (strncmp(target, "function:", 9) == 0) {
         nb_async_fn_queue(ns, target + 9, out, size);
-        nb_q_config cfg = {.visibility_timeout_ms = 960000, .retention_ms = 14 * 86400000LL};
-        /* A 409 means another creator won the race: the queue is there, which is all we need. */
-        if (!nb_q_exists(q, out) && nb_q_create(q, out, &cfg, &err) < 0 && !nb_q_exists(q, out))
-            return -1;
-        return 0;
+        return nb_async_ensure_queue(q, out, &err);
     }
     return -1;
 }
@@ -430,21 +426,22 @@ int nb_async_chain_copy(const json_t *from, json_t *to)
     return 1;
 }
 
-int nb_async_enqueue(nb_q *q, const char *ns, const char *fn, int timeout_s, const char *event,
-                     size_t len, const char *request_id, const nb_inv_ctx *ctx, char id_out[37],
+int nb_async_ensure_queue(nb_q *q, const char *name, nb_err *err)
+{
+    /* Kept 14 days, longer than any max_event_age_s: an event leaves only by being processed
+     * or failed, never by expiring. Their consumers receive with visibilities of their own;
+     * the default is for an operator's receive. */
+    nb_q_config cfg = {.visibility_timeout_ms = 60000, .retention_ms = 14 * 86400000LL};
+    return nb_q_ensure(q, name, &cfg, err);
+}
+
+int nb_async_enqueue(nb_q *q, const char *ns, const char *fn, const char *event, size_t len,
+                     const char *request_id, const nb_inv_ctx *ctx, char id_out[37],
                      nb_q_sent_cb cb, void *ud, nb_err *err)
 {
     char name[NB_Q_NAME_MAX + 1];
     nb_async_fn_queue(ns, fn, name, sizeof name);
-    if (!nb_q_exists(q, name)) {
-        /* The retention (14 days) outlasts any max_event_age_s: an event leaves only by being
-         * processed or failed, never by expiring. */
-        nb_q_config cfg = {.visibility_timeout_ms = (int64_t)timeout_s * 1000 + 60000,
-                           .retention_ms = 14 * 86400000LL};
-        /* Another sender may create it between the check and here (409): it exists. */
-        if (nb_q_create(q, name, &cfg, err) < 0 && !nb_q_exists(q, name)) return -1;
-        nb_err_clear(err);
-    }
+    if (nb_async_ensure_queue(q, name, err) < 0) return -1;
     if (request_id)
         snprintf(id_out, 37, "%s", request_id);
     else
@@ -588,9 +585,8 @@ static void fail(job *j, const nb_fn_scaling *sc, const char *condition)
     if (!delivered) {
         /* Never dropped: the failure log keeps the event, with its record, for redrive. */
         nb_async_failed_queue(j->src->ns, j->src->fn, q, sizeof q);
-        nb_q_config cfg = {.visibility_timeout_ms = 30000, .retention_ms = 14 * 86400000LL};
         nb_err err = {0};
-        if (!nb_q_exists(a->q, q) && nb_q_create(a->q, q, &cfg, &err) < 0)
+        if (nb_async_ensure_queue(a->q, q, &err) < 0)
             nb_warn("async", "failure log %s: %s", q, err.msg);
         size_t slen;
         char *slim = invocation_record(j, condition, 0, &slen);

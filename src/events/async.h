@@ -50,6 +50,10 @@ void nb_async_user_queue(const char *ns, const char *name, char *out, size_t siz
  * namespace's event bus before its rules route the events ("bus/NS"). */
 void nb_async_topic_queue(const char *ns, const char *name, char *out, size_t size);
 void nb_async_bus_queue(const char *ns, char *out, size_t size);
+/* Makes one of the platform's own queues (a function's async queue or failure log, a
+ * namespace's bus) unless it exists: they are made on demand by whichever sender comes first,
+ * all with one config. 0, or -1 with err. Any thread. */
+int nb_async_ensure_queue(nb_q *q, const char *name, nb_err *err);
 /* Message attributes naming what queued an event for metering (nb_use_trigger): "topic" with
  * the topic's name as source. Schedules and rules are known by their own attributes. */
 #define NB_ASYNC_ATTR_TRIGGER "nimbus_trigger"
@@ -73,12 +77,12 @@ int nb_async_target_queue(nb_q *q, const char *ns, const char *target, char *out
  * (created on demand, 14 days of retention) as one message whose id is request_id (NULL: a new
  * one; either way it is the invocation's request id, written to id_out[37]). ctx (may be NULL)
  * travels in the message's attributes, so the dispatcher invokes within the same chain of calls
- * (docs/internals/calls.md). timeout_s: the function's, for the queue's visibility timeout.
+ * (docs/internals/calls.md).
  * cb runs once on the queue's writer thread (status 0: durable). 0, or -1 with err (the queue
  * could not be made, the send was refused: cb not called). Any thread. The caller checks the
  * function exists and the event is UTF-8 of at most NB_ASYNC_MAX_EVENT bytes. */
-int nb_async_enqueue(nb_q *q, const char *ns, const char *fn, int timeout_s, const char *event,
-                     size_t len, const char *request_id, const nb_inv_ctx *ctx, char id_out[37],
+int nb_async_enqueue(nb_q *q, const char *ns, const char *fn, const char *event, size_t len,
+                     const char *request_id, const nb_inv_ctx *ctx, char id_out[37],
                      nb_q_sent_cb cb, void *ud, nb_err *err);
 /* The attributes a message may carry: a JSON object of strings (NULL: none). 0, or -1 with a
  * 400 err naming the culprit. */

@@ -13,8 +13,6 @@
 
 /* Minutes: the bus is drained by nb_fan at once, this only bounds a message taken by a
  * forwarding that never settled (nb_fan sets its own visibility on receive anyway). */
-#define BUS_VISIBILITY_MS 60000
-#define BUS_RETENTION_MS  (14 * 86400000LL)
 
 /* ---------- the admin side ---------- */
 
@@ -217,10 +215,7 @@ static int bus_queue(nb_bus *b, const char *ns, char *q, size_t size)
 {
     nb_async_bus_queue(ns, q, size);
     nb_err err = {0};
-    nb_q_config cfg = {.visibility_timeout_ms = BUS_VISIBILITY_MS,
-                       .retention_ms = BUS_RETENTION_MS};
-    /* A 409 means another creator won the race: the queue is there, which is all we need. */
-    if (!nb_q_exists(b->q, q) && nb_q_create(b->q, q, &cfg, &err) < 0 && !nb_q_exists(b->q, q)) {
+    if (nb_async_ensure_queue(b->q, q, &err) < 0) {
         nb_warn("bus", "%s: %s", q, err.msg);
         return -1;
     }

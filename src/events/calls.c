@@ -143,8 +143,8 @@ static void do_invoke_async(nb_calls *c, nb_call *call, const nb_call_info *in)
      * nobody waits for it. */
     nb_inv_ctx ctx = in->next;
     ctx.deadline_ms = 0;
-    if (nb_async_enqueue(c->q, in->ns, k->target, ver->cfg.timeout_s, k->body, k->len, NULL, &ctx,
-                         p->id, sent, p, &err) < 0) {
+    if (nb_async_enqueue(c->q, in->ns, k->target, k->body, k->len, NULL, &ctx, p->id, sent, p,
+                         &err) < 0) {
         free(p);
         nb_call_fail(call, err.status ? err.status : 503, err.code ? err.code : NB_E_UNAVAILABLE,
                      "%s", err.msg);
@@ -268,9 +268,7 @@ static void do_emit(nb_calls *c, nb_call *call, const nb_call_info *in)
     }
     char q[NB_Q_NAME_MAX + 1];
     nb_async_bus_queue(in->ns, q, sizeof q);
-    nb_q_config cfg = {.visibility_timeout_ms = 30000, .retention_ms = 14 * 86400000LL};
-    /* Made on demand, as a function's async queue is; a 409 means another creator won. */
-    if (!nb_q_exists(c->q, q) && nb_q_create(c->q, q, &cfg, &err) < 0 && !nb_q_exists(c->q, q)) {
+    if (nb_async_ensure_queue(c->q, q, &err) < 0) {
         json_decref(ev);
         nb_call_fail(call, err.status ? err.status : 503, err.code ? err.code : NB_E_UNAVAILABLE,
                      "%s", err.msg);

@@ -310,7 +310,7 @@ nb_fan *nb_fan_new(uv_loop_t *loop, nb_q *q)
     f->wake.data = f;
     nb_err err = {0};
     nb_q_config cfg = {.retention_ms = 14 * 86400000LL};
-    if (!nb_q_exists(q, FAILED_QUEUE) && nb_q_create(q, FAILED_QUEUE, &cfg, &err) < 0)
+    if (nb_q_ensure(q, FAILED_QUEUE, &cfg, &err) < 0)
         nb_warn("fan", "cannot create %s: %s", FAILED_QUEUE, err.msg);
     return f;
 }

@@ -1161,7 +1161,8 @@ static int queue_change(nb_q *q, int op, qqueue *qq, nb_err *err)
     return 0;
 }
 
-int nb_q_create(nb_q *q, const char *name, const nb_q_config *cfg, nb_err *err)
+/* any_config: an existing queue is fine whatever its config (nb_q_ensure). */
+static int create(nb_q *q, const char *name, const nb_q_config *cfg, bool any_config, nb_err *err)
 {
     if (check_name(name, err) < 0) return -1;
     nb_q_config c;
@@ -1170,7 +1171,7 @@ int nb_q_create(nb_q *q, const char *name, const nb_q_config *cfg, nb_err *err)
     int rc = config_check(q, name, cfg, &c, err);
     qqueue *qq = rc == 0 ? find_queue(q, name, &pos) : NULL;
     if (rc == 0 && qq) {
-        if (!config_eq(&qq->cfg, &c))
+        if (!any_config && !config_eq(&qq->cfg, &c))
             rc = nb_err_set(err, 409, NB_E_CONFLICT, "queue %s exists with another config", name);
     } else if (rc == 0) {
         qq = queue_new(name, &c);
@@ -1182,6 +1183,16 @@ int nb_q_create(nb_q *q, const char *name, const nb_q_config *cfg, nb_err *err)
     }
     pthread_mutex_unlock(&q->mu);
     return rc;
+}
+
+int nb_q_create(nb_q *q, const char *name, const nb_q_config *cfg, nb_err *err)
+{
+    return create(q, name, cfg, false, err);
+}
+
+int nb_q_ensure(nb_q *q, const char *name, const nb_q_config *cfg, nb_err *err)
+{
+    return create(q, name, cfg, true, err);
 }
 
 int nb_q_update(nb_q *q, const char *name, const nb_q_config *cfg, nb_err *err)

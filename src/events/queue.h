@@ -91,6 +91,9 @@ void nb_q_close(nb_q *q);
  * create: 409 if it exists with another config (same config: 0, idempotent).
  * Deleting a queue deletes its messages. */
 int nb_q_create(nb_q *q, const char *name, const nb_q_config *cfg, nb_err *err);
+/* Creates the queue unless it exists, whatever the existing one's config: the platform's queues
+ * made on demand by whichever sender comes first (atomic: no 409 from a race). */
+int nb_q_ensure(nb_q *q, const char *name, const nb_q_config *cfg, nb_err *err);
 int nb_q_update(nb_q *q, const char *name, const nb_q_config *cfg, nb_err *err);
 int nb_q_delete_queue(nb_q *q, const char *name, nb_err *err);
 int nb_q_exists(nb_q *q, const char *name);

@@ -305,8 +305,7 @@ static void fire(nb_schd *s, sched_ent *e, int64_t t)
     char q[NB_Q_NAME_MAX + 1], when[32];
     nb_async_fn_queue(e->ns, e->fn, q, sizeof q);
     nb_err err = {0};
-    nb_q_config cfg = {.visibility_timeout_ms = 960000, .retention_ms = 14 * 86400000LL};
-    if (!nb_q_exists(s->q, q) && nb_q_create(s->q, q, &cfg, &err) < 0 && !nb_q_exists(s->q, q)) {
+    if (nb_async_ensure_queue(s->q, q, &err) < 0) {
         nb_warn("schedule", "%s/%s: %s", e->ns, e->name, err.msg);
         return;
     }

@@ -505,7 +505,7 @@ int nb_topic_create(nb_store *s, nb_q *q, const char *ns, const json_t *in, json
             return nb_err_set(err, 409, NB_E_CONFLICT, "topic '%s' exists with other settings",
                               name);
         /* Idempotent, and repairs a queue lost to a crash between the two creations. */
-        if (!nb_q_exists(q, qn) && nb_q_create(q, qn, &cfg, err) < 0) return -1;
+        if (nb_q_ensure(q, qn, &cfg, err) < 0) return -1;
     } else {
         int had_queue = nb_q_exists(q, qn);
         if (!had_queue && nb_q_create(q, qn, &cfg, err) < 0) return -1;
@@ -551,10 +551,8 @@ static int make_sub_queues(nb_q *q, const char *ns, const char *topic, const cha
                        .max_receives = NB_TOPIC_WH_RECEIVES};
     wh_failed_queue(ns, topic, id, cfg.dead_letter, sizeof cfg.dead_letter);
     wh_queue(ns, topic, id, qn, sizeof qn);
-    if (!nb_q_exists(q, cfg.dead_letter) && nb_q_create(q, cfg.dead_letter, &fcfg, err) < 0)
-        return -1;
-    if (!nb_q_exists(q, qn) && nb_q_create(q, qn, &cfg, err) < 0) return -1;
-    return 0;
+    if (nb_q_ensure(q, cfg.dead_letter, &fcfg, err) < 0) return -1;
+    return nb_q_ensure(q, qn, &cfg, err);
 }
 
 int nb_topic_delete(nb_store *s, nb_q *q, const char *ns, const char *name, nb_err *err)

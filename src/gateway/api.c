@@ -1816,15 +1816,6 @@ static pending_send *pending_send_new(route_args *a, int async)
     return p;
 }
 
-static int ensure_queue(nb_api *api, const char *q, int64_t visibility_ms, nb_err *err)
-{
-    if (nb_q_exists(api->q, q)) return 0;
-    nb_q_config cfg = {.visibility_timeout_ms = visibility_ms, .retention_ms = 14 * 86400000LL};
-    /* Another request may create it between the check and here (409): it exists, that is all. */
-    if (nb_q_create(api->q, q, &cfg, err) < 0 && !nb_q_exists(api->q, q)) return -1;
-    return 0;
-}
-
 static void invoke_async(route_args *a)
 {
     nb_api *api = a->api;
@@ -1852,8 +1843,8 @@ static void invoke_async(route_args *a)
     nb_err err = {0};
     pending_send *p = pending_send_new(a, 1);
     char id[37];
-    if (nb_async_enqueue(api->q, a->ns, a->name, latest->cfg.timeout_s, a->req->entity.base,
-                         a->req->entity.len, a->request_id, NULL, id, send_done, p, &err) < 0) {
+    if (nb_async_enqueue(api->q, a->ns, a->name, a->req->entity.base, a->req->entity.len,
+                         a->request_id, NULL, id, send_done, p, &err) < 0) {
         nb_http_send_error(a->req, &err);
         pending_send_unref(p);
     }
@@ -1896,7 +1887,7 @@ static void r_events_redrive(route_args *a)
     nb_err err = {0};
     int64_t n = 0;
     if (nb_q_exists(a->api->q, from)) {
-        if (ensure_queue(a->api, to, (int64_t)latest->cfg.timeout_s * 1000 + 60000, &err) < 0 ||
+        if (nb_async_ensure_queue(a->api->q, to, &err) < 0 ||
             (n = nb_q_move_all_fresh(a->api->q, from, to, &err)) < 0) {
             nb_http_send_error(a->req, &err);
             return;
@@ -2589,7 +2580,7 @@ static void r_events_put(route_args *a)
     nb_async_bus_queue(a->ns, q, sizeof q);
     nb_q_out *outs = calloc(n, sizeof *outs);
     if (!outs) abort();
-    int rc = ensure_queue(api, q, 60000, &err);
+    int rc = nb_async_ensure_queue(api->q, q, &err);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         char *text = json_dumps(json_array_get(events, i), JSON_COMPACT);
         if (!text) abort(); /* validated events always encode: only OOM gets here */

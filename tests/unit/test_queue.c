@@ -129,7 +129,11 @@ static void test_queues(void)
     CHECK(nb_q_create(q, "q/default/a", NULL, &err) == 0); /* idempotent */
     nb_q_config c = cfg_of(1000, 0, 0, NULL);
     check_err(nb_q_create(q, "q/default/a", &c, &err), &err, 409, NB_E_CONFLICT);
+    CHECK(nb_q_ensure(q, "q/default/a", &c, &err) == 0); /* there: its config stays */
+    CHECK(nb_q_ensure(q, "e", &c, &err) == 0 && nb_q_exists(q, "e"));
     nb_q_config got;
+    CHECK(nb_q_get_config(q, "e", &got, &err) == 0 && got.visibility_timeout_ms == 1000);
+    CHECK(nb_q_delete_queue(q, "e", &err) == 0);
     CHECK(nb_q_get_config(q, "q/default/a", &got, &err) == 0);
     CHECK(got.visibility_timeout_ms == 30000 && got.retention_ms == 4 * 86400000LL);
 
