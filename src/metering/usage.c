@@ -616,3 +616,55 @@ json_t *nb_use_query(nb_use *u, const nb_use_filter *f, nb_err *err)
     free(g);
     return rows;
 }
+
+/* The function's newest raw records (GET /v1/functions/{name}/invocations, the web console).
+ * Reads what the writer has committed (once a second), on the read connection. */
+json_t *nb_use_recent(nb_use *u, const char *ns, const char *fn, int limit, nb_err *err)
+{
+    static const char sql[] =
+        "SELECT request_id, start_ms, version, trigger, caller, duration_us, billed_ms,"
+        " memory_mb, max_memory_mb, cpu_us, init_us, cold, outcome, error_type"
+        " FROM raw WHERE ns = ?1 AND fn = ?2 ORDER BY id DESC LIMIT ?3";
+    json_t *list = json_array();
+    pthread_mutex_lock(&u->rmu);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(u->rdb, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, ns, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, fn, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int(st, 3, limit);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            int64_t v[14];
+            const char *text[14] = {0};
+            for (int i = 0; i < 14; i++) {
+                if (sqlite3_column_type(st, i) == SQLITE_TEXT) {
+                    text[i] = (const char *)sqlite3_column_text(st, i);
+                    v[i] = 0;
+                } else {
+                    text[i] = "";
+                    v[i] = sqlite3_column_int64(st, i);
+                }
+            }
+            json_t *cpu = v[9] < 0 ? json_null() : json_real((double)v[9] / 1000.0); /* unknown */
+            json_array_append_new(
+                list, json_pack("{s:s, s:I, s:I, s:s, s:s, s:f, s:I, s:I, s:I, s:o, s:f, s:b, s:s, "
+                                "s:s}",
+                                "request_id", text[0], "start_ms", (json_int_t)v[1], "version",
+                                (json_int_t)v[2], "trigger", text[3], "caller", text[4],
+                                "duration_ms", (double)v[5] / 1000.0, "billed_ms", (json_int_t)v[6],
+                                "memory_mb", (json_int_t)v[7], "max_memory_mb", (json_int_t)v[8],
+                                "cpu_ms", cpu, "init_ms", (double)v[10] / 1000.0, "cold",
+                                v[11] != 0, "outcome", text[12], "error_type", text[13]));
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        db_fail(u->rdb, err, "recent");
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&u->rmu);
+        json_decref(list);
+        return NULL;
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&u->rmu);
+    return json_pack("{s:o}", "invocations", list);
+}

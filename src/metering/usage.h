@@ -139,4 +139,11 @@ typedef struct nb_use_filter {
  * the last row {"total":true, ...} the sum of the others. */
 json_t *nb_use_query(nb_use *u, const nb_use_filter *f, nb_err *err);
 
+/* The function's newest raw records, newest first, at most limit (1..500): {"invocations":
+ * [{request_id, start_ms, version, trigger, caller, duration_ms, billed_ms, memory_mb,
+ * max_memory_mb, cpu_ms, init_ms, cold, outcome, error_type}]}. Records appear once the writer
+ * has committed them (within flush_ms). Any thread. Caller owns the result; NULL and err on a
+ * database error. */
+json_t *nb_use_recent(nb_use *u, const char *ns, const char *fn, int limit, nb_err *err);
+
 #endif
