@@ -117,6 +117,8 @@ json_t *nb_ser_query(nb_ser *s, int seconds, nb_err *err)
         for (int64_t k = seconds / step - 1; k >= 0; k--) {
             int64_t when = end - k * step;
             long b = find(s, when), a = find(s, when - step);
+            /* The first step since the start is partial: from the first sample. */
+            if (a < 0 && b > 0) a = 0;
             if (a < 0 || b <= a) continue;
             const nb_ser_sample *x = at(s, (size_t)a), *y = at(s, (size_t)b);
             double dt = (double)(y->t - x->t);
