@@ -21,7 +21,12 @@ const NAV = [
 
 function route(hash) {
   const path = (hash || "#/").replace(/^#/, "") || "/";
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  let parts;
+  try {
+    parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  } catch {
+    return null; // a malformed %-escape: no such page
+  }
   if (parts.length === 0) return { key: "#/", make: dashboard };
   const [top, name] = parts;
   if (top === "functions") return name ? { key: "#/functions", make: (m) => functionDetail(m, name) } : { key: "#/functions", make: functionList };

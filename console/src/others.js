@@ -139,7 +139,7 @@ export function scheduleList(main) {
         { label: "name", get: (s) => s.name },
         { label: "expression", get: (s) => h("code", null, s.expression) },
         { label: "time zone", get: (s) => s.timezone },
-        { label: "function", get: (s) => link(`#/functions/${enc(s.function)}`, s.function) },
+        { label: "target", get: (s) => (s.function ? link(`#/functions/${enc(s.function)}`, s.function) : s.target || "") },
         { label: "state", get: (s) => s.state },
         { label: "next fire", get: (s) => (s.state === "enabled" ? fmtTime(s.next_fire) : "paused") },
       ],
