@@ -50,17 +50,29 @@ nb_con_kind nb_con_lookup(const char *path, size_t len, const nb_con_file **file
     return NB_CON_MISSING;
 }
 
-/* If-None-Match holds f's ETag (alone, in a list, or "*"). */
+/* If-None-Match names f's ETag: "*", or a comma-separated list with the tag, weak ("W/") or not
+ * (RFC 9110 compares If-None-Match weakly). */
 static int not_modified(h2o_req_t *req, const nb_con_file *f)
 {
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
     if (i < 0) return 0;
     h2o_iovec_t v = req->headers.entries[i].value;
     size_t elen = strlen(f->etag);
-    for (size_t p = 0; p < v.len; p++) {
-        if (v.base[p] == '*') return 1;
-        /* A weak validator of the same tag matches too (RFC 9110's weak comparison). */
-        if (v.len - p >= elen && memcmp(v.base + p, f->etag, elen) == 0) return 1;
+    for (size_t p = 0; p < v.len;) {
+        while (p < v.len && (v.base[p] == ' ' || v.base[p] == '\t' || v.base[p] == ','))
+            p++;
+        size_t end = p;
+        while (end < v.len && v.base[end] != ',')
+            end++;
+        size_t n = end;
+        while (n > p && (v.base[n - 1] == ' ' || v.base[n - 1] == '\t'))
+            n--;
+        const char *tag = v.base + p;
+        size_t tlen = n - p;
+        if (tlen >= 2 && tag[0] == 'W' && tag[1] == '/') tag += 2, tlen -= 2;
+        if ((tlen == 1 && tag[0] == '*') || (tlen == elen && memcmp(tag, f->etag, elen) == 0))
+            return 1;
+        p = end;
     }
     return 0;
 }

@@ -107,6 +107,10 @@ class Console(NimbusTestCase):
             self.assertEqual(r2.headers["etag"], etag)
             r3 = self.get(f"/console/{name}", {"If-None-Match": '"something-else"'})
             self.assertEqual(r3.status, 200, r3)
+            r4 = self.get(f"/console/{name}", {"If-None-Match": f'"x", W/{etag}'})
+            self.assertEqual(r4.status, 304, r4)
+            r5 = self.get(f"/console/{name}", {"If-None-Match": etag[:-1] + 'x"'})
+            self.assertEqual(r5.status, 200, r5)
         self.assertIn(b"uplot", self.get("/console/app.css").body.lower())
 
         r = http_request(self.d.host, self.d.port, "HEAD", "/console/app.js")
