@@ -3,12 +3,14 @@
 # it only calls apt-get when something is missing. Not root: prints the command and fails.
 set -eu
 PKGS="cmake make gcc clang pkg-config libuv1-dev libh2o-dev libssl-dev libsqlite3-dev \
-libjansson-dev libarchive-dev libcurl4-openssl-dev libseccomp-dev python3 nodejs curl ca-certificates tzdata"
+libjansson-dev libarchive-dev libcurl4-openssl-dev libseccomp-dev python3 nodejs npm curl ca-certificates tzdata"
+# npm: the web console's assets (console/) are bundled at build time from pinned npm packages.
 case "${1:-}" in
---bench) PKGS="$PKGS wrk npm openssl" ;;
+--bench) PKGS="$PKGS wrk openssl" ;;
 # The tests install the real aws-lambda-ric from npm; its native addon builds with autotools.
 # prometheus brings promtool, which checks the GET /metrics page (test_metrics.py).
---test) PKGS="$PKGS npm g++ autoconf automake libtool openssl prometheus" ;;
+# chromium: the web console is tested in a real headless browser (test_console.py).
+--test) PKGS="$PKGS g++ autoconf automake libtool openssl prometheus chromium" ;;
 esac
 missing=""
 for p in $PKGS; do

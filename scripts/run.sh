@@ -49,6 +49,8 @@ nimbus is running on http://$(cat "$DATA/listen") with data in $DATA. Try, in an
   curl http://$(cat "$DATA/gateway.listen")/examples/python      # through the API gateway
   $BIN api get examples ; $BIN api logs examples
 
+The web console: http://$(cat "$DATA/listen")/console/ (log in with the token in $DATA/admin.token)
+
 Ctrl-C stops it.
 TOUR
 wait $PID

@@ -34,6 +34,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -88,6 +89,7 @@ struct daemon {
     nb_alog *alog;
     nb_use *use;         /* metering: every invocation's record, usage and cost */
     uv_timer_t use_tick; /* loop 0, each second: provisioned concurrency's kept time */
+    uv_timer_t ser_tick; /* loop 0, each second: the console's dashboard series */
     const char *prices;  /* --prices / NIMBUS_PRICES: the price sheet's file, or NULL */
     nb_gw *gw;
     nb_q *q;
@@ -537,6 +539,12 @@ static void on_use_tick(uv_timer_t *t)
     nb_invoker_provisioned(d->loops[0].invoker, provisioned_one, d);
 }
 
+static void on_ser_tick(uv_timer_t *t)
+{
+    daemon_t *d = t->data;
+    nb_met_sample(d->metrics, (int64_t)time(NULL));
+}
+
 int nb_daemon_doctor(void)
 {
     nb_sbx_init(NULL);
@@ -774,6 +782,11 @@ int nb_daemon_main(int argc, char **argv)
     d.use_tick.data = &d;
     uv_timer_start(&d.use_tick, on_use_tick, 1000, 1000);
     uv_unref((uv_handle_t *)&d.use_tick);
+    uv_timer_init(d.loop, &d.ser_tick);
+    d.ser_tick.data = &d;
+    nb_met_sample(d.metrics, (int64_t)time(NULL)); /* the first step's base */
+    uv_timer_start(&d.ser_tick, on_ser_tick, 1000, 1000);
+    uv_unref((uv_handle_t *)&d.ser_tick);
     for (int i = 1; i < d.nloops; i++) {
         /* Signals go to loop 0 (the main thread): the loops' threads block them. */
         sigset_t all, old;
@@ -806,6 +819,7 @@ int nb_daemon_main(int argc, char **argv)
         if (d.loops[i].has_thread) pthread_join(d.loops[i].thread, NULL);
     uv_close((uv_handle_t *)&d.sigchld, NULL);
     uv_close((uv_handle_t *)&d.use_tick, NULL);
+    uv_close((uv_handle_t *)&d.ser_tick, NULL);
     /* The queues' last commit runs its callbacks, which post to the loops' ports and the
      * dispatcher: both still exist until after it. */
     nb_async *async = atomic_exchange(&d.async, NULL);

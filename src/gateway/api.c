@@ -3,12 +3,14 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "code/bundle.h"
+#include "console/console.h"
 #include "events/cloudevent.h"
 #include "events/pattern.h"
 #include "gateway/http.h"
 #include "gateway/routes.h"
 #include "metrics/metrics.h"
 #include "metering/usage.h"
+#include "metrics/series.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -109,6 +111,8 @@ static void r_rule_delete(route_args *a);
 static void r_rule_test(route_args *a);
 static void r_metrics(route_args *a);
 static void r_usage(route_args *a);
+static void r_fn_invocations(route_args *a);
+static void r_metrics_series(route_args *a);
 
 /* Namespaced routes exist twice: short (namespace "default") and under
  * /v1/namespaces/{ns}; the long form is derived in match_route(). */
@@ -125,6 +129,7 @@ static const route routes[] = {
     {"GET", "/v1/functions/{name}/versions", r_versions, 0},
     {"POST", "/v1/functions/{name}/invoke", r_invoke, 0},
     {"GET", "/v1/functions/{name}/logs", r_logs, 0},
+    {"GET", "/v1/functions/{name}/invocations", r_fn_invocations, 0},
     {"GET", "/v1/functions/{name}/events/failed", r_events_failed, 0},
     {"POST", "/v1/functions/{name}/events/redrive", r_events_redrive, 0},
     {"GET", "/v1/queues", r_queues, 0},
@@ -161,6 +166,7 @@ static const route routes[] = {
     {"DELETE", "/v1/rules/{name}", r_rule_delete, 0},
     {"POST", "/v1/rules/{name}/test", r_rule_test, 0},
     {"GET", "/v1/usage", r_usage, 0},
+    {"GET", "/v1/metrics/series", r_metrics_series, 0},
     {"GET", "/v1/apis", r_apis, 0},
     {"PUT", "/v1/apis/{name}", r_api_put, 0},
     {"GET", "/v1/apis/{name}", r_api_get, 0},
@@ -255,6 +261,8 @@ static int auth_ok(nb_api *api, h2o_req_t *req)
 int nb_api_handle(void *ud, h2o_req_t *req, const char *request_id)
 {
     nb_api *api = ud;
+    /* The console's static files: no token (they hold no data; see console/console.h). */
+    if (nb_con_handle(req)) return 0;
     route_args a = {.api = api, .req = req, .request_id = request_id, .query = ""};
     snprintf(a.ns, sizeof a.ns, "%s", DEFAULT_NS);
     size_t plen = req->path_normalized.len;
@@ -3065,4 +3073,50 @@ static void r_usage(route_args *a)
         return;
     }
     nb_http_send_json(a->req, 200, json_pack("{s:o}", "usage", rows));
+}
+
+/* ---------- the web console's reads ---------- */
+
+/* The function's newest invocation records (metering's raw records). */
+static void r_fn_invocations(route_args *a)
+{
+    long long limit = 50;
+    if (parse_int_param(a, "limit", 1, 500, &limit) < 0) return;
+    if (!a->api->use) {
+        nb_http_error(a->req, 503, NB_E_UNAVAILABLE, "metering is not running");
+        return;
+    }
+    nb_err err = {0};
+    int64_t updated = 0;
+    nb_fn_version *v = a->api->store->ops->fn_get(a->api->store, a->ns, a->name, 0, &updated, &err);
+    if (!v) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_fn_version_unref(v);
+    nb_use_flush(a->api->use); /* an invocation that just ended is in the answer */
+    json_t *j = nb_use_recent(a->api->use, a->ns, a->name, (int)limit, &err);
+    if (!j) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_http_send_json(a->req, 200, j);
+}
+
+/* The dashboard's rates and percentiles over the last minutes (metrics/series.h). */
+static void r_metrics_series(route_args *a)
+{
+    long long seconds = NB_SER_SECONDS;
+    if (parse_int_param(a, "seconds", 1, NB_SER_SECONDS, &seconds) < 0) return;
+    if (!a->api->metrics) {
+        nb_http_error(a->req, 404, NB_E_NOT_FOUND, "metrics are off");
+        return;
+    }
+    nb_err err = {0};
+    json_t *j = nb_met_series(a->api->metrics, (int)seconds, &err);
+    if (!j) {
+        nb_http_send_error(a->req, &err);
+        return;
+    }
+    nb_http_send_json(a->req, 200, j);
 }

@@ -112,6 +112,10 @@ static const char *reason_of(int status)
         return "Accepted";
     case 204:
         return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 304:
+        return "Not Modified";
     case 400:
         return "Bad Request";
     case 401:

@@ -28,6 +28,7 @@
 #include "events/queue.h"
 #include "invoke/invoke.h"
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -87,5 +88,12 @@ const char *nb_met_error_type(int outcome, const char *error_type);
 
 /* The whole page into out. 0 or -1 (err). */
 int nb_met_render(nb_met *m, nb_buf *out, nb_err *err);
+
+/* The web console's dashboard series (metrics/series.h). nb_met_sample sums every function's
+ * counters and the scheduler's in-flight count into one sample of second now_s (the daemon
+ * calls it once a second); nb_met_series answers GET /v1/metrics/series (caller owns the
+ * result; NULL and err on a bad argument). Any thread. */
+void nb_met_sample(nb_met *m, int64_t now_s);
+json_t *nb_met_series(nb_met *m, int seconds, nb_err *err);
 
 #endif
