@@ -1,14 +1,15 @@
-/* Metering: any thread appends fixed-size records to one pending array under a short mutex;
- * one writer thread swaps the arrays and commits the swapped-out one to SQLite without holding
- * that mutex (the access log's design, src/gateway/alog.c, with fixed-size records: an
- * invocation's cost is one struct copy). Queries use a second connection, so WAL lets them
- * read while the writer writes. */
+/* Metering: any thread encodes its record into one pending buffer under a short mutex, already
+ * in the raw window's blob format; one writer thread swaps the buffers and commits the
+ * swapped-out one to SQLite without holding that mutex (the access log's design,
+ * src/gateway/alog.c): the blob as it is, and the rollup summed from it. Queries use a second
+ * connection, so WAL lets them read while the writer writes. */
 #include "metering/usage.h"
 
 #include "base/log.h"
 #include "base/util.h"
 #include "store/sqlite_util.h"
 
+#include <endian.h>
 #include <math.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -141,78 +142,36 @@ int64_t nb_use_cost_micro(const nb_use_sums *s, const nb_use_prices *p)
     return (int64_t)((f + FEMTO_PER_MICRO / 2) / FEMTO_PER_MICRO);
 }
 
-/* ---- recording ---- */
-
-struct nb_use {
-    nb_use_config cfg;
-    sqlite3 *wdb; /* the writer thread's, once started */
-    sqlite3_stmt *ins, *upsert, *del_old, *del_over, *del_rollup;
-    /* The writer's scratch, allocated once: a batch's rollup table and its raw blob. */
-    struct rollup_slot *slots;
-    size_t nslots;
-    uint8_t *blob;
-    pthread_mutex_t rmu; /* serialises queries on rdb */
-    sqlite3 *rdb;
-
-    pthread_t writer;
-    pthread_mutex_t mu;  /* guards pending, the sequence numbers and the flags; never held
-                            for I/O */
-    pthread_cond_t wake; /* the writer waits on it (monotonic clock) */
-    pthread_cond_t done; /* flushers wait on it */
-    nb_use_rec *pending; /* max_pending, allocated once */
-    size_t npending;
-    uint64_t rec_seq, done_seq, flush_want;
-    bool stop, exited;
-    bool hold; /* tests: the writer leaves pending alone, so it can fill up */
-    _Atomic int64_t dropped;
-
-    /* The writer's alone. */
-    nb_use_rec *writing; /* swapped with pending under mu */
-    int64_t last_retain_ms, drops_logged;
-};
-
-void nb_use_record(nb_use *u, const nb_use_rec *r)
-{
-    if (!u) return;
-    pthread_mutex_lock(&u->mu);
-    if (u->npending >= u->cfg.max_pending) {
-        pthread_mutex_unlock(&u->mu);
-        atomic_fetch_add(&u->dropped, 1);
-        return;
-    }
-    u->pending[u->npending++] = *r;
-    u->rec_seq++;
-    /* Half full: commit now rather than at the second, so a burst does not fill it. */
-    if (u->npending == u->cfg.max_pending / 2) pthread_cond_signal(&u->wake);
-    pthread_mutex_unlock(&u->mu);
-}
-
-int64_t nb_use_dropped(const nb_use *u)
-{
-    return atomic_load(&((nb_use *)u)->dropped);
-}
-
-const nb_use_prices *nb_use_prices_of(const nb_use *u)
-{
-    return &u->cfg.prices;
-}
-
 /* ---- the raw window: each batch's records as one blob ---- */
 
-/* Little-endian, whatever the host: the file outlives the binary that wrote it. */
-static uint8_t *put_le(uint8_t *p, uint64_t v, int bytes)
+/* Little-endian, whatever the host: the file outlives the binary that wrote it. memcpy and
+ * htole: one store each on the invocation's path. */
+static uint8_t *put64(uint8_t *p, int64_t v)
 {
-    for (int i = 0; i < bytes; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-    return p + bytes;
+    uint64_t le = htole64((uint64_t)v);
+    memcpy(p, &le, 8);
+    return p + 8;
 }
 
-static uint64_t get_le(const uint8_t *p, int bytes)
+static uint8_t *put32(uint8_t *p, uint32_t v)
 {
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
+    uint32_t le = htole32(v);
+    memcpy(p, &le, 4);
+    return p + 4;
+}
+
+static int64_t get64(const uint8_t *p)
+{
+    uint64_t le;
+    memcpy(&le, p, 8);
+    return (int64_t)le64toh(le);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    uint32_t le;
+    memcpy(&le, p, 4);
+    return le32toh(le);
 }
 
 static uint8_t *put_str(uint8_t *p, const char *s, size_t size)
@@ -223,27 +182,47 @@ static uint8_t *put_str(uint8_t *p, const char *s, size_t size)
     return p + n;
 }
 
+_Static_assert(NB_USE_REC_MAX == NB_USE_REC_FIXED + sizeof(((nb_use_rec *)0)->request_id) - 1 +
+                                     sizeof(((nb_use_rec *)0)->ns) - 1 +
+                                     sizeof(((nb_use_rec *)0)->fn) - 1 +
+                                     sizeof(((nb_use_rec *)0)->caller) - 1 +
+                                     sizeof(((nb_use_rec *)0)->error_type) - 1,
+               "NB_USE_REC_MAX is the longest encoding of a record");
+
+/* One record at p (at most NB_USE_REC_MAX bytes); returns its end. */
+static uint8_t *encode_one(const nb_use_rec *r, uint8_t *p)
+{
+    p = put64(p, r->start_ms);
+    p = put64(p, r->duration_us);
+    p = put64(p, r->billed_ms);
+    p = put64(p, r->init_us);
+    p = put64(p, r->cpu_us);
+    p = put64(p, r->max_memory_mb);
+    p = put64(p, r->version);
+    p = put64(p, r->kept_ms);
+    p = put32(p, (uint32_t)r->memory_mb);
+    *p++ = (uint8_t)r->cold;
+    *p++ = (uint8_t)r->trigger;
+    *p++ = (uint8_t)r->outcome;
+    p = put_str(p, r->request_id, sizeof r->request_id);
+    p = put_str(p, r->ns, sizeof r->ns);
+    p = put_str(p, r->fn, sizeof r->fn);
+    p = put_str(p, r->caller, sizeof r->caller);
+    return put_str(p, r->error_type, sizeof r->error_type);
+}
+
+static void put_header(uint8_t *blob, size_t n)
+{
+    memcpy(blob, NB_USE_BLOB_MAGIC, 4);
+    put32(blob + 4, (uint32_t)n);
+}
+
 size_t nb_use_encode(const nb_use_rec *recs, size_t n, uint8_t *out)
 {
-    uint8_t *p = out;
-    memcpy(p, NB_USE_BLOB_MAGIC, 4);
-    p = put_le(p + 4, n, 4);
-    for (size_t i = 0; i < n; i++) {
-        const nb_use_rec *r = &recs[i];
-        const int64_t v[] = {r->start_ms, r->duration_us,   r->billed_ms, r->init_us,
-                             r->cpu_us,   r->max_memory_mb, r->version};
-        for (size_t k = 0; k < NB_ARRAY_LEN(v); k++)
-            p = put_le(p, (uint64_t)v[k], 8);
-        p = put_le(p, (uint32_t)r->memory_mb, 4);
-        *p++ = (uint8_t)r->cold;
-        *p++ = (uint8_t)r->trigger;
-        *p++ = (uint8_t)r->outcome;
-        p = put_str(p, r->request_id, sizeof r->request_id);
-        p = put_str(p, r->ns, sizeof r->ns);
-        p = put_str(p, r->fn, sizeof r->fn);
-        p = put_str(p, r->caller, sizeof r->caller);
-        p = put_str(p, r->error_type, sizeof r->error_type);
-    }
+    put_header(out, n);
+    uint8_t *p = out + NB_USE_BLOB_HEADER;
+    for (size_t i = 0; i < n; i++)
+        p = encode_one(&recs[i], p);
     return (size_t)(p - out);
 }
 
@@ -258,17 +237,17 @@ static const uint8_t *get_str(const uint8_t *p, const uint8_t *end, char *dst, s
 
 int nb_use_decode(const uint8_t *blob, size_t len, nb_use_decode_cb cb, void *ud)
 {
-    if (len < 8 || memcmp(blob, NB_USE_BLOB_MAGIC, 4) != 0) return -1;
-    uint64_t n = get_le(blob + 4, 4);
-    const uint8_t *p = blob + 8, *end = blob + len;
-    for (uint64_t i = 0; i < n; i++) {
+    if (len < NB_USE_BLOB_HEADER || memcmp(blob, NB_USE_BLOB_MAGIC, 4) != 0) return -1;
+    uint32_t n = get32(blob + 4);
+    const uint8_t *p = blob + NB_USE_BLOB_HEADER, *end = blob + len;
+    for (uint32_t i = 0; i < n; i++) {
         nb_use_rec r = {0};
         if ((size_t)(end - p) < NB_USE_REC_FIXED) return -1;
         int64_t *v[] = {&r.start_ms, &r.duration_us,   &r.billed_ms, &r.init_us,
-                        &r.cpu_us,   &r.max_memory_mb, &r.version};
+                        &r.cpu_us,   &r.max_memory_mb, &r.version,   &r.kept_ms};
         for (size_t k = 0; k < NB_ARRAY_LEN(v); k++, p += 8)
-            *v[k] = (int64_t)get_le(p, 8);
-        r.memory_mb = (int)(int32_t)get_le(p, 4);
+            *v[k] = get64(p);
+        r.memory_mb = (int)(int32_t)get32(p);
         r.cold = p[4];
         r.trigger = p[5];
         r.outcome = p[6];
@@ -282,6 +261,69 @@ int nb_use_decode(const uint8_t *blob, size_t len, nb_use_decode_cb cb, void *ud
         if (cb && cb(&r, ud) != 0) return 1;
     }
     return p == end ? 0 : -1;
+}
+
+/* ---- recording ---- */
+
+struct nb_use {
+    nb_use_config cfg;
+    sqlite3 *wdb; /* the writer thread's, once started */
+    sqlite3_stmt *ins, *upsert, *del_old, *del_over, *del_rollup;
+    /* The writer's scratch, allocated once: a batch's rollup table. */
+    struct rollup_slot *slots;
+    size_t nslots;
+    pthread_mutex_t rmu; /* serialises queries on rdb */
+    sqlite3 *rdb;
+
+    pthread_t writer;
+    pthread_mutex_t mu;  /* guards pending, the sequence numbers and the flags; never held
+                            for I/O */
+    pthread_cond_t wake; /* the writer waits on it (monotonic clock) */
+    pthread_cond_t done; /* flushers wait on it */
+    uint8_t *pending;    /* the batch, already encoded as its raw_batch blob (header filled in
+                            at the swap); cap_bytes, allocated once */
+    size_t npending;     /* records in it, at most max_pending */
+    size_t pending_len;  /* bytes used, the header's included */
+    size_t cap_bytes;    /* room for max_pending records of the longest encoding */
+    uint64_t rec_seq, done_seq, flush_want;
+    bool stop, exited;
+    bool hold; /* tests: the writer leaves pending alone, so it can fill up */
+    _Atomic int64_t dropped;
+
+    /* The writer's alone. */
+    uint8_t *writing; /* swapped with pending under mu */
+    nb_use_rec *recs; /* the batch decoded, max_pending: the rollup's keys point into it */
+    size_t nrecs;
+    int64_t last_retain_ms, drops_logged;
+};
+
+void nb_use_record(nb_use *u, const nb_use_rec *r)
+{
+    if (!u) return;
+    pthread_mutex_lock(&u->mu);
+    if (u->npending >= u->cfg.max_pending) {
+        pthread_mutex_unlock(&u->mu);
+        atomic_fetch_add(&u->dropped, 1);
+        return;
+    }
+    /* Encoded where the batch's blob will be: about 130 bytes, two or three cache lines, where
+     * copying the struct wrote seven. */
+    u->pending_len = (size_t)(encode_one(r, u->pending + u->pending_len) - u->pending);
+    u->npending++;
+    u->rec_seq++;
+    /* Half full: commit now rather than at the second, so a burst does not fill it. */
+    if (u->npending == u->cfg.max_pending / 2) pthread_cond_signal(&u->wake);
+    pthread_mutex_unlock(&u->mu);
+}
+
+int64_t nb_use_dropped(const nb_use *u)
+{
+    return atomic_load(&((nb_use *)u)->dropped);
+}
+
+const nb_use_prices *nb_use_prices_of(const nb_use *u)
+{
+    return &u->cfg.prices;
 }
 
 /* ---- the writer ---- */
@@ -373,32 +415,38 @@ static int upsert_rollup(nb_use *u, const rollup_slot *x)
     return step_done(u, st);
 }
 
-/* The batch's invocations (not its provisioned samples) as one raw_batch row. */
-static int insert_raw(nb_use *u, nb_use_rec *recs, size_t n)
+/* The batch as one raw_batch row: its blob as it was recorded. */
+static int insert_raw(nb_use *u, const uint8_t *blob, size_t len, const nb_use_rec *recs, size_t n)
 {
-    /* Invocation records first, in order; samples are only rolled up. */
-    size_t m = 0;
     int64_t first = INT64_MAX, last = INT64_MIN;
     for (size_t i = 0; i < n; i++) {
-        if (recs[i].kept_ms != 0) continue;
-        if (m != i) recs[m] = recs[i];
-        if (recs[m].start_ms < first) first = recs[m].start_ms;
-        if (recs[m].start_ms > last) last = recs[m].start_ms;
-        m++;
+        if (recs[i].start_ms < first) first = recs[i].start_ms;
+        if (recs[i].start_ms > last) last = recs[i].start_ms;
     }
-    if (m == 0) return 0;
-    size_t len = nb_use_encode(recs, m, u->blob);
     sqlite3_stmt *st = u->ins;
     sqlite3_bind_int64(st, 1, first);
     sqlite3_bind_int64(st, 2, last);
-    sqlite3_bind_int64(st, 3, (int64_t)m);
-    sqlite3_bind_blob(st, 4, u->blob, (int)len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (int64_t)n);
+    sqlite3_bind_blob(st, 4, blob, (int)len, SQLITE_STATIC);
     return step_done(u, st);
 }
 
-static void commit_batch(nb_use *u, nb_use_rec *recs, size_t n)
+static int decoded(const nb_use_rec *r, void *ud)
+{
+    nb_use *u = ud;
+    u->recs[u->nrecs++] = *r;
+    return 0;
+}
+
+static void commit_batch(nb_use *u, const uint8_t *blob, size_t len, size_t n)
 {
     if (n == 0) return;
+    u->nrecs = 0;
+    if (nb_use_decode(blob, len, decoded, u) != 0 || u->nrecs != n) {
+        nb_warn("usage", "a batch of %zu records does not decode: dropped", n); /* a bug */
+        goto lost;
+    }
+    const nb_use_rec *recs = u->recs;
     size_t nslots;
     size_t keys = sum_batch(u, recs, n, &nslots);
     if (wexec(u, "BEGIN IMMEDIATE") < 0) goto lost;
@@ -407,8 +455,7 @@ static void commit_batch(nb_use *u, nb_use_rec *recs, size_t n)
         keys--;
         if (upsert_rollup(u, &u->slots[j]) < 0) goto rollback;
     }
-    /* After the rollups: insert_raw compacts recs, which the slots' keys point into. */
-    if (insert_raw(u, recs, n) < 0) goto rollback;
+    if (insert_raw(u, blob, len, recs, n) < 0) goto rollback;
     if (wexec(u, "COMMIT") == 0) return;
 rollback:
     wexec(u, "ROLLBACK");
@@ -450,16 +497,18 @@ static void *writer_main(void *arg)
             timed_wait(&u->wake, &u->mu, u->hold ? now + 1000 : next);
         }
         next = nb_mono_us() / 1000 + u->cfg.flush_ms;
-        nb_use_rec *b = u->pending;
-        size_t n = u->npending;
+        uint8_t *b = u->pending;
+        size_t n = u->npending, len = u->pending_len;
+        put_header(b, n);
         u->pending = u->writing;
         u->writing = b;
         u->npending = 0;
+        u->pending_len = NB_USE_BLOB_HEADER;
         uint64_t seq = u->rec_seq;
         bool stopping = u->stop;
         pthread_mutex_unlock(&u->mu);
 
-        commit_batch(u, u->writing, n);
+        commit_batch(u, u->writing, len, n);
         int64_t now = nb_mono_us() / 1000;
         if (now - u->last_retain_ms >= RETAIN_EVERY_MS) {
             retain(u);
@@ -545,7 +594,7 @@ static void free_all(nb_use *u)
     free(u->pending);
     free(u->writing);
     free(u->slots);
-    free(u->blob);
+    free(u->recs);
     pthread_cond_destroy(&u->wake);
     pthread_cond_destroy(&u->done);
     pthread_mutex_destroy(&u->mu);
@@ -580,13 +629,15 @@ nb_use *nb_use_open(const char *db_path, const nb_use_config *cfg, nb_err *err)
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&u->done, NULL);
     /* Both buffers up front: recording never allocates. */
-    u->pending = calloc(u->cfg.max_pending, sizeof *u->pending);
-    u->writing = calloc(u->cfg.max_pending, sizeof *u->writing);
+    u->cap_bytes = NB_USE_BLOB_MAX(u->cfg.max_pending);
+    u->pending = malloc(u->cap_bytes);
+    u->writing = malloc(u->cap_bytes);
+    u->pending_len = NB_USE_BLOB_HEADER;
+    u->recs = calloc(u->cfg.max_pending, sizeof *u->recs);
     for (u->nslots = 1; u->nslots < 2 * u->cfg.max_pending; u->nslots *= 2)
         ;
     u->slots = calloc(u->nslots, sizeof *u->slots);
-    u->blob = malloc(NB_USE_BLOB_MAX(u->cfg.max_pending));
-    if (!u->pending || !u->writing || !u->slots || !u->blob) {
+    if (!u->pending || !u->writing || !u->slots || !u->recs) {
         nb_err_set(err, 500, NB_E_INTERNAL, "usage: out of memory");
         goto fail;
     }
@@ -786,7 +837,7 @@ typedef struct recent {
 static int recent_match(const nb_use_rec *r, void *ud)
 {
     recent *x = ud;
-    if (strcmp(r->fn, x->fn) != 0 || strcmp(r->ns, x->ns) != 0) return 0;
+    if (r->kept_ms > 0 || strcmp(r->fn, x->fn) != 0 || strcmp(r->ns, x->ns) != 0) return 0;
     if (x->n == x->cap) {
         size_t cap = x->cap ? 2 * x->cap : 64;
         nb_use_rec *f = realloc(x->found, cap * sizeof *f);

@@ -1,13 +1,13 @@
 /* nb_use: metering. Every invocation that ends gives one record (docs/internals/metering.md);
  * records become usage (per function per minute) and cost (a price sheet).
  *
- * Recording copies a fixed-size struct into a bounded in-memory batch under a short mutex and
+ * Recording encodes the record into a bounded in-memory batch under a short mutex and
  * returns: no allocation, no I/O. A writer thread swaps the batch out once a second (at once
  * when it is half full, or on a flush) and commits it to its own SQLite database
  * (DATA/usage.db) in one transaction: the per-minute rollup (kept rollup_days), summed in
  * memory first, and the raw records as one blob (a bounded window: max_age_s and
- * max_records). A full batch drops the record and
- * counts it (nb_use_dropped), never delays the invocation.
+ * max_records). A full batch drops the record and counts it (nb_use_dropped), never delays
+ * the invocation.
  *
  * Money is integer: prices are held in femto-dollars (1e-15 USD) per unit and a group's cost
  * is rounded once, to micro-dollars; a total is the sum of its rows' micro-dollars, so the
@@ -146,13 +146,16 @@ json_t *nb_use_query(nb_use *u, const nb_use_filter *f, nb_err *err);
  * Committed records only (the writer's period behind). Scans at most the newest 64 batches. */
 json_t *nb_use_recent(nb_use *u, const char *ns, const char *fn, int limit, nb_err *err);
 
-/* The raw window's blob: "NBU1", a u32 count, then per record seven i64 (start_ms,
- * duration_us, billed_ms, init_us, cpu_us, max_memory_mb, version), an i32 memory_mb, three
- * bytes (cold, trigger, outcome) and five strings (request_id, ns, fn, caller, error_type),
- * each a length byte and its bytes; every integer little-endian. */
+/* The raw window's blob, which is also how a batch is held while it fills: "NBU1", a u32
+ * count, then per record eight i64 (start_ms, duration_us, billed_ms, init_us, cpu_us,
+ * max_memory_mb, version, kept_ms), an i32 memory_mb, three bytes (cold, trigger, outcome) and
+ * five strings (request_id, ns, fn, caller, error_type), each a length byte and its bytes;
+ * every integer little-endian. */
 #define NB_USE_BLOB_MAGIC  "NBU1"
-#define NB_USE_REC_FIXED   (7 * 8 + 4 + 3 + 5)
-#define NB_USE_BLOB_MAX(n) (8 + (size_t)(n) * (NB_USE_REC_FIXED + sizeof(nb_use_rec)))
+#define NB_USE_BLOB_HEADER 8
+#define NB_USE_REC_FIXED   (8 * 8 + 4 + 3 + 5)
+#define NB_USE_REC_MAX     (NB_USE_REC_FIXED + 39 + 64 + 64 + 95 + 63)
+#define NB_USE_BLOB_MAX(n) (NB_USE_BLOB_HEADER + (size_t)(n)*NB_USE_REC_MAX)
 /* Writes n records to out (NB_USE_BLOB_MAX(n) bytes); returns the length. */
 size_t nb_use_encode(const nb_use_rec *recs, size_t n, uint8_t *out);
 /* Calls cb for each record of a blob, in order; cb returning non-zero stops (returns 1).

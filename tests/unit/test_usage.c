@@ -359,6 +359,7 @@ static void test_blob(void)
     in[1] = rec("default", "g", "", 0, 128, NB_USE_THROTTLED);
     in[2] = rec("default", "h", "schedule:nightly", 3000000, 10240, NB_USE_TIMEOUT);
     in[1].cpu_us = -1;
+    in[1].kept_ms = 1000; /* a provisioned sample */
     in[2].cold = 1;
     in[2].init_us = 180000;
     in[2].trigger = NB_TRIG_SCHEDULE;
@@ -377,6 +378,7 @@ static void test_blob(void)
         CHECK(out[i].billed_ms == in[i].billed_ms && out[i].cpu_us == in[i].cpu_us);
         CHECK(out[i].init_us == in[i].init_us && out[i].max_memory_mb == in[i].max_memory_mb);
         CHECK(out[i].version == in[i].version && out[i].memory_mb == in[i].memory_mb);
+        CHECK(out[i].kept_ms == in[i].kept_ms);
         CHECK(out[i].cold == in[i].cold && out[i].trigger == in[i].trigger);
         CHECK(out[i].outcome == in[i].outcome);
         CHECK(strcmp(out[i].request_id, in[i].request_id) == 0);
