@@ -23,6 +23,7 @@ and when a test fails, the daemon's log lines written during that test are print
 
 import contextlib
 import ctypes
+import fcntl
 import gzip
 import hashlib
 import http.client
@@ -52,6 +53,29 @@ BIN = os.environ.get("NIMBUS_BIN") or os.path.join(BUILD, "nimbus")
 EXAMPLES = os.path.join(SRC, "examples")
 FIXTURES = os.path.join(HERE, "fixtures")
 MIB = 1 << 20
+
+def npm_cache_install(spec, find):
+    """Installs the npm package spec ("name@version") into BUILD/npm-cache unless find() already
+    finds an install: (what find returns, None), or (None, why not). Under the cache's lock,
+    which test_ric.py takes too, so concurrent tests never install at once."""
+    cache = os.path.join(BUILD, "npm-cache")
+    os.makedirs(cache, exist_ok=True)
+    with open(os.path.join(cache, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = find()
+        if found:
+            return found, None
+        pkg = os.path.join(cache, "package.json")
+        if not os.path.exists(pkg):  # so npm installs here, not in some parent project
+            with open(pkg, "w") as f:
+                json.dump({"name": "nimbus-e2e-npm-cache", "private": True}, f)
+        p = subprocess.run(["npm", "install", "--no-audit", "--no-fund", spec], cwd=cache,
+                           capture_output=True, text=True, timeout=240)
+        found = find()
+        if p.returncode != 0 or not found:
+            return None, f"npm install {spec} failed ({p.returncode}):\n{p.stderr[-3000:]}"
+        return found, None
+
 
 # Variables the CLI would otherwise pick up from the developer's shell.
 _CLIENT_ENV_DROP = ("NIMBUS_URL", "NIMBUS_TOKEN", "NIMBUS_DATA", "NIMBUS_LISTEN")

@@ -7,7 +7,6 @@ a function opened and invoked from the form, its invocation and log line appeari
 phone's width; screenshots go to $NIMBUS_BUILD/test-output/console/.
 Run: cd tests/e2e && python3 -m unittest -v test_console
 """
-import fcntl
 import json
 import os
 import shutil
@@ -16,7 +15,8 @@ import subprocess
 import time
 import unittest
 
-from nimbus_harness import BUILD, HERE, SRC, NimbusTestCase, http_request, wait_until
+from nimbus_harness import (BUILD, HERE, SRC, NimbusTestCase, http_request, npm_cache_install,
+                            wait_until)
 
 NPM = shutil.which("npm")
 NODE = shutil.which("node") or "/usr/bin/node"
@@ -50,22 +50,7 @@ def find_playwright():
 def install_playwright():
     """(node_modules path, None) or (None, why not); once per build dir, under the cache's lock
     (test_events.py and test_ric.py install into the same cache)."""
-    os.makedirs(CACHE, exist_ok=True)
-    with open(os.path.join(CACHE, ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = find_playwright()
-        if found:
-            return found, None
-        pkg = os.path.join(CACHE, "package.json")
-        if not os.path.exists(pkg):  # so npm installs here, not in some parent project
-            with open(pkg, "w") as f:
-                json.dump({"name": "nimbus-e2e-npm-cache", "private": True}, f)
-        p = subprocess.run([NPM, "install", "--no-audit", "--no-fund", f"playwright-core@{pinned()}"],
-                           cwd=CACHE, capture_output=True, text=True, timeout=240)
-        found = find_playwright()
-        if p.returncode != 0 or not found:
-            return None, f"npm install playwright-core failed ({p.returncode}):\n{p.stderr[-3000:]}"
-        return found, None
+    return npm_cache_install(f"playwright-core@{pinned()}", find_playwright)
 
 
 class Console(NimbusTestCase):

@@ -10,7 +10,6 @@ delivered to a queue).
 Every test scopes its rules by type or source, since they share one daemon's namespace.
 Run: cd tests/e2e && python3 -m unittest -v test_events
 """
-import fcntl
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ import time
 import unittest
 import urllib.parse
 
-from nimbus_harness import BUILD, HERE, SRC, NimbusTestCase, wait_until
+from nimbus_harness import BUILD, HERE, SRC, NimbusTestCase, npm_cache_install, wait_until
 from test_async import LEDGER_FN, Ledger
 
 NPM = shutil.which("npm")
@@ -49,22 +48,7 @@ def find_sdk():
 def install_sdk():
     """(node_modules path, None) or (None, why not). Installed once per build dir, under the
     lock test_ric.py uses for the same cache."""
-    os.makedirs(CACHE, exist_ok=True)
-    with open(os.path.join(CACHE, ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = find_sdk()
-        if found:
-            return found, None
-        pkg = os.path.join(CACHE, "package.json")
-        if not os.path.exists(pkg):  # so npm installs here, not in some parent project
-            with open(pkg, "w") as f:
-                json.dump({"name": "nimbus-e2e-npm-cache", "private": True}, f)
-        p = subprocess.run([NPM, "install", "--no-audit", "--no-fund", f"cloudevents@{sdk_version()}"],
-                           cwd=CACHE, capture_output=True, text=True, timeout=240)
-        found = find_sdk()
-        if p.returncode != 0 or not found:
-            return None, f"npm install cloudevents failed ({p.returncode}):\n{p.stderr[-3000:]}"
-        return found, None
+    return npm_cache_install(f"cloudevents@{sdk_version()}", find_sdk)
 
 
 def ce(id, source, type, **kw):
